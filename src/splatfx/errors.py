@@ -1,0 +1,48 @@
+"""Errors that reach the user as one clear line.
+
+Every problem with input data is raised as :class:`InputError`, which names the
+file (or setting) and what is wrong with it. The CLI prints ``str(error)`` and
+exits non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class SplatfxError(Exception):
+    """Base class for every error splatfx reports to the user."""
+
+
+class InputError(SplatfxError):
+    """A file, folder or setting given to splatfx is missing or malformed."""
+
+    def __init__(self, source: str | os.PathLike[str], problem: str) -> None:
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+class ConfigError(InputError):
+    """A setting in ``shot.toml`` or on the command line is invalid (source names the key)."""
+
+
+def require_file(path: str | os.PathLike[str], what: str = "file") -> Path:
+    """Return ``path`` as a Path, or raise InputError if it is not an existing file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, f"{what} does not exist")
+    if not p.is_file():
+        raise InputError(p, f"{what} is not a regular file")
+    return p
+
+
+def require_dir(path: str | os.PathLike[str], what: str = "folder") -> Path:
+    """Return ``path`` as a Path, or raise InputError if it is not an existing folder."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, f"{what} does not exist")
+    if not p.is_dir():
+        raise InputError(p, f"{what} is not a folder")
+    return p

@@ -1,0 +1,48 @@
+"""Progress bars for long work (rate and time left), quiet when not on a terminal."""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, TypeVar
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+
+def make_progress(transient: bool = False) -> Progress:
+    """A rich Progress with description, bar, count, rate-derived percent, elapsed and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("[cyan]{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=transient,
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate over ``items`` while showing a progress bar with rate and time left."""
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    with make_progress() as progress:
+        task = progress.add_task(description, total=total, rate="")
+        for item in items:
+            yield item
+            progress.advance(task)
+            speed = progress.tasks[0].speed
+            if speed:
+                progress.update(task, rate=f"{speed:.2f}/s")

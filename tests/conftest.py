@@ -1,0 +1,24 @@
+"""Shared fixtures: where the real captures live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("SPLATFX_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The read-only reference captures (``../shared/data``)."""
+    path = _data_dir()
+    if not path.is_dir():
+        pytest.fail(f"reference data not found at {path} (set SPLATFX_DATA)")
+    return path

@@ -334,7 +334,11 @@ def read_exr(path: PathLike) -> tuple[dict[str, np.ndarray], ExrHeader]:
     widened exactly to float32) or uint32. ``header.pixel_types`` says which were half.
     """
     p = require_file(path, "EXR image")
+    expected_parts = len(_open_exr(p, header_only=True).parts)
     exr = _open_exr(p, header_only=False)
+    # On damaged pixel data the bindings warn and drop the part instead of raising.
+    if expected_parts == 0 or len(exr.parts) != expected_parts:
+        raise InputError(p, "EXR pixel data is truncated or corrupt")
     channels: dict[str, np.ndarray] = {}
     pixel_types: dict[str, str] = {}
     for part in exr.parts:
@@ -425,7 +429,10 @@ RGBA_NAMES = ("R", "G", "B", "A")
 
 
 def pack_rgba(pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Split H x W x C pixels into EXR channels: C=1 ``Y``, 2 ``Y,A``, 3 ``R,G,B``, 4 ``R,G,B,A``."""
+    """Split H x W x C pixels into EXR channels.
+
+    C=1 gives ``Y``, 2 ``Y,A``, 3 ``R,G,B`` and 4 ``R,G,B,A``.
+    """
     a = _as_hwc(pixels)
     names = {1: ("Y",), 2: ("Y", "A"), 3: RGBA_NAMES[:3], 4: RGBA_NAMES}[a.shape[2]]
     return {name: a[:, :, i] for i, name in enumerate(names)}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, Interpolation
 
 from splatfx.atomic import atomic_path
 from splatfx.color import from_uint8, from_uint16, to_uint8
@@ -33,11 +33,15 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".m
 # Encoders tried in order for review movies: H.264 first, MPEG-4 Part 2 as a last resort.
 _H264_ENCODERS = ("libx264", "libopenh264", "h264")
 _FALLBACK_ENCODER = "mpeg4"
+# swscale's default YUV<->RGB path rounds coarsely (errors of 2-3 codes on flat colour);
+# accurate rounding with full chroma interpolation matches the BT.709 formulas to 1 code.
+_CONVERT = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    """FFmpeg's reason without errno and file name (the InputError names the file)."""
+    reason = exc.strerror if isinstance(exc, av.FFmpegError) and exc.strerror else str(exc)
+    return " ".join(reason.split()) or type(exc).__name__
 
 
 class VideoReader:
@@ -93,6 +97,12 @@ class VideoReader:
     def frame_count(self) -> int:
         return len(self._pts)
 
+    @property
+    def keyframes(self) -> list[int]:
+        """Indices of the frames a decoder can start from (seek targets)."""
+        index = {pts: i for i, pts in enumerate(self._pts)}
+        return [index[pts] for pts in self._key_pts]
+
     def _index(self) -> tuple[list[int], list[int]]:
         """Presentation timestamps of every frame, and of the keyframes, from packets alone."""
         pts: list[int] = []
@@ -111,7 +121,6 @@ class VideoReader:
             raise InputError(self.path, f"corrupt video: {_one_line(exc)}") from None
         pts.sort()
         keys.sort()
-        self._container.seek(0, stream=self._stream) if pts else None
         return pts, keys
 
     # ---- reading
@@ -141,8 +150,9 @@ class VideoReader:
         """True when the open decoder is before ``target`` with no keyframe to jump to."""
         if self._decoded is None or self._last_pts is None or self._last_pts >= target:
             return False
-        key = self._key_pts[bisect.bisect_right(self._key_pts, target) - 1] if self._key_pts else None
-        return key is None or key <= self._last_pts
+        keys_before = bisect.bisect_right(self._key_pts, target)
+        # The last keyframe at or before the target is already behind us: no seek pays off.
+        return keys_before == 0 or self._key_pts[keys_before - 1] <= self._last_pts
 
     def _seek(self, target: int) -> None:
         try:
@@ -175,7 +185,7 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     rng = frame.color_range if frame.color_range in (ColorRange.MPEG, ColorRange.JPEG) else None
     codes = frame.to_ndarray(format="rgb48le" if deep else "rgb24",
                              src_colorspace=space, src_color_range=rng,
-                             dst_color_range=ColorRange.JPEG)
+                             dst_color_range=ColorRange.JPEG, interpolation=_CONVERT)
     return from_uint16(codes) if deep else from_uint8(codes)
 
 
@@ -214,12 +224,15 @@ def _is_encoder(name: str) -> bool:
 
 
 def write_mp4(path: PathLike, frames: Iterable[np.ndarray], fps: Fraction | float | int,
-              crf: int = 18, preset: str = "medium") -> Movie:
+              crf: int = 18, preset: str = "medium",
+              keyframe_interval: int | None = None) -> Movie:
     """Encode display-referred frames (float [0, 1] or uint8, H x W x 3 or grey) as an MP4.
 
     Frames are consumed one at a time. All must share one size; odd widths/heights are
     padded to even (yuv420p needs it). ``crf`` is libx264's quality (lower is better,
-    18 is visually lossless for review). The file appears only once complete.
+    18 is visually lossless for review); ``keyframe_interval`` caps the GOP length
+    (short GOPs scrub faster; None keeps the encoder's default). The file appears only
+    once complete.
     """
     rate = Fraction(fps).limit_denominator(1001000)
     if rate <= 0:
@@ -227,7 +240,9 @@ def write_mp4(path: PathLike, frames: Iterable[np.ndarray], fps: Fraction | floa
     encoder = pick_encoder()
     target = Path(path)
     with atomic_path(target, suffix=".mp4") as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
+        # faststart: the index goes first so review players can start before the end arrives.
+        with av.open(str(tmp), mode="w", format="mp4",
+                     options={"movflags": "+faststart"}) as container:
             stream = None
             size: tuple[int, int] | None = None
             count = 0
@@ -235,8 +250,8 @@ def write_mp4(path: PathLike, frames: Iterable[np.ndarray], fps: Fraction | floa
                 rgb = _as_rgb24(pixels)
                 if size is None:
                     size = rgb.shape[:2]
-                    stream = _add_stream(container, encoder, rate, rgb.shape[1], rgb.shape[0], crf,
-                                         preset)
+                    stream = _add_stream(container, encoder, rate, rgb.shape[1], rgb.shape[0],
+                                         crf, preset, keyframe_interval)
                 elif rgb.shape[:2] != size:
                     raise ValueError(f"frame {count - 1} is {rgb.shape[1]}x{rgb.shape[0]}, "
                                      f"the first was {size[1]}x{size[0]}")
@@ -249,19 +264,21 @@ def write_mp4(path: PathLike, frames: Iterable[np.ndarray], fps: Fraction | floa
 
 
 def _add_stream(container: av.container.OutputContainer, encoder: str, rate: Fraction,
-                width: int, height: int, crf: int, preset: str) -> av.VideoStream:
+                width: int, height: int, crf: int, preset: str,
+                keyframe_interval: int | None) -> av.VideoStream:
     stream = container.add_stream(encoder, rate=rate)
+    if keyframe_interval is not None:
+        stream.codec_context.gop_size = keyframe_interval
     stream.width, stream.height = width + width % 2, height + height % 2
     stream.pix_fmt = "yuv420p"
     ctx = stream.codec_context
     ctx.colorspace, ctx.color_range = Colorspace.ITU709, ColorRange.MPEG
     ctx.color_primaries, ctx.color_trc = ColorPrimaries.BT709, ColorTrc.IEC61966_2_1
     if encoder == "libx264":
-        stream.options = {"crf": str(crf), "preset": preset, "movflags": "+faststart"}
+        stream.options = {"crf": str(crf), "preset": preset}
     else:
         # No CRF outside x264: aim for about 0.15 bits per pixel, plenty for review.
         stream.bit_rate = int(stream.width * stream.height * float(rate) * 0.15)
-    container.options = {"movflags": "+faststart"}
     return stream
 
 
@@ -289,7 +306,8 @@ def _yuv_frame(rgb: np.ndarray, index: int) -> av.VideoFrame:
     """An RGB frame converted to BT.709 limited-range yuv420p, stamped with its index."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
     yuv = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709,
-                         src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.MPEG)
+                         src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.MPEG,
+                         interpolation=_CONVERT | Interpolation.FULL_CHR_H_INP)
     yuv.colorspace, yuv.color_range = Colorspace.ITU709, ColorRange.MPEG
     yuv.pts = index
     return yuv

@@ -1,0 +1,210 @@
+"""Opening plates: folders, numbered sequences, video; lazy reads; bad input."""
+
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from splatfx import plates as plates_module
+from splatfx.errors import InputError
+from splatfx.imageio import read_image, write_exr, write_png
+from splatfx.plates import open_plates, parse_pattern
+from splatfx.video import VideoReader, write_mp4
+
+
+def assert_one_line_naming(err: pytest.ExceptionInfo[InputError], path: Path) -> None:
+    assert "\n" not in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def make_sequence(folder: Path, frames: list[int], name: str = "plate.{:04d}.png") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in frames:
+        pixels = np.full((6, 8, 3), (f % 100) / 100, dtype=np.float32)
+        write_png(folder / name.format(f), pixels)
+
+
+# --------------------------------------------------------------------------- real captures
+
+
+def test_south_building_folder_is_a_plate_set(data_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[Path] = []
+
+    def counting_read(path: Path):  # type: ignore[no-untyped-def]
+        decoded.append(Path(path))
+        return read_image(path)
+
+    monkeypatch.setattr(plates_module, "read_image", counting_read)
+    folder = data_dir / "south_building" / "images"
+    plates = open_plates(folder)
+    assert (len(plates), plates.width, plates.height) == (128, 768, 576)
+    assert (plates.kind, plates.encoding, plates.fps) == ("images", "srgb", None)
+    assert plates.frames == list(range(1001, 1129)) and plates.missing == []
+    assert plates.path(1001).name == "P1180141.JPG"
+    assert "128 frames 1001-1128, 768x576, srgb" in plates.summary()
+    names = [plates.path(f).name for f in plates.frames]
+    assert names == sorted(names)
+    assert decoded == []  # opening reads headers only
+    frame = plates.read(1064)
+    assert decoded == [plates.path(1064)]
+    np.testing.assert_array_equal(frame, read_image(plates.path(1064)).pixels)
+    assert frame.shape == (576, 768, 3) and frame.dtype == np.float32
+
+
+def test_lego_folder_is_a_numbered_sequence(data_dir: Path) -> None:
+    plates = open_plates(data_dir / "lego_200" / "test")
+    assert (plates.kind, len(plates), plates.first, plates.last) == ("sequence", 200, 0, 199)
+    assert plates.path(10).name == "r_10.png"  # numeric order, not name order
+    assert plates.read(10).shape == (200, 200, 4)
+    renumbered = open_plates(data_dir / "lego_200" / "test", start_frame=1001)
+    assert renumbered.path(1011).name == "r_10.png"
+
+
+def test_fern_and_single_image(data_dir: Path) -> None:
+    fern = open_plates(data_dir / "fern" / "images_8", start_frame=1)
+    assert (len(fern), fern.width, fern.height, fern.first) == (20, 504, 378, 1)
+    single = open_plates(data_dir / "lego_200" / "train" / "r_5.png")
+    assert (single.kind, single.frames) == ("image", [1001])
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def test_parse_pattern_tokens() -> None:
+    for text in ("sh/plate.%04d.exr", "sh/plate.####.exr", "sh/plate.@@@@.exr"):
+        pattern = parse_pattern(text)
+        assert pattern is not None
+        assert (pattern.prefix, pattern.padding, pattern.suffix) == ("plate.", 4, ".exr")
+        assert pattern.name(7) == "plate.0007.exr" and pattern.name(12345) == "plate.12345.exr"
+        assert pattern.frame_of("plate.0007.exr") == 7
+        assert pattern.frame_of("plate.007.exr") is None
+    unpadded = parse_pattern("r_%d.png")
+    assert unpadded is not None and unpadded.frame_of("r_10.png") == 10
+    assert unpadded.frame_of("r_010.png") is None
+    assert parse_pattern("plate.exr") is None
+
+
+def test_sequence_with_gap_by_pattern_and_folder(tmp_path: Path) -> None:
+    make_sequence(tmp_path / "seq", [1001, 1002, 1003, 1004, 1006, 1007])
+    (tmp_path / "seq" / "notes.txt").write_text("not an image")
+    for spec in ("plate.%04d.png", "plate.####.png", "plate.@@@@.png"):
+        plates = open_plates(tmp_path / "seq" / spec, fps=24)
+        assert plates.frames == [1001, 1002, 1003, 1004, 1006, 1007]
+        assert plates.missing == [1005] and plates.fps == Fraction(24)
+    folder = open_plates(tmp_path / "seq")
+    assert (folder.kind, folder.frames[0], folder.missing) == ("sequence", 1001, [1005])
+    assert folder.read(1003)[0, 0, 0] == pytest.approx(0.03, abs=0.5 / 255)
+    with pytest.raises(InputError, match="gap"):
+        folder.read(1005)
+    shifted = open_plates(tmp_path / "seq", start_frame=1)
+    assert shifted.frames == [1, 2, 3, 4, 6, 7] and shifted.path(6).name == "plate.1006.png"
+
+
+def test_exr_sequence_is_scene_linear(tmp_path: Path) -> None:
+    for f in (1, 2, 3):
+        channels = {c: np.full((4, 5), f, np.float32) for c in "RGB"}
+        write_exr(tmp_path / f"beauty_{f:03d}.exr", channels)
+    plates = open_plates(tmp_path / "beauty_###.exr")
+    assert (plates.encoding, plates.frames) == ("linear", [1, 2, 3])
+    assert (plates.width, plates.height) == (5, 4)
+    assert plates.read(2).mean() == 2.0
+
+
+def test_folder_with_two_sequences_is_refused(tmp_path: Path) -> None:
+    make_sequence(tmp_path, [1, 2, 3], "a.{:04d}.png")
+    make_sequence(tmp_path, [1, 2], "b.{:04d}.png")
+    expected = r"a\.####\.png \(3 files\), b\.####\.png \(2 files\)"
+    with pytest.raises(InputError, match=expected) as err:
+        open_plates(tmp_path)
+    assert_one_line_naming(err, tmp_path)
+
+
+def test_empty_pattern_and_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no files match") as err:
+        open_plates(tmp_path / "plate.####.exr")
+    assert_one_line_naming(err, tmp_path / "plate.####.exr")
+    with pytest.raises(InputError, match="do not exist") as err:
+        open_plates(tmp_path / "nowhere")
+    assert_one_line_naming(err, tmp_path / "nowhere")
+    with pytest.raises(InputError, match="holds no images"):
+        open_plates(tmp_path)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_folder_with_a_different_size_names_the_odd_file(data_dir: Path, tmp_path: Path) -> None:
+    source = sorted((data_dir / "south_building" / "images").glob("*.JPG"))[:4]
+    for f in source:
+        shutil.copy(f, tmp_path / f.name)
+    odd = tmp_path / source[2].name
+    PILImage.open(source[2]).resize((384, 288)).save(odd, quality=90)
+    with pytest.raises(InputError) as err:
+        open_plates(tmp_path)
+    assert_one_line_naming(err, odd)
+    assert "384x288" in str(err.value) and "768x576" in str(err.value)
+    assert source[0].name in str(err.value)
+
+
+def test_corrupt_jpeg_plate_fails_on_read(data_dir: Path, tmp_path: Path) -> None:
+    source = sorted((data_dir / "south_building" / "images").glob("*.JPG"))[:3]
+    for f in source:
+        shutil.copy(f, tmp_path / f.name)
+    bad = tmp_path / source[1].name
+    bad.write_bytes(source[1].read_bytes()[:30000])
+    plates = open_plates(tmp_path)  # the header is intact
+    assert plates.read(1001).shape == (576, 768, 3)
+    with pytest.raises(InputError, match="truncated") as err:
+        plates.read(1002)
+    assert_one_line_naming(err, bad)
+
+
+def test_corrupt_png_plate_fails_on_open(data_dir: Path, tmp_path: Path) -> None:
+    for name in ("r_0.png", "r_1.png", "r_2.png"):
+        shutil.copy(data_dir / "lego_200" / "train" / name, tmp_path / name)
+    bad = tmp_path / "r_1.png"
+    bad.write_bytes(bad.read_bytes()[:20])
+    with pytest.raises(InputError) as err:
+        open_plates(tmp_path)
+    assert_one_line_naming(err, bad)
+
+
+def test_garbage_exr_plate_is_reported(tmp_path: Path) -> None:
+    for f in (1, 2):
+        write_exr(tmp_path / f"p.{f:04d}.exr", {"R": np.zeros((4, 4), np.float32)})
+    bad = tmp_path / "p.0003.exr"
+    bad.write_bytes(np.random.default_rng(2).bytes(2048))
+    with pytest.raises(InputError, match="not an OpenEXR file") as err:
+        open_plates(tmp_path)
+    assert_one_line_naming(err, bad)
+
+
+def test_unreadable_video_plate(tmp_path: Path) -> None:
+    bad = tmp_path / "plate.mp4"
+    bad.write_bytes(np.random.default_rng(3).bytes(10000))
+    with pytest.raises(InputError, match="not a readable video") as err:
+        open_plates(bad)
+    assert_one_line_naming(err, bad)
+
+
+# --------------------------------------------------------------------------- video
+
+
+def test_video_plates(data_dir: Path, tmp_path: Path) -> None:
+    files = sorted((data_dir / "south_building" / "images").glob("*.JPG"))[:5]
+    frames = [read_image(f).pixels[::2, ::2] for f in files]
+    movie = tmp_path / "plate.mp4"
+    write_mp4(movie, frames, fps=25, preset="veryfast")
+    with open_plates(movie) as plates:
+        assert (plates.kind, plates.frames, plates.fps) == ("video", list(range(1001, 1006)), 25)
+        assert (plates.width, plates.height, plates.encoding) == (384, 288, "srgb")
+        third = plates.read(1003)
+    with VideoReader(movie) as video:
+        np.testing.assert_array_equal(third, video.read(2))
+    assert open_plates(movie, start_frame=1, fps=Fraction(24000, 1001)).fps == Fraction(24000, 1001)

@@ -60,3 +60,22 @@ def is_rotation(r: np.ndarray, tol: float = 1e-6) -> bool:
     """True when ``r`` is a proper rotation matrix (orthonormal, determinant +1)."""
     r = np.asarray(r, dtype=np.float64)
     return r.shape == (3, 3) and np.allclose(r @ r.T, np.eye(3), atol=tol) and abs(np.linalg.det(r) - 1) < tol
+
+
+def rotmats_to_quats(r: np.ndarray) -> np.ndarray:
+    """Unit quaternions (N,4) wxyz with w ≥ 0 of rotation matrices (N,3,3), vectorised."""
+    r = np.asarray(r, dtype=np.float64)
+    m00, m11, m22 = r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]
+    q = np.stack(
+        [
+            np.sqrt(np.maximum(0.0, 1 + m00 + m11 + m22)),
+            np.sqrt(np.maximum(0.0, 1 + m00 - m11 - m22)),
+            np.sqrt(np.maximum(0.0, 1 - m00 + m11 - m22)),
+            np.sqrt(np.maximum(0.0, 1 - m00 - m11 + m22)),
+        ],
+        axis=1,
+    ) / 2.0
+    q[:, 1] = np.copysign(q[:, 1], r[:, 2, 1] - r[:, 1, 2])
+    q[:, 2] = np.copysign(q[:, 2], r[:, 0, 2] - r[:, 2, 0])
+    q[:, 3] = np.copysign(q[:, 3], r[:, 1, 0] - r[:, 0, 1])
+    return q / np.linalg.norm(q, axis=1, keepdims=True)

@@ -1,0 +1,166 @@
+"""The animated scene: per frame, the Gaussians to draw, what each one is, and its exact
+motion to the next frame.
+
+Effects are simulated in the physics frame (world: z-up metres); the reconstruction lives
+in solve coordinates. ``world = s·R·x + t`` (:class:`splatfx.orient.SceneFrame`) links
+them, and every pose and particle is mapped back to solve coordinates here, so renders
+use the plates' cameras unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from splatfx.fx.particles import ParticleCache
+from splatfx.fx.rigid import RigidCache
+from splatfx.gaussians import Gaussians
+from splatfx.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat
+from splatfx.sh import rotate_sh
+
+#: Element ids written per Gaussian (and rendered as the id layer).
+ELEMENTS = {"scene": 0, "fragment": 1, "fill": 2, "debris": 3, "dust": 4, "snow": 5}
+
+
+@dataclass
+class FrameGaussians:
+    """One frame's Gaussians (solve coordinates), their element id (N,), their motion to
+    the next frame (N,3, solve units per frame), and their row in the source scene (−1 for
+    Gaussians the effect created)."""
+
+    gaussians: Gaussians
+    element: np.ndarray
+    motion: np.ndarray
+    source_index: np.ndarray
+
+
+@dataclass
+class Similarity:
+    """``world = scale · rotation · x + translation`` and its inverse on points, rotations, vectors."""
+
+    scale: float = 1.0
+    rotation: np.ndarray = field(default_factory=lambda: np.eye(3))
+    translation: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    def to_world(self, x: np.ndarray) -> np.ndarray:
+        return self.scale * np.asarray(x, dtype=np.float64) @ self.rotation.T + self.translation
+
+    def to_solve(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.translation) @ self.rotation / self.scale
+
+    def vector_to_solve(self, v: np.ndarray) -> np.ndarray:
+        return np.asarray(v, dtype=np.float64) @ self.rotation / self.scale
+
+    def rigid_to_solve(self, rot_world: np.ndarray, centre: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The solve-space rotation and translation of the world motion ``p ↦ R(p − c) + x``."""
+        rot = self.rotation.T @ rot_world @ self.rotation
+        shift = self.rotation.T @ (rot_world @ (self.translation - centre) + position - self.translation) / self.scale
+        return rot, shift
+
+
+@dataclass
+class Fragments:
+    """Selected Gaussians grouped into rigid fragments (the fill Gaussians included)."""
+
+    gaussians: Gaussians  # solve coordinates, selected + fill
+    labels: np.ndarray  # (M,) fragment per Gaussian
+    element: np.ndarray  # (M,) ELEMENTS["fragment"] or ELEMENTS["fill"]
+    source_index: np.ndarray  # (M,) row in the scene or −1
+    cache: RigidCache
+
+
+@dataclass
+class ShotAnimation:
+    """The static scene plus any number of effects, evaluated frame by frame."""
+
+    scene: Gaussians
+    frame: Similarity
+    frames: int
+    fps: float
+    removed: np.ndarray | None = None  # scene rows replaced by fragments
+    fragments: Fragments | None = None
+    particles: dict[str, ParticleCache] = field(default_factory=dict)
+
+    def at(self, t: int) -> FrameGaussians:
+        """The Gaussians of frame index ``t`` (0-based), with element ids and motion."""
+        if not 0 <= t < self.frames:
+            raise IndexError(f"frame index {t} outside 0..{self.frames - 1}")
+        keep = np.ones(len(self.scene), dtype=bool)
+        if self.removed is not None:
+            keep[self.removed] = False
+        static = self.scene[torch.from_numpy(keep)]
+        parts = [static]
+        element = [np.full(len(static), ELEMENTS["scene"], np.int8)]
+        motion = [np.zeros((len(static), 3))]
+        source = [np.nonzero(keep)[0]]
+        if self.fragments is not None:
+            g, m, e, s = self._fragments_at(t)
+            parts.append(g), motion.append(m), element.append(e), source.append(s)
+        for name, cache in self.particles.items():
+            g, m = self._particles_at(cache, t)
+            parts.append(g), motion.append(m)
+            element.append(np.full(len(g), ELEMENTS[name], np.int8))
+            source.append(np.full(len(g), -1))
+        degree = self.scene.sh_degree
+        parts = [p if p.sh_degree == degree else _with_degree(p, degree) for p in parts]
+        return FrameGaussians(Gaussians.cat(parts), np.concatenate(element), np.concatenate(motion).astype(np.float32),
+                              np.concatenate(source))
+
+    def _fragment_pose(self, t: int, f: int) -> tuple[np.ndarray, np.ndarray]:
+        cache = self.fragments.cache
+        return self.frame.rigid_to_solve(quat_to_rotmat(cache.quats[t, f]), cache.centroids[f], cache.positions[t, f])
+
+    def _fragments_at(self, t: int) -> tuple[Gaussians, np.ndarray, np.ndarray, np.ndarray]:
+        frag = self.fragments
+        cache = frag.cache
+        g = frag.gaussians
+        means = g.means.double().numpy()
+        out_means = np.empty_like(means)
+        next_means = np.empty_like(means)
+        quats = g.quats.clone()
+        sh = g.sh.clone()
+        for f in range(cache.centroids.shape[0]):
+            rows = np.nonzero(frag.labels == f)[0]
+            if not len(rows):
+                continue
+            rot, shift = self._fragment_pose(t, f)
+            out_means[rows] = means[rows] @ rot.T + shift
+            rot_next, shift_next = self._fragment_pose(min(t + 1, self.frames - 1), f)
+            next_means[rows] = means[rows] @ rot_next.T + shift_next
+            index = torch.from_numpy(rows)
+            q = torch.from_numpy(rotmat_to_quat(rot)).float()
+            quats[index] = quat_multiply(q.expand(len(rows), 4), g.quats[index])
+            if g.sh_degree > 0:
+                sh[index] = rotate_sh(g.sh[index], rot)
+        visible = cache.visible[t][frag.labels]
+        moved = g.replace(means=torch.from_numpy(out_means).float(), quats=quats, sh=sh)
+        rows = torch.from_numpy(visible)
+        return moved[rows], (next_means - out_means)[visible], frag.element[visible], frag.source_index[visible]
+
+    def _particles_at(self, cache: ParticleCache, t: int) -> tuple[Gaussians, np.ndarray]:
+        live = cache.alive[t] & (cache.opacities[t] > 1e-3)
+        n = int(live.sum())
+        degree = self.scene.sh_degree
+        sh = np.zeros((n, (degree + 1) ** 2, 3), np.float32)
+        sh[:, 0] = cache.colors_dc[live]
+        opacity = np.clip(cache.opacities[t][live], 1e-4, 0.9999)
+        g = Gaussians.from_arrays({
+            "means": self.frame.to_solve(cache.positions[t][live]),
+            "quats": np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)),
+            "log_scales": np.repeat(np.log(cache.sizes[t][live] / self.frame.scale)[:, None], 3, axis=1),
+            "opacity_logits": np.log(opacity / (1.0 - opacity)),
+            "sh": sh,
+        }, source="particles")
+        if t + 1 < self.frames:  # exact: where the particle is on the next frame
+            step = cache.positions[t + 1][live] - cache.positions[t][live]
+        else:
+            step = cache.velocities[t][live] / self.fps
+        return g, self.frame.vector_to_solve(step)
+
+
+def _with_degree(g: Gaussians, degree: int) -> Gaussians:
+    k = (degree + 1) ** 2
+    sh = g.sh[:, :k] if g.sh.shape[1] >= k else torch.nn.functional.pad(g.sh, (0, 0, 0, k - g.sh.shape[1]))
+    return g.replace(sh=sh)

@@ -1,0 +1,125 @@
+"""Snowfall: small white Gaussians falling through the visible volume with wind and
+turbulence, settling on the scene's surfaces and accumulating there over the shot.
+
+Surfaces come from the reconstruction's occupancy: a height map of the highest opaque
+Gaussian in each ground cell (the ground plane z = 0 where there is none). A flake
+that reaches the height map under it stops there for the rest of the shot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from splatfx.fx.particles import CurlNoise, ParticleCache
+from splatfx.sh import SH_C0
+
+
+@dataclass(frozen=True)
+class SnowSettings:
+    density: float = 40.0  # flakes born per square metre per second
+    size: float = 0.012  # metres (Gaussian standard deviation)
+    speed: float = 1.0  # m/s fall speed
+    speed_jitter: float = 0.25  # relative spread of fall speeds
+    wind: tuple[float, float, float] = (0.4, 0.1, 0.0)  # m/s
+    turbulence: float = 0.3  # m/s curl-noise strength
+    opacity: float = 0.9
+    settle: bool = True
+    max_flakes: int = 200_000
+
+
+@dataclass(frozen=True)
+class Volume:
+    """The axis-aligned box (physics frame) snow falls through."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def around(cls, points: np.ndarray, margin: float = 0.1, headroom: float = 0.3) -> "Volume":
+        """A box over the central 96% of the scene points, widened by ``margin`` of its
+        size, from the ground to ``headroom`` above the top."""
+        lo, hi = np.percentile(points, 2, axis=0), np.percentile(points, 98, axis=0)
+        size = hi - lo
+        lo = lo - margin * size
+        hi = hi + margin * size
+        lo[2], hi[2] = 0.0, max(hi[2], 1.0) * (1.0 + headroom)
+        return cls(lo, hi)
+
+    @property
+    def area(self) -> float:
+        return float((self.hi[0] - self.lo[0]) * (self.hi[1] - self.lo[1]))
+
+
+class HeightMap:
+    """Highest opaque surface above each ground cell (cell size ``cell`` metres)."""
+
+    def __init__(self, points: np.ndarray, volume: Volume, cell: float) -> None:
+        self.lo, self.cell = volume.lo[:2], cell
+        self.shape = np.maximum(np.ceil((volume.hi[:2] - volume.lo[:2]) / cell).astype(int), 1)
+        self.height = np.zeros(self.shape)
+        ij = self._cells(points[:, :2])
+        ok = np.all((ij >= 0) & (ij < self.shape), axis=1) & (points[:, 2] > 0)
+        np.maximum.at(self.height, (ij[ok, 0], ij[ok, 1]), points[ok, 2])
+
+    def _cells(self, xy: np.ndarray) -> np.ndarray:
+        return np.floor((xy - self.lo) / self.cell).astype(int)
+
+    def __call__(self, xy: np.ndarray) -> np.ndarray:
+        ij = np.clip(self._cells(xy), 0, self.shape - 1)
+        return self.height[ij[:, 0], ij[:, 1]]
+
+
+def simulate_snow(frames: int, fps: float, volume: Volume, surfaces: HeightMap | None,
+                  settings: SnowSettings = SnowSettings(), seed: int = 0, substeps: int = 2) -> ParticleCache:
+    """Simulate snowfall for ``frames`` frames. At frame 0 the volume is already filled with
+    falling flakes at the steady-state density; new flakes are born at the top."""
+    rng = np.random.default_rng(seed)
+    height = float(volume.hi[2] - volume.lo[2])
+    prefill = rng.poisson(settings.density * volume.area * height / settings.speed)
+    per_frame = rng.poisson(settings.density * volume.area / fps, size=frames)
+    per_frame[0] = 0
+    total = prefill + int(per_frame.sum())
+    if total > settings.max_flakes:
+        raise ValueError(f"snow would need {total} flakes (more than max_flakes={settings.max_flakes}): "
+                         "lower the density or raise max_flakes")
+    birth = np.concatenate([np.zeros(prefill, int), np.repeat(np.arange(frames), per_frame)])
+    pos = rng.uniform(volume.lo, volume.hi, size=(total, 3))
+    pos[prefill:, 2] = volume.hi[2]
+    fall = settings.speed * (1.0 + settings.speed_jitter * rng.uniform(-1, 1, total))
+    wind = np.asarray(settings.wind, dtype=np.float64)
+    noise = CurlNoise(scale=3.0, strength=settings.turbulence, seed=seed + 7)
+    settled = np.zeros(total, dtype=bool)
+    vel = np.zeros((total, 3))
+    size = np.full(total, settings.size, dtype=np.float32)
+    white = np.full((total, 3), (1.0 - 0.5) / SH_C0, dtype=np.float32)
+    out = {k: np.zeros((frames, total, 3), np.float32) for k in ("positions", "velocities")}
+    alive = np.zeros((frames, total), bool)
+    dt = 1.0 / (fps * substeps)
+    span = volume.hi[:2] - volume.lo[:2]
+    for frame in range(frames):
+        live = birth <= frame
+        if frame > 0:
+            for step in range(substeps):
+                t = (frame - 1 + step / substeps) / fps
+                moving = live & ~settled
+                vel[:] = 0.0
+                vel[moving] = wind + noise(pos[moving], t)
+                vel[moving, 2] -= fall[moving]
+                pos[moving] += vel[moving] * dt
+                pos[moving, :2] = volume.lo[:2] + np.mod(pos[moving, :2] - volume.lo[:2], span)  # wrap sideways
+                floor = surfaces(pos[:, :2]) if surfaces is not None else np.zeros(total)
+                landed = moving & (pos[:, 2] <= floor + settings.size)
+                if settings.settle:
+                    pos[landed, 2] = floor[landed] + settings.size
+                    settled |= landed
+                else:  # flakes that land melt away and are reborn at the top
+                    pos[landed, 2] = volume.hi[2]
+        vel[settled] = 0.0
+        out["positions"][frame] = pos
+        out["velocities"][frame] = vel
+        alive[frame] = live
+    opacities = np.where(alive, settings.opacity, 0.0).astype(np.float32)
+    return ParticleCache(out["positions"], out["velocities"], alive, np.broadcast_to(size, alive.shape).copy(),
+                         opacities, white)

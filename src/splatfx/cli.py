@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: run the CLI, report errors as one line."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="splatfx", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="splatfx", standalone_mode=False)
+        if isinstance(status, int) and status:
+            sys.exit(status)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -7,6 +7,7 @@ from the file extension. See docs/formats.md for conventions and tolerances.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -51,7 +52,8 @@ def info(file: Path, as_json: bool) -> None:
 
 
 def file_info(path: Path) -> dict:
-    """What ``ply info`` reports, as plain data (no validation: broken files work too)."""
+    """What ``ply info`` reports, as plain data. Values are not validated, so a file with
+    NaNs or zero quaternions can still be inspected (``ply lint`` says what is wrong)."""
     arrays = read_arrays(path)
     finite = arrays.means[np.isfinite(arrays.means).all(axis=1)]
     bounds = {"min": finite.min(axis=0).tolist(), "max": finite.max(axis=0).tolist()} if len(finite) else None
@@ -69,8 +71,7 @@ def file_info(path: Path) -> dict:
 @command.command()
 @click.argument("file", type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.pass_context
-def lint(ctx: click.Context, file: Path, as_json: bool) -> None:
+def lint(file: Path, as_json: bool) -> None:
     """Report NaN/Inf values, absurd scales, bad quaternions and opacities, truncation.
 
     Exits with status 1 when any error is found (warnings alone exit 0).
@@ -79,7 +80,7 @@ def lint(ctx: click.Context, file: Path, as_json: bool) -> None:
     report = lint_file(file)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
     if not report.ok:
-        ctx.exit(1)
+        sys.exit(1)  # SystemExit, not ctx.exit: the code must survive non-standalone click
 
 
 def format_report(report: LintReport) -> str:
@@ -87,10 +88,14 @@ def format_report(report: LintReport) -> str:
     read = f"{report.read:,}" + ("" if report.declared in (None, report.read) else f" of {report.declared:,} declared")
     lines = [f"{report.path}: {report.format}, {read} Gaussians, SH degree {report.sh_degree}"]
     lines += [f"  {issue.severity:<7} {issue.code:<18} {issue.message}" for issue in report.issues]
-    errors, warnings = len(report.errors), len(report.issues) - len(report.errors)
-    lines.append("ok" + (f" ({warnings} warnings)" if warnings else "") if report.ok
-                 else f"{errors} errors, {warnings} warnings")
+    errors = _count(len(report.errors), "error")
+    warnings = _count(len(report.issues) - len(report.errors), "warning")
+    lines.append(f"{errors}, {warnings}" if not report.ok else "ok" + (f" ({warnings})" if report.issues else ""))
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @command.command()

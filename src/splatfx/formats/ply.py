@@ -96,7 +96,7 @@ def parse_header(data: bytes, source: str | os.PathLike[str]) -> PlyHeader:
     """Parse a PLY header from the first bytes of a file (at least the whole header)."""
     if not (data.startswith(b"ply\n") or data.startswith(b"ply\r\n")):
         raise InputError(source, f"not a PLY file (starts with {data[:8]!r}, expected b'ply\\n')")
-    end = re.search(rb"(?:^|\n)end_header\r?\n", data)
+    end = re.search(rb"(?:^|\n)end_header(?:\r?\n|$)", data)
     if end is None:
         raise InputError(source, "PLY header has no 'end_header' line (truncated or not a PLY file)")
     try:
@@ -208,15 +208,10 @@ def _read_binary(path: Path, header: PlyHeader, size: int, allow_truncated: bool
             f"PLY header declares {declared} vertices ({_human_bytes(needed)}) but the file holds only "
             f"{_human_bytes(available)} of vertex data (truncated or corrupt)",
         )
-    count = min(declared, available // dtype.itemsize) if dtype.itemsize else declared
+    count = min(declared, available // dtype.itemsize) if dtype.itemsize else 0
     is_last = index == len(header.elements) - 1
     extra = max(available - needed, 0) if is_last else 0
-    if count == 0:
-        data = np.zeros(0, dtype=dtype.newbyteorder("="))
-    else:
-        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
-        data = np.array(mapped)  # copy out, so the file is not held open
-        del mapped
+    data = np.fromfile(path, dtype=dtype, count=count, offset=offset) if count else np.zeros(0, dtype=dtype)
     return VertexTable(header, _native(data), declared, extra, max(needed - available, 0))
 
 
@@ -298,13 +293,12 @@ def arrays_from_table(data: np.ndarray, source: str | os.PathLike[str]) -> Gauss
     if missing:
         raise InputError(source, f"missing 3DGS PLY properties: {', '.join(missing)}")
     rest = rest_names(names, source)
-    n = len(data)
-    k = len(rest) // 3 + 1
-    columns = _float_columns(data, [*POSITION, *DC, *rest, "opacity", *SCALES, *ROTATION])
+    n, k = len(data), len(rest) // 3 + 1
     sh = np.empty((n, k, 3), dtype=np.float32)
-    sh[:, 0, :] = columns[:, 3:6]
-    sh[:, 1:, :] = columns[:, 6: 6 + len(rest)].reshape(n, 3, k - 1).transpose(0, 2, 1)
-    tail = 6 + len(rest)
+    sh[:, 0, :] = _float_block(data, DC)
+    rest_block = _float_block(data, rest)
+    for channel in range(3):  # channel-major in the file
+        sh[:, 1:, channel] = rest_block[:, channel * (k - 1): (channel + 1) * (k - 1)]
     known = set(REQUIRED) | set(rest)
     extras = {}
     for name in names:
@@ -315,23 +309,28 @@ def arrays_from_table(data: np.ndarray, source: str | os.PathLike[str]) -> Gauss
             continue  # zero normals are the INRIA placeholder; they are written back as zeros
         extras[name] = column
     return GaussianArrays(
-        means=np.ascontiguousarray(columns[:, 0:3]),
-        quats=np.ascontiguousarray(columns[:, tail + 4: tail + 8]),
-        log_scales=np.ascontiguousarray(columns[:, tail + 1: tail + 4]),
-        opacity_logits=np.ascontiguousarray(columns[:, tail]),
+        means=np.ascontiguousarray(_float_block(data, POSITION)),
+        quats=np.ascontiguousarray(_float_block(data, ROTATION)),
+        log_scales=np.ascontiguousarray(_float_block(data, SCALES)),
+        opacity_logits=np.ascontiguousarray(_float_block(data, ("opacity",))[:, 0]),
         sh=sh,
         extras=extras,
     )
 
 
-def _float_columns(data: np.ndarray, names: list[str]) -> np.ndarray:
-    """The named fields as an (N, len(names)) float32 matrix, gathered in one pass when
-    every field has the same type (the common all-float32 file)."""
-    types = {data.dtype[name] for name in data.dtype.names}
-    if len(types) == 1 and data.dtype.itemsize == len(data.dtype.names) * next(iter(types)).itemsize:
-        matrix = data.view(next(iter(types))).reshape(len(data), len(data.dtype.names))
-        index = [data.dtype.names.index(name) for name in names]
-        return np.asarray(matrix[:, index], dtype=np.float32)
+def _float_block(data: np.ndarray, names: tuple[str, ...] | list[str]) -> np.ndarray:
+    """The named fields as an (N, len(names)) float32 array; a view without copying when
+    they are consecutive float32 fields (as in every INRIA file), else a gathered copy."""
+    if not names:
+        return np.zeros((len(data), 0), dtype=np.float32)
+    fields = data.dtype.fields
+    first = fields[names[0]][1]
+    consecutive = all(
+        fields[name][0] == np.dtype(np.float32) and fields[name][1] == first + 4 * i for i, name in enumerate(names)
+    )
+    if consecutive and data.dtype.itemsize % 4 == 0 and first % 4 == 0:
+        matrix = data.view(np.uint8).reshape(len(data), data.dtype.itemsize)
+        return matrix[:, first: first + 4 * len(names)].view(np.float32)
     return np.stack([np.asarray(data[name], dtype=np.float32) for name in names], axis=1).reshape(len(data), len(names))
 
 
@@ -351,7 +350,7 @@ def table_from_arrays(arrays: GaussianArrays) -> tuple[list[str], np.ndarray]:
     matrix = np.empty((n, len(names) + len(extras)), dtype=np.float32)
     rest = 3 * (k - 1)
     matrix[:, 0:3] = arrays.means
-    matrix[:, 3:6] = np.stack(normals, axis=1) if n else 0
+    matrix[:, 3:6] = np.stack(normals, axis=1)
     matrix[:, 6:9] = arrays.sh[:, 0, :]
     matrix[:, 9: 9 + rest] = arrays.sh[:, 1:, :].transpose(0, 2, 1).reshape(n, rest)
     tail = 9 + rest
@@ -401,7 +400,7 @@ def write_arrays(arrays: GaussianArrays, path: str | os.PathLike[str]) -> None:
     names, matrix = table_from_arrays(arrays)
     with atomic_open(path, "wb") as fh:
         fh.write(header_bytes(names, len(arrays)))
-        fh.write(memoryview(np.ascontiguousarray(matrix, dtype="<f4")).cast("B"))
+        np.ascontiguousarray(matrix, dtype="<f4").tofile(fh)
 
 
 def read_ply(path: str | os.PathLike[str]):
@@ -543,7 +542,7 @@ def _named_columns(arrays: GaussianArrays) -> dict[str, np.ndarray]:
 def _nonfinite_issues(columns: dict[str, np.ndarray]) -> list[LintIssue]:
     issues = []
     for name, column in columns.items():
-        if column.dtype.kind != "f":
+        if column.dtype.kind != "f" or np.isfinite(column).all():
             continue
         nan = int(np.isnan(column).sum())
         neg = int(np.isneginf(column).sum())

@@ -209,7 +209,7 @@ def encode(arrays: GaussianArrays, version: int = WRITE_VERSION, antialiased: bo
         _encode_sh(arrays.sh[:, 1:, :] * SH_FLIP[:k, None]),
     ]
     raw = header + b"".join(np.ascontiguousarray(part).tobytes() for part in body)
-    return gzip.compress(raw, compresslevel=9, mtime=0)
+    return gzip.compress(raw, compresslevel=6, mtime=0)  # zlib default, as the reference
 
 
 def fractional_bits(means: np.ndarray, target) -> int:
@@ -267,8 +267,9 @@ def _encode_first_three(quats: np.ndarray) -> np.ndarray:
 
 def _encode_sh(rest: np.ndarray) -> np.ndarray:
     """SH coefficients (n, k, 3) of degree ≥ 1 as bucketed bytes, coefficient-major."""
-    q = np.clip(round_half_away(rest.astype(np.float64) * 128.0) + 128.0, 0, 255).astype(np.int32)
-    bucket = np.full(rest.shape[1], SH_BUCKET_REST, dtype=np.int32)
+    scaled = rest.astype(np.float32) * np.float32(128)  # exact in float32
+    q = np.clip(np.nan_to_num(round_half_away(scaled)) + 128, 0, 255).astype(np.int16)
+    bucket = np.full(rest.shape[1], SH_BUCKET_REST, dtype=np.int16)
     bucket[:3] = SH_BUCKET_DEGREE1
     bucket = bucket[None, :, None]
     return np.clip((q + bucket // 2) // bucket * bucket, 0, 255).astype(np.uint8)

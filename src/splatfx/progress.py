@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, TypeVar
+import contextlib
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from rich.progress import (
     BarColumn,
@@ -46,3 +47,18 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
             speed = progress.tasks[0].speed
             if speed:
                 progress.update(task, rate=f"{speed:.2f}/s")
+
+
+@contextlib.contextmanager
+def progress_callback(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A bar for work that reports its own progress: yields ``update(done, total)``."""
+    with make_progress() as progress:
+        task = progress.add_task(description, total=total, rate="")
+
+        def update(done: int, new_total: int = total) -> None:
+            progress.update(task, completed=done, total=new_total)
+            speed = progress.tasks[0].speed
+            if speed:
+                progress.update(task, rate=f"{speed:.2f}/s")
+
+        yield update

@@ -6,8 +6,9 @@ mass is hull volume × density. Neighbouring fragments are glued by weld constra
 break when the force they carry exceeds ``glue_strength`` times the weight of the pair;
 the lowest fragments are welded to the ground. A trigger starts the collapse:
 
-- ``demolition``: at frame F the supports (lowest layer) crumble: they lose their welds
-  and collisions and leave the simulation (the debris and dust systems take over there);
+- ``demolition``: at frame F the supports (the lowest layer and every piece standing on
+  the base) crumble: they lose their welds and collisions and leave the simulation (the
+  debris and dust systems take over there), and the rest falls;
 - ``impact``: a projectile (sphere) flies in with a given direction and speed at frame F;
 - ``charge``: at frame F an outward impulse from a point breaks nearby glue and throws
   fragments away, falling off linearly with distance.
@@ -175,7 +176,9 @@ def simulate_collapse(points: np.ndarray, labels: np.ndarray, count: int, frames
     middle = np.array([points[labels == f, 2].mean() for f in range(count)])
     base, height = float(points[:, 2].min()), float(np.ptp(points[:, 2])) or 1.0
     grounded = np.nonzero(lowest <= base + 0.02 * height)[0] if settings.anchored else np.zeros(0, int)
-    supports = np.nonzero(middle <= base + settings.support_height * height)[0]  # crumble on demolition
+    # the supports crumble on demolition: the lowest layer, and every piece standing on the base
+    standing = np.nonzero(lowest <= base + 0.02 * height)[0]
+    supports = np.union1d(np.nonzero(middle <= base + settings.support_height * height)[0], standing)
     model, centroids = build_model(hulls, pairs, grounded, settings, fps)
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)

@@ -1,0 +1,278 @@
+"""The fx stages on a shot folder: ``fx select``, ``fx collapse``, ``fx snow``, and loading
+the resulting animation for render and the viewer.
+
+Inputs: ``scene/scene.ply`` (solve coordinates), ``solve/scene.json`` (up, ground, metric
+scale), the ``[fx]`` tables of shot.toml and the shot's frame range and rate. Outputs in
+``fx/``: ``selection.npz`` + ``selection.json``, ``collapse.npz`` (fracture, fill
+Gaussians, rigid poses, debris, dust) and ``snow.npz``; all plain arrays (no pickles),
+written atomically, reused while inputs and settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from splatfx.atomic import atomic_path, write_text_atomic
+from splatfx.config import CollapseSection, SelectSection, SnowSection
+from splatfx.errors import InputError
+from splatfx.formats import read_gaussians
+from splatfx.fx.animation import ELEMENTS, Fragments, ShotAnimation, Similarity
+from splatfx.fx.debris import DebrisSettings, DustSettings, simulate_debris, simulate_dust
+from splatfx.fx.fracture import fill_fracture_faces, fill_gaussian_params, voronoi_fracture
+from splatfx.fx.particles import ParticleCache
+from splatfx.fx.rigid import CollapseSettings, RigidCache, simulate_collapse
+from splatfx.fx.selection import BoxSelection, PolygonSelection, require_selection, select_by_masks, selection_report
+from splatfx.fx.snow import HeightMap, SnowSettings, Volume, simulate_snow
+from splatfx.gaussians import Gaussians
+from splatfx.orient import SceneFrame
+from splatfx.progress import progress_callback
+from splatfx.sh import SH_C0
+from splatfx.shot import Shot
+from splatfx.stage import StageResult, run_stage
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+def scene_path(shot: Shot) -> Path:
+    return shot.scene_dir / "scene.ply"
+
+
+def frame_path(shot: Shot) -> Path:
+    return shot.solve_dir / "scene.json"
+
+
+def load_scene(shot: Shot) -> Gaussians:
+    path = scene_path(shot)
+    if not path.is_file():
+        raise InputError(path, "scene.ply does not exist (run `splatfx train` first)")
+    return read_gaussians(path)
+
+
+def load_frame(shot: Shot) -> Similarity:
+    frame = SceneFrame.load(frame_path(shot))
+    return Similarity(frame.scale, frame.rotation, frame.translation)
+
+
+def world_means(scene: Gaussians, frame: Similarity) -> np.ndarray:
+    return frame.to_world(scene.means.double().numpy())
+
+
+# --- select ----------------------------------------------------------------------------------------
+def euler_xyz_degrees(angles: tuple[float, float, float]) -> np.ndarray:
+    """Rotation matrix of XYZ Euler angles in degrees (x applied first)."""
+    ax, ay, az = np.radians(angles)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def selection_mask(shot: Shot, settings: SelectSection, points_world: np.ndarray) -> np.ndarray:
+    """Which scene Gaussians (by centre, world frame) the ``[fx.select]`` settings choose."""
+    if settings.shape == "box":
+        return BoxSelection(settings.center, settings.size, euler_xyz_degrees(settings.rotation)).contains(points_world)
+    if settings.shape == "polygon":
+        return PolygonSelection(settings.polygon, settings.z_min, settings.z_max).contains(points_world)
+    return _mask_votes(shot, settings, points_world)
+
+
+def _mask_votes(shot: Shot, settings: SelectSection, points_world: np.ndarray) -> np.ndarray:
+    """Vote with the PNG masks in ``[fx.select] masks`` (named like the plate images)."""
+    from splatfx.dataset import load_dataset
+    from splatfx.imageio import read_image
+
+    folder = shot.path(settings.masks)
+    if not folder.is_dir():
+        raise InputError(folder, "mask folder does not exist")
+    frame = load_frame(shot)
+    dataset = load_dataset(shot.solve_dir, split="all")
+    cameras, masks = [], []
+    for item in dataset.frames:
+        for candidate in (folder / f"{Path(item.name).stem}.png", folder / Path(item.name).name):
+            if candidate.is_file():
+                cameras.append(item.camera)
+                masks.append(read_image(candidate).pixels[..., 0])
+                break
+    if not masks:
+        raise InputError(folder, "no mask is named like a solved plate image (e.g. <plate name>.png)")
+    points_solve = frame.to_solve(points_world)
+    return select_by_masks(points_solve, cameras, masks, settings.mask_votes)
+
+
+def run_select(shot: Shot, force: bool = False) -> StageResult:
+    """``splatfx fx select``: store which Gaussians the effects act on, and report it."""
+    settings = shot.config.fx.select
+    out_npz, out_json = shot.fx_dir / "selection.npz", shot.fx_dir / "selection.json"
+    inputs = {"scene": scene_path(shot), "frame": frame_path(shot)}
+    if settings.shape == "masks":
+        inputs["masks"] = shot.path(settings.masks)
+
+    def work() -> dict:
+        scene = load_scene(shot)
+        points = world_means(scene, load_frame(shot))
+        mask = require_selection(selection_mask(shot, settings, points), f"{shot.toml_path} [fx.select]")
+        report = selection_report(points, mask)
+        _save_npz(out_npz, {"indices": np.nonzero(mask)[0].astype(np.int64)})
+        write_text_atomic(out_json, json.dumps(report, indent=2) + "\n")
+        return report
+
+    return run_stage(shot, "fx.select", settings, inputs, [out_npz, out_json], work, force=force)
+
+
+def load_selection(shot: Shot) -> np.ndarray:
+    return _load_npz(shot.fx_dir / "selection.npz", "run `splatfx fx select` first")["indices"]
+
+
+# --- collapse --------------------------------------------------------------------------------------
+def collapse_settings(section: CollapseSection, centre: np.ndarray, start_frame: int) -> CollapseSettings:
+    """Physics settings from ``[fx.collapse]``; the trigger frame becomes a 0-based index."""
+    trigger_index = 0 if section.trigger_frame is None else section.trigger_frame - start_frame
+    point = tuple(centre) if section.trigger_point is None else section.trigger_point
+    return CollapseSettings(
+        density=section.density, friction=section.friction, restitution=section.restitution,
+        glue_strength=section.glue_strength, trigger=section.trigger, trigger_frame=trigger_index,
+        support_height=section.support_height, impact_point=point, impact_direction=section.impact_direction,
+        impact_speed=section.impact_speed, impact_mass=section.impact_mass, charge_point=point,
+        charge_impulse=section.impulse, charge_radius=section.charge_radius, substeps=section.substeps,
+    )
+
+
+def run_collapse(shot: Shot, force: bool = False) -> StageResult:
+    """``splatfx fx collapse``: fracture the selection, fill the breaks, simulate the fall,
+    emit debris and dust; cache everything in ``fx/collapse.npz``."""
+    section = shot.config.fx.collapse
+    out = shot.fx_dir / "collapse.npz"
+    inputs = {"scene": scene_path(shot), "frame": frame_path(shot), "selection": shot.fx_dir / "selection.npz"}
+    seed = shot.config.shot.seed
+    frames = shot.frames
+
+    def work() -> dict:
+        scene = load_scene(shot)
+        frame = load_frame(shot)
+        selected = load_selection(shot)
+        points = world_means(scene[selected], frame)
+        colors = scene.sh[torch.from_numpy(selected), 0].double().numpy()
+        fracture = voronoi_fracture(points, section.fragments, seed=seed)
+        fill = fill_fracture_faces(points, colors, fracture, max_count=section.fill_max, seed=seed) if section.fill else None
+        all_points = points if fill is None else np.concatenate([points, fill.points])
+        labels = fracture.labels if fill is None else np.concatenate([fracture.labels, fill.labels])
+        all_colors = colors if fill is None else np.concatenate([colors, fill.colors_dc])
+        settings = collapse_settings(section, points.mean(axis=0), frames.start)
+        with progress_callback("simulating collapse", len(frames)) as update:
+            cache = simulate_collapse(all_points, labels, fracture.count, len(frames), shot.config.shot.fps, settings,
+                                      progress=update)
+        debris = simulate_debris(cache, all_points, labels, all_colors,
+                                 DebrisSettings(count=section.debris, size=section.debris_size,
+                                                restitution=settings.restitution), seed=seed)
+        dust = simulate_dust(cache, all_points, labels, all_colors, DustSettings(count=section.dust), seed=seed)
+        arrays = {"labels": labels.astype(np.int32), "fragments": np.array(fracture.count)}
+        if fill is not None:
+            params = fill_gaussian_params(fill)
+            arrays.update({f"fill.{k}": frame_solve_param(k, v, frame) for k, v in params.items()})
+        arrays.update({f"rigid.{k}": v for k, v in cache.arrays().items()})
+        arrays.update(debris.arrays("debris"))
+        arrays.update(dust.arrays("dust"))
+        _save_npz(out, arrays)
+        return {"fragments": fracture.count, "fill_gaussians": 0 if fill is None else len(fill.points),
+                "debris": debris.count, "dust": dust.count, "breaks": sum(e["kind"] == "break" for e in cache.events),
+                "impacts": sum(e["kind"] == "impact" for e in cache.events)}
+
+    return run_stage(shot, "fx.collapse", section, inputs, [out], work, force=force)
+
+
+def frame_solve_param(name: str, value: np.ndarray, frame: Similarity) -> np.ndarray:
+    """Fill-Gaussian parameters (made in the world frame) in solve coordinates."""
+    if name == "means":
+        return frame.to_solve(value)
+    if name == "log_scales":
+        return value - np.log(frame.scale)
+    if name == "quats":
+        from splatfx.rotation import quat_to_rotmat, rotmats_to_quats
+        return rotmats_to_quats(frame.rotation.T @ quat_to_rotmat(value))
+    return value
+
+
+# --- snow ------------------------------------------------------------------------------------------
+def snow_settings(section: SnowSection) -> SnowSettings:
+    """Particle settings from ``[fx.snow]`` (flakes per m³ become a birth rate per m² per s)."""
+    return SnowSettings(density=section.density * max(section.speed, 1e-3), size=section.size / 2.0,
+                        speed=section.speed, wind=section.wind, turbulence=section.turbulence * section.speed,
+                        settle=section.settle, max_flakes=section.max_flakes)
+
+
+def run_snow(shot: Shot, force: bool = False) -> StageResult:
+    """``splatfx fx snow``: simulate snowfall over the scene into ``fx/snow.npz``."""
+    section = shot.config.fx.snow
+    out = shot.fx_dir / "snow.npz"
+    inputs = {"scene": scene_path(shot), "frame": frame_path(shot)}
+
+    def work() -> dict:
+        scene = load_scene(shot)
+        frame = load_frame(shot)
+        opaque = scene.opacities.numpy() > 0.5
+        points = world_means(scene, frame)[opaque]
+        volume = Volume.around(points)
+        cell = max(float(np.ptp(points[:, :2], axis=0).max()) / 256.0, 0.02)
+        snow = simulate_snow(len(shot.frames), shot.config.shot.fps, volume, HeightMap(points, volume, cell),
+                             snow_settings(section), seed=shot.config.shot.seed)
+        colour_dc = (np.asarray(section.color, dtype=np.float32) - 0.5) / SH_C0
+        snow.colors_dc[:] = colour_dc
+        _save_npz(out, {**snow.arrays("snow"), "volume.lo": volume.lo, "volume.hi": volume.hi})
+        return {"flakes": snow.count, "settled": int((np.abs(snow.velocities[-1]).sum(1) == 0).sum())}
+
+    return run_stage(shot, "fx.snow", section, inputs, [out], work, force=force)
+
+
+# --- the animation ---------------------------------------------------------------------------------
+def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
+    """The shot's animated scene from ``scene.ply`` and whichever fx caches exist for the
+    effects listed in ``[fx] effects`` (the static scene when there are none)."""
+    scene = load_scene(shot) if scene is None else scene
+    effects = shot.config.fx.effects
+    frame = load_frame(shot) if effects else Similarity()
+    animation = ShotAnimation(scene, frame, len(shot.frames), shot.config.shot.fps)
+    if "collapse" in effects:
+        selected = load_selection(shot)
+        data = _load_npz(shot.fx_dir / "collapse.npz", "run `splatfx fx collapse` first")
+        cache = RigidCache.from_arrays({k[len("rigid."):]: v for k, v in data.items() if k.startswith("rigid.")})
+        parts, element, source = [scene[selected]], [np.full(len(selected), ELEMENTS["fragment"], np.int8)], [selected]
+        if "fill.means" in data:
+            n = len(data["fill.means"])
+            sh = np.zeros((n, scene.sh.shape[1], 3), np.float32)
+            sh[:, 0] = data["fill.sh_dc"]
+            parts.append(Gaussians.from_arrays({"means": data["fill.means"], "quats": data["fill.quats"],
+                                                "log_scales": data["fill.log_scales"],
+                                                "opacity_logits": data["fill.opacity_logits"], "sh": sh},
+                                               extras={k: np.zeros((n,) + v.shape[1:], np.float32)
+                                                       for k, v in scene.extras.items()}, source="fill"))
+            element.append(np.full(n, ELEMENTS["fill"], np.int8))
+            source.append(np.full(n, -1))
+        animation.removed = selected
+        animation.fragments = Fragments(Gaussians.cat(parts), data["labels"], np.concatenate(element),
+                                        np.concatenate(source), cache)
+        animation.particles["debris"] = ParticleCache.from_arrays(data, "debris")
+        animation.particles["dust"] = ParticleCache.from_arrays(data, "dust")
+    if "snow" in effects:
+        animation.particles["snow"] = ParticleCache.from_arrays(
+            _load_npz(shot.fx_dir / "snow.npz", "run `splatfx fx snow` first"), "snow")
+    return animation
+
+
+# --- storage ---------------------------------------------------------------------------------------
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def _load_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise InputError(path, f"does not exist ({hint})")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(path, f"unreadable fx cache ({exc}); rerun the stage with --force") from None

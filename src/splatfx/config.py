@@ -166,9 +166,9 @@ class ScaleSection:
 class SolveSection:
     """[solve]: how cameras are found for the plates (or imported)."""
 
-    matcher: Literal["exhaustive", "sequential"] = setting(
-        "exhaustive", "feature matching: every pair (robust, short shots) or neighbouring "
-        "frames (long continuous plates)")
+    matcher: Literal["auto", "exhaustive", "sequential"] = setting(
+        "auto", "feature matching: auto (every pair up to 150 images, else neighbouring frames), "
+        "exhaustive (every pair: robust, short shots) or sequential (neighbouring frames: long plates)")
     loop_closure: bool = setting(False, "sequential matcher: also match frames that revisit a place")
     camera_model: Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"] = setting(
         "SIMPLE_RADIAL", "COLMAP lens model to solve for")

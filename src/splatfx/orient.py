@@ -3,9 +3,11 @@
 A camera solve has an arbitrary rotation, origin and scale. Physics needs gravity and
 metres, so after the solve we estimate:
 
-- the **ground plane**: a robust (RANSAC) plane fit on the sparse points that most points
-  lie on, *below* the cameras and tilted at most ``max_tilt_deg`` from the cameras' mean
-  up vector (camera −y in world). Without such a plane the cameras' mean up is used;
+- the **ground plane**: a robust plane search on the sparse points for the plane most
+  points lie on that is *below* the cameras, has (almost) no points below it and tilts at
+  most 20° from a reference up: the normal of the camera path when the cameras moved in a
+  level plane (a walk, a drone pass), else the cameras' mean up vector (camera −y in
+  world). Without such a plane the reference is the up direction;
 - the **metric scale**: from one known measure (a distance between two points, or the
   height of a selection of points), or else from the stated assumption that the mean
   camera height above the ground is 1.6 m (hand-held footage).
@@ -56,7 +58,7 @@ class GroundFit:
 
     up: np.ndarray
     plane: Plane | None
-    up_source: str  # "ground_plane" or "camera_up"
+    up_source: str  # "ground_plane", "camera_path" (level camera path) or "camera_up"
     inlier_fraction: float
     camera_up_angle_deg: float | None  # angle between ``up`` and the cameras' mean up
 
@@ -171,45 +173,49 @@ def fit_plane(points: np.ndarray) -> Plane:
     return Plane(normal, -float(normal @ centroid))
 
 
-def ransac_ground(
+def find_ground(
     points: np.ndarray,
     reference_up: np.ndarray,
     camera_centers: np.ndarray | None = None,
     *,
     tolerance: float = 0.01,
-    max_tilt_deg: float = 45.0,
-    iterations: int = 1000,
+    max_tilt_deg: float = 20.0,
+    max_below: float = 0.01,
+    step_deg: float = 1.0,
+    max_points: int = 20000,
     seed: int = 0,
 ) -> tuple[Plane, np.ndarray] | None:
-    """The plane most points lie on among those tilted ≤ ``max_tilt_deg`` from
-    ``reference_up`` with (nearly) all ``camera_centers`` above it; None if none is found.
+    """The ground: the plane most points lie on among the planes that could be the ground.
 
-    ``tolerance`` is the inlier distance as a fraction of the points' robust extent
-    (median distance to the median point). The winner is refined by least squares on
-    its inliers. Returns the plane (normal pointing up) and the inlier mask.
+    A plane could be the ground when its normal is within ``max_tilt_deg`` of
+    ``reference_up``, the ``camera_centers`` are above it (all but 10 %) and at most
+    ``max_below`` of the points lie clearly below it (deeper than three inlier
+    distances): the ground carries the scene, so it is its lower envelope. Without that
+    last rule the densest layer wins, which in real footage is often bushes or cars.
+
+    Random point triples (RANSAC) rarely hit a ground that carries only a few percent of
+    the points, so the search is exhaustive instead: every direction on a ``step_deg``
+    grid in the cone (then a finer grid around the best), every admissible height along
+    it. ``tolerance`` is the inlier distance as a fraction of the points' robust extent
+    (median distance to the median point). The winner is refined by least squares on its
+    inliers. Returns the plane (normal pointing up) and the inlier mask, or None.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if len(points) < 3:
         return None
-    reference_up = np.asarray(reference_up, dtype=np.float64) / np.linalg.norm(reference_up)
+    up = np.asarray(reference_up, dtype=np.float64) / np.linalg.norm(reference_up)
     extent = float(np.median(np.linalg.norm(points - np.median(points, axis=0), axis=1)))
     threshold = tolerance * max(extent, 1e-12)
     rng = np.random.default_rng(seed)
-    scoring = points if len(points) <= 20000 else points[rng.choice(len(points), 20000, replace=False)]
-    normals, offsets = _sample_planes(points, reference_up, iterations, rng)
-    keep = normals @ reference_up >= np.cos(np.radians(max_tilt_deg))
-    if camera_centers is not None and len(camera_centers):
-        heights = normals @ np.asarray(camera_centers, dtype=np.float64).reshape(-1, 3).T + offsets[:, None]
-        keep &= (heights > threshold).mean(axis=1) >= 0.9
-    normals, offsets = normals[keep], offsets[keep]
-    if not len(normals):
+    sample = points if len(points) <= max_points else points[rng.choice(len(points), max_points, replace=False)]
+    centers = None if camera_centers is None else np.asarray(camera_centers, dtype=np.float64).reshape(-1, 3)
+    coarse = _cone(up, up, max_tilt_deg, step_deg)
+    best = _best_level(sample, coarse, threshold, max_below, centers)
+    if best is None:
         return None
-    counts = np.concatenate([
-        (np.abs(scoring @ normals[i:i + 256].T + offsets[i:i + 256]) < threshold).sum(axis=0)
-        for i in range(0, len(normals), 256)
-    ])
-    best = int(np.argmax(counts))
-    plane = Plane(normals[best], float(offsets[best]))
+    fine = _cone(coarse[best[0]], up, max_tilt_deg, step_deg / 8, radius_deg=step_deg)
+    best = _best_level(sample, fine, threshold, max_below, centers) or (0, best[1], best[2])
+    plane = Plane(fine[best[0]], -best[1])
     for _ in range(3):  # refine: least squares on inliers, then re-select inliers
         inliers = np.abs(plane.height(points)) < threshold
         if inliers.sum() < 3:
@@ -219,16 +225,63 @@ def ransac_ground(
     return plane, np.abs(plane.height(points)) < threshold
 
 
-def _sample_planes(points: np.ndarray, up: np.ndarray, count: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` planes through random point triples, normals flipped to agree with ``up``."""
-    a, b, c = (points[rng.integers(0, len(points), count)] for _ in range(3))
-    normals = np.cross(b - a, c - a)
-    norms = np.linalg.norm(normals, axis=1)
-    valid = norms > 1e-12
-    normals, a = normals[valid] / norms[valid, None], a[valid]
-    normals *= np.where(normals @ up < 0, -1.0, 1.0)[:, None]
-    return normals, -np.einsum("ij,ij->i", normals, a)
+def _cone(axis: np.ndarray, up: np.ndarray, max_tilt_deg: float, step_deg: float,
+          radius_deg: float | None = None) -> np.ndarray:
+    """Unit directions on a ``step_deg`` grid within ``radius_deg`` of ``axis`` (all of the
+    cone if None) and within ``max_tilt_deg`` of ``up``; ``axis`` itself comes first."""
+    radius = max_tilt_deg if radius_deg is None else radius_deg
+    helper = np.eye(3)[int(np.argmin(np.abs(axis)))]
+    e1 = np.cross(axis, helper)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(axis, e1)
+    ticks = np.radians(np.arange(-radius, radius + 1e-9, step_deg))
+    a, b = (g.ravel() for g in np.meshgrid(ticks, ticks))
+    inside = np.hypot(a, b) <= np.radians(radius) + 1e-12
+    dirs = axis + np.tan(a[inside])[:, None] * e1 + np.tan(b[inside])[:, None] * e2
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    dirs = dirs[dirs @ up >= np.cos(np.radians(max_tilt_deg)) - 1e-12]
+    return np.concatenate([axis[None], dirs])
+
+
+def _best_level(points: np.ndarray, directions: np.ndarray, threshold: float, max_below: float,
+                centers: np.ndarray | None) -> tuple[int, float, int] | None:
+    """(direction index, height, inlier count) of the admissible plane with most inliers."""
+    allowed_below = int(max_below * len(points))
+    best: tuple[int, float, int] | None = None
+    for start in range(0, len(directions), 64):
+        heights = np.sort(points @ directions[start:start + 64].T, axis=0)
+        for j in range(heights.shape[1]):
+            h = heights[:, j]
+            top = h[min(allowed_below, len(h) - 1)] + 3 * threshold  # at most max_below deeper
+            if centers is not None and len(centers):
+                top = min(top, float(np.percentile(centers @ directions[start + j], 10)) - threshold)
+            levels = h[: np.searchsorted(h, top, side="right")]
+            if not len(levels):
+                continue
+            counts = np.searchsorted(h, levels + threshold) - np.searchsorted(h, levels - threshold)
+            k = int(np.argmax(counts))
+            if best is None or counts[k] > best[2]:
+                best = (start + j, float(levels[k]), int(counts[k]))
+    return best
+
+
+def camera_path_up(cameras: Sequence[Camera], camera_up: np.ndarray, flatness: float = 0.05,
+                   max_tilt_deg: float = 45.0) -> np.ndarray | None:
+    """Normal of the plane the camera centres move in (oriented along ``camera_up``), or None.
+
+    Hand-held walks and drone passes keep a roughly constant height, so when the centres
+    spread in two directions (second extent ≥ 0.2 × first) but hardly in the third
+    (≤ ``flatness`` × second), their plane is level and its normal is a better up than
+    the cameras' mean up, which tilts with how the operator held the camera.
+    """
+    centers = np.array([c.center for c in cameras], dtype=np.float64)
+    if len(centers) < 4:
+        return None
+    spread, axes = np.linalg.svd(centers - centers.mean(axis=0), full_matrices=False)[1:]
+    if spread[1] < 0.2 * spread[0] or spread[2] > flatness * spread[1]:
+        return None
+    normal = axes[2] if axes[2] @ camera_up > 0 else -axes[2]
+    return normal if normal @ camera_up >= np.cos(np.radians(max_tilt_deg)) else None
 
 
 def estimate_ground(
@@ -236,27 +289,37 @@ def estimate_ground(
     cameras: Sequence[Camera],
     *,
     tolerance: float = 0.01,
-    max_tilt_deg: float = 45.0,
-    min_inlier_fraction: float = 0.03,
+    max_tilt_deg: float = 20.0,
+    min_inlier_fraction: float = 0.02,
+    use_plane: bool = True,
     seed: int = 0,
 ) -> GroundFit:
-    """The ground plane from sparse points, checked against the cameras' mean up.
+    """The ground plane from sparse points, searched near a reference up direction.
 
-    Falls back to the cameras' mean up (ground at the 2nd percentile of point heights)
-    when no plane below the cameras carries ``min_inlier_fraction`` of the points.
+    The reference is the level plane of the camera path when the cameras moved in one
+    (:func:`camera_path_up`), else the cameras' mean up. Ground candidates may tilt at
+    most ``max_tilt_deg`` from it (see :func:`find_ground`). Without a plane carrying
+    ``min_inlier_fraction`` of the points (or with ``use_plane`` off) the reference is
+    the up direction and the ground lies at the 2nd percentile of the points' heights.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     camera_up = cameras_mean_up(cameras)
+    path_up = camera_path_up(cameras, camera_up)
+    reference, source = (camera_up, "camera_up") if path_up is None else (path_up, "camera_path")
     centers = np.array([c.center for c in cameras])
-    found = ransac_ground(points, camera_up, centers, tolerance=tolerance, max_tilt_deg=max_tilt_deg, seed=seed)
+    found = None if not use_plane else find_ground(
+        points, reference, centers, tolerance=tolerance, max_tilt_deg=max_tilt_deg, seed=seed)
     if found is not None and found[1].mean() >= min_inlier_fraction and found[1].sum() >= 10:
         plane, inliers = found
-        angle = float(np.degrees(np.arccos(np.clip(plane.normal @ camera_up, -1.0, 1.0))))
-        return GroundFit(plane.normal, plane, "ground_plane", float(inliers.mean()), angle)
+        return GroundFit(plane.normal, plane, "ground_plane", float(inliers.mean()), _angle_deg(plane.normal, camera_up))
     if len(points) == 0:
-        return GroundFit(camera_up, None, "camera_up", 0.0, 0.0)
-    offset = -float(np.percentile(points @ camera_up, 2.0))
-    return GroundFit(camera_up, Plane(camera_up, offset), "camera_up", 0.0, 0.0)
+        return GroundFit(reference, None, source, 0.0, _angle_deg(reference, camera_up))
+    offset = -float(np.percentile(points @ reference, 2.0))
+    return GroundFit(reference, Plane(reference, offset), source, 0.0, _angle_deg(reference, camera_up))
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(a @ b, -1.0, 1.0))))
 
 
 # --- metric scale ------------------------------------------------------------------------------
@@ -271,7 +334,9 @@ def scale_from_distance(p1: np.ndarray, p2: np.ndarray, metres: float) -> float:
 def scale_from_height(points: np.ndarray, up: np.ndarray, metres: float) -> float:
     """Metres per solve unit when the selected points span ``metres`` along ``up`` (max − min)."""
     heights = np.asarray(points, dtype=np.float64).reshape(-1, 3) @ (np.asarray(up) / np.linalg.norm(up))
-    span = float(np.ptp(heights)) if len(heights) else 0.0
+    if len(heights) < 2:
+        raise ValueError(f"the height selection holds {len(heights)} points; it needs at least 2")
+    span = float(np.ptp(heights))
     if not metres > 0 or span <= 0:
         raise ValueError(f"scale needs a selection with some height and a positive measure (got {span}, {metres} m)")
     return metres / span
@@ -346,21 +411,26 @@ def orient_scene(
     measure: ScaleMeasure | None = None,
     *,
     tolerance: float = 0.01,
-    max_tilt_deg: float = 45.0,
+    max_tilt_deg: float = 20.0,
+    use_ground_plane: bool = True,
     seed: int = 0,
 ) -> SceneFrame:
     """The z-up metric :class:`SceneFrame` of a solved scene (sparse points, cameras).
 
     Without a measure the scale assumes a mean camera height of 1.6 m; without points
     (imported cameras) the cameras' mean up is used and the units are kept.
+    ``use_ground_plane=False`` takes up from the cameras alone.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     measure = measure or ScaleMeasure()
-    ground = estimate_ground(points, cameras, tolerance=tolerance, max_tilt_deg=max_tilt_deg, seed=seed)
-    if ground.plane is None and measure.kind == "camera_height":
-        scale, source = 1.0, "unknown: no ground could be found, the solve's units are taken as metres"
-    else:
+    ground = estimate_ground(points, cameras, tolerance=tolerance, max_tilt_deg=max_tilt_deg,
+                             use_plane=use_ground_plane, seed=seed)
+    try:
         scale, source = measured_scale(measure, points, cameras, ground), measure.describe()
+    except ValueError as exc:
+        if measure.kind != "camera_height":
+            raise
+        scale, source = 1.0, f"unknown: {exc}; the solve's units are taken as metres"
     rotation = world_rotation(ground.up, cameras)
     centroid = np.mean([c.center for c in cameras], axis=0)
     origin = centroid if ground.plane is None else centroid - ground.plane.height(centroid[None])[0] * ground.up

@@ -7,10 +7,16 @@ complete new one exists under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+from splatfx.errors import OutputError
+
+# errno values that mean "this output cannot be written here", reported naming the output.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 
 
 def _umask() -> int:
@@ -27,22 +33,34 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     pick a format from the extension (OpenEXR, PyAV, Pillow) still work.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.tmp.", suffix=suffix if suffix is not None else target.suffix,
-        dir=target.parent,
-    )
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.tmp.", suffix=suffix if suffix is not None else target.suffix,
+            dir=target.parent,
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
     tmp = Path(tmp_name)
     try:
         yield tmp
         if tmp.exists():  # mkstemp makes 0600 files; give outputs the usual permissions
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
+            raise _write_error(target, exc) from exc
         raise
+
+
+def _write_error(target: Path, exc: OSError) -> OSError | OutputError:
+    """One clear line naming the output (not the temporary) for disk-full/read-only/permission errors."""
+    if exc.errno not in _WRITE_ERRORS:
+        return exc
+    return OutputError(target, f"cannot write: {exc.strerror or exc}")
 
 
 @contextlib.contextmanager

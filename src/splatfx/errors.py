@@ -24,6 +24,10 @@ class InputError(SplatfxError):
         super().__init__(f"{self.source}: {problem}")
 
 
+class OutputError(InputError):
+    """An output could not be written (disk full, read-only folder, no permission)."""
+
+
 class ConfigError(InputError):
     """A setting in ``shot.toml`` or on the command line is invalid (source names the key)."""
 

@@ -105,24 +105,27 @@ def _sample_dirs() -> np.ndarray:
     return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=1)
 
 
+@functools.lru_cache(maxsize=MAX_SH_DEGREE + 1)
+def _basis_pinv(degree: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The sample directions and, per band ≥ 1, the pseudo-inverse of the basis on them."""
+    dirs = torch.from_numpy(_sample_dirs())
+    basis = sh_basis(degree, dirs)
+    return dirs, [torch.linalg.pinv(basis[:, b * b:(b + 1) ** 2]) for b in range(1, degree + 1)]
+
+
 def sh_rotation_matrices(rotation: np.ndarray, degree: int) -> list[np.ndarray]:
     """Per-band matrices ``M_l`` that rotate SH coefficients with an object rotation ``R``.
 
     After rotating a Gaussian by ``R``, its colour seen along ``d`` equals the old colour
     along ``Rᵀd``. Each band l ≥ 1 transforms on its own, ``c'_l = M_l c_l``; ``M_l`` is
     solved exactly (least squares on 64 directions, which over-determines every band) so
-    it stays correct for any basis sign convention.
+    it stays correct for any basis sign convention. The basis pseudo-inverses are cached,
+    so each call costs one small matrix product per band.
     """
-    dirs = torch.from_numpy(_sample_dirs())
-    rot = torch.from_numpy(np.asarray(rotation, dtype=np.float64))
-    basis = sh_basis(degree, dirs)
-    rotated = sh_basis(degree, dirs @ rot)  # rows: Y(Rᵀ d)
-    mats = []
-    for band in range(1, degree + 1):
-        lo, hi = band * band, (band + 1) ** 2
-        # Rows satisfy B(Rᵀd) = B(d) M, so colour(Rᵀd) = B(d) (M c): the new coefficients are M c.
-        mats.append(torch.linalg.lstsq(basis[:, lo:hi], rotated[:, lo:hi]).solution.numpy())
-    return mats
+    dirs, pinvs = _basis_pinv(degree)
+    rotated = sh_basis(degree, dirs @ torch.from_numpy(np.asarray(rotation, dtype=np.float64)))  # rows: Y(Rᵀ d)
+    # Rows satisfy B(Rᵀd) = B(d) M, so colour(Rᵀd) = B(d) (M c): the new coefficients are M c.
+    return [(pinv @ rotated[:, b * b:(b + 1) ** 2]).numpy() for b, pinv in enumerate(pinvs, start=1)]
 
 
 def rotate_sh(sh: torch.Tensor, rotation: np.ndarray) -> torch.Tensor:

@@ -10,6 +10,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def data_root() -> Path:
+    """Where the reference captures are, for module-level use (the fixture wraps it)."""
+    return _data_dir()
+
+
 def _data_dir() -> Path:
     env = os.environ.get("SPLATFX_DATA")
     return Path(env) if env else REPO.parent / "shared" / "data"

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import data_root
+
 from splatfx.color import srgb_to_linear
 from splatfx.errors import SplatfxError
 from splatfx.farm import FarmError, make_chunks, run_frames
 from splatfx.imageio import pack_rgba, read_exr, read_image, write_exr
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = data_root()
 PLATES = sorted((DATA / "south_building" / "images").iterdir())
 FIRST = 1001
 

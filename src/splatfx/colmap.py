@@ -342,10 +342,12 @@ def _read_points_bin(path: Path) -> ColmapPoints:
             raise InputError(path, f"is truncated: point {i + 1} of {count} starts at byte {pos}, "
                                    f"file has {size}")
         starts[i] = pos
-        lengths[i] = struct.unpack_from("<Q", b.data, pos + 43)[0]
-        pos += _POINT_HEAD.itemsize + 8 * int(lengths[i])
-    if pos > size:
-        raise InputError(path, f"is truncated: the last track needs {pos} bytes, file has {size}")
+        length = struct.unpack_from("<Q", b.data, pos + 43)[0]  # uint64: checked before it is stored
+        pos += _POINT_HEAD.itemsize + 8 * length
+        if pos > size:
+            raise InputError(path, f"is truncated or corrupt: point {i + 1} of {count} claims a track of "
+                                   f"{length} observations, which ends at byte {pos}; file has {size}")
+        lengths[i] = length
     if pos != size:
         raise InputError(path, f"has {size - pos} unexpected bytes after the last point")
     raw = np.frombuffer(b.data, np.uint8)
@@ -417,6 +419,23 @@ def _numbers(path: Path, number: int, tokens: Sequence[str], kind: type) -> list
         raise InputError(path, f"line {number}: expected numbers, got {' '.join(tokens)!r}") from None
 
 
+# Ranges of integer fields as the binary format stores them: text values must fit there too.
+_UINT32 = (0, 2**32 - 1)  # image and camera ids, track entries (image id, point2D index)
+_UINT64 = (0, 2**64 - 1)  # camera width and height
+_POINT3D_ID = (INVALID_POINT3D_ID, 2**63 - 1)  # int64 in ColmapImage/ColmapPoints; -1: no 3D point
+_COLOUR = (0, 255)  # uint8 RGB
+
+
+def _integers(path: Path, number: int, tokens: Sequence[str], what: str, bounds: tuple[int, int]) -> list[int]:
+    """Whole numbers of one field, each within ``bounds`` (inclusive), so numpy never overflows or wraps."""
+    values = _numbers(path, number, tokens, int)
+    low, high = bounds
+    for value in values:
+        if not low <= value <= high:
+            raise InputError(path, f"line {number}: {what} {value} is outside {low}..{high}")
+    return values
+
+
 def _read_cameras_txt(path: Path) -> dict[int, ColmapCamera]:
     cameras: dict[int, ColmapCamera] = {}
     for number, line in _data_lines(path):
@@ -429,7 +448,8 @@ def _read_cameras_txt(path: Path) -> dict[int, ColmapCamera]:
         if len(tokens) != 4 + len(model.params):
             raise InputError(path, f"line {number}: {model.name} takes {len(model.params)} parameters "
                                    f"({', '.join(model.params)}), got {len(tokens) - 4}")
-        camera_id, width, height = _numbers(path, number, [tokens[0], tokens[2], tokens[3]], int)
+        (camera_id,) = _integers(path, number, tokens[:1], "camera id", _UINT32)
+        width, height = _integers(path, number, tokens[2:4], "image size", _UINT64)
         params = _numbers(path, number, tokens[4:], float)
         cameras[camera_id] = ColmapCamera(camera_id, model.name, width, height, np.array(params))
     return cameras
@@ -448,14 +468,14 @@ def _read_images_txt(path: Path) -> dict[int, ColmapImage]:
         tokens = head.split(maxsplit=9)
         if len(tokens) != 10:
             raise InputError(path, f"line {i}: expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME")
-        image_id, camera_id = _numbers(path, i, [tokens[0], tokens[8]], int)
+        image_id, camera_id = _integers(path, i, [tokens[0], tokens[8]], "image/camera id", _UINT32)
         pose = _numbers(path, i, tokens[1:8], float)
         points = lines[i].split() if i < len(lines) else []
         i += 1
         if len(points) % 3:
             raise InputError(path, f"line {i}: POINTS2D needs triples (X Y POINT3D_ID), got {len(points)} values")
         xys = np.array(_numbers(path, i, points[0::3] + points[1::3], float)).reshape(2, -1).T
-        ids = np.array(_numbers(path, i, points[2::3], int), dtype=np.int64)
+        ids = np.array(_integers(path, i, points[2::3], "POINT3D_ID", _POINT3D_ID), dtype=np.int64)
         images[image_id] = ColmapImage(image_id, pose[:4], pose[4:], camera_id, tokens[9], xys, ids)
     return images
 
@@ -467,11 +487,11 @@ def _read_points_txt(path: Path) -> ColmapPoints:
         if len(tokens) < 8 or (len(tokens) - 8) % 2:
             raise InputError(path, f"line {number}: expected POINT3D_ID X Y Z R G B ERROR TRACK[] "
                                    f"(image id, point2D index pairs)")
-        ids.append(_numbers(path, number, tokens[:1], int)[0])
+        ids.append(_integers(path, number, tokens[:1], "POINT3D_ID", _POINT3D_ID)[0])
         xyz.append(_numbers(path, number, tokens[1:4], float))
-        rgb.append(_numbers(path, number, tokens[4:7], int))
+        rgb.append(_integers(path, number, tokens[4:7], "colour value", _COLOUR))
         errors.append(_numbers(path, number, tokens[7:8], float)[0])
-        track = _numbers(path, number, tokens[8:], int)
+        track = _integers(path, number, tokens[8:], "track entry (image id, point2D index)", _UINT32)
         lengths.append(len(track) // 2)
         tracks.extend(track)
     if not ids:

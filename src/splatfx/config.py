@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import ntpath
 import os
+import posixpath
 import re
 import types
 import typing
@@ -521,12 +523,16 @@ def _check_path(value: str, absolute_ok: bool, label: str) -> None:
         if not absolute_ok:
             raise ConfigError(label, f"must be relative to the shot folder, got the absolute path {value!r}")
         return
-    if os.path.normpath(value.replace("\\", "/")).split(os.sep)[0] == "..":
+    if ntpath.splitdrive(value)[0]:  # "C:x" is relative to drive C's current folder on Windows
+        raise ConfigError(label, f"must be relative to the shot folder without a drive, got {value!r}")
+    if any(norm(value).split(sep)[0] == ".." for norm, sep in ((posixpath.normpath, "/"), (ntpath.normpath, "\\"))):
         raise ConfigError(label, f"must stay inside the shot folder, got {value!r}")
 
 
 def _is_absolute(value: str) -> bool:
-    return PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or value.startswith("~")
+    """Absolute under POSIX or Windows rules; a leading ``\\`` (the current drive's root) and ``~`` count too."""
+    return (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()
+            or value.startswith(("\\", "~")))
 
 
 def _choices(args: tuple[Any, ...]) -> str:

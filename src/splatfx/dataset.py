@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import tokenize
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, BinaryIO, overload
 
 import numpy as np
 from PIL import Image as PILImage
@@ -414,7 +415,11 @@ def _load_colmap(root: Path, images: str, split: str, test_every: int
                                           f"which {cameras_file.name} does not define")
         if not (image_dir / im.name).is_file():
             raise InputError(images_file, f"image {im.name!r} is not in {image_dir}")
-        cameras.append(colmap.colmap_to_camera(model_cameras[im.camera_id], im, cameras_file))
+        try:
+            cameras.append(colmap.colmap_to_camera(model_cameras[im.camera_id], im, cameras_file))
+        except ValueError as exc:  # Camera's checks: size, focal length, finite values
+            raise InputError(images_file, f"image {im.name!r} (camera {im.camera_id} of {cameras_file.name}): "
+                                          f"{exc}") from None
     cameras = _rescaled_to_images(cameras, image_dir / registered[0].name, cameras_file)
     names = [im.name for im in registered]
     frames = [Frame(names[i], image_dir / names[i], cameras[i], (cameras[i].width, cameras[i].height))
@@ -452,22 +457,43 @@ def _load_llff(root: Path, images: str, split: str, test_every: int) -> tuple[li
     names = [f.name for f in files]
     frames = []
     for i in _split_indices(names, split, test_every, root):
-        camera = _orthonormalised(Camera.from_llff(poses[i, :15], w, h), poses_path, f"pose {i}")
+        try:
+            camera = _orthonormalised(Camera.from_llff(poses[i, :15], w, h), poses_path, f"pose {i}")
+        except ValueError as exc:  # Camera's checks: size, focal length, finite values
+            raise InputError(poses_path, f"pose {i}: {exc}") from None
         frames.append(Frame(names[i], files[i], camera, (w, h), near=float(poses[i, 15]), far=float(poses[i, 16])))
     model_dir = root / "sparse" / "0"
     return frames, _colmap_points(model_dir) if model_dir.is_dir() else None
 
 
+# What numpy's .npy header parser raises for damaged headers (it tokenizes and literal-evals them).
+_NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError)
+
+
 def _read_poses_bounds(path: Path) -> np.ndarray:
+    """The (N, 17) array, its header checked against the file size before any data is read."""
     try:
-        poses = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+        with open(path, "rb") as fh:
+            shape, dtype = _npy_header(fh)
+            if len(shape) != 2 or shape[1] != 17 or shape[0] < 1:
+                raise InputError(path, f"has shape {shape}, expected (N, 17): a 3x5 pose and near, far per image")
+            if dtype.kind not in "fiu":
+                raise InputError(path, f"holds {dtype} values, expected numbers")
+            claimed, available = shape[0] * 17 * dtype.itemsize, os.fstat(fh.fileno()).st_size - fh.tell()
+            if claimed > available:
+                raise InputError(path, f"is truncated or corrupt: its header claims {shape[0]} rows "
+                                       f"({claimed} bytes) but {available} bytes follow it")
+            fh.seek(0)
+            poses = np.lib.format.read_array(fh, allow_pickle=False)
+    except _NPY_ERRORS as exc:
         raise InputError(path, f"is not a readable .npy array: {' '.join(str(exc).split())}") from None
-    if poses.ndim != 2 or poses.shape[1] != 17 or len(poses) == 0:
-        raise InputError(path, f"has shape {poses.shape}, expected (N, 17): a 3x5 pose and near, far per image")
     poses = poses.astype(np.float64)
     if not np.isfinite(poses).all():
         raise InputError(path, "has non-finite values")
+    bad = np.flatnonzero((poses[:, [4, 9, 14]] <= 0).any(axis=1))  # hwf: image height, width, focal
+    if bad.size:
+        raise InputError(path, f"pose {bad[0]}: image height, width and focal length must be positive, "
+                               f"got {poses[bad[0], [4, 9, 14]].tolist()}")
     return poses
 
 
@@ -477,6 +503,7 @@ def _read_poses_bounds(path: Path) -> np.ndarray:
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "k3", "p1", "p2",
                    "camera_angle_x", "camera_angle_y", "camera_model")
 _UNSUPPORTED_MODELS = ("OPENCV_FISHEYE", "EQUIRECTANGULAR")
+_IMAGE_NAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".PNG", ".JPG", ".JPEG", ".EXR")  # file_path may omit it
 
 
 def _load_transforms(root: Path, split: str, test_every: int
@@ -499,6 +526,16 @@ def _load_transforms(root: Path, split: str, test_every: int
     return [frames[i] for i in keep], _ply_points(path, meta), "camera_angle_x" in meta
 
 
+def _npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """``(shape, dtype)`` from a .npy header (format 1.0 or 2.0), leaving ``fh`` at the data."""
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported (1.0 or 2.0)")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(fh)
+    return shape, dtype
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -506,6 +543,10 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InputError(path, f"malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except UnicodeDecodeError:
         raise InputError(path, "is not UTF-8 text") from None
+    except RecursionError:
+        raise InputError(path, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise InputError(path, f"malformed JSON: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
         raise InputError(path, 'has no "frames" list')
     return data
@@ -534,15 +575,38 @@ def _transforms_frames(path: Path, meta: dict[str, Any], root: Path) -> list[Fra
 
 def _number(path: Path, i: int, values: dict[str, Any], key: str, kind: type = float) -> Any:
     value = values[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(path, f"frame {i}: {key} must be a finite number, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+        raise InputError(path, f"frame {i}: {key} must be a finite number, not {_short(value)}")
     return kind(value)
+
+
+def _finite(value: int | float) -> bool:
+    """``math.isfinite`` that says False for integers beyond float range (JSON allows ``10**400``)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about huge values."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _angle(path: Path, i: int, values: dict[str, Any], key: str) -> float:
+    """A field of view in radians, strictly between 0 and pi (its tangent gives the focal length)."""
+    angle = _number(path, i, values, key)
+    if not 0 < angle < math.pi:
+        raise InputError(path, f"frame {i}: {key} must be a field of view in radians between 0 and pi, "
+                               f"not {angle!r}")
+    return angle
 
 
 def _matrix(path: Path, i: int, value: Any) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: integers beyond float range
         m = np.zeros(0)
     if m.shape not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
         raise InputError(path, f"frame {i}: transform_matrix must be a finite 4x4 (or 3x4) matrix")
@@ -560,8 +624,8 @@ def _transforms_camera(path: Path, i: int, values: dict[str, Any], size: tuple[i
         fx = _number(path, i, values, "fl_x")
         fy = _number(path, i, values, "fl_y") if "fl_y" in values else fx
     elif "camera_angle_x" in values:
-        fx = 0.5 * w / math.tan(0.5 * _number(path, i, values, "camera_angle_x"))
-        fy = 0.5 * h / math.tan(0.5 * _number(path, i, values, "camera_angle_y")) if "camera_angle_y" in values else fx
+        fx = 0.5 * w / math.tan(0.5 * _angle(path, i, values, "camera_angle_x"))
+        fy = 0.5 * h / math.tan(0.5 * _angle(path, i, values, "camera_angle_y")) if "camera_angle_y" in values else fx
     else:
         raise InputError(path, f"frame {i}: no focal length (fl_x or camera_angle_x)")
     cx = _number(path, i, values, "cx") if "cx" in values else w / 2.0
@@ -577,12 +641,13 @@ def _transforms_camera(path: Path, i: int, values: dict[str, Any], size: tuple[i
 def _resolve_image(path: Path, root: Path, file_path: str, i: int) -> Path:
     """The image a frame's ``file_path`` names, relative to the JSON file; the suffix may be left out."""
     candidate = (path.parent / file_path)
-    if candidate.is_file():
-        return candidate
-    for suffix in (".png", ".jpg", ".jpeg", ".exr", ".PNG", ".JPG", ".JPEG", ".EXR"):
-        with_suffix = candidate.with_name(candidate.name + suffix)
-        if with_suffix.is_file():
-            return with_suffix
+    suffixes = _IMAGE_NAME_SUFFIXES if candidate.name else ()
+    try:
+        for option in (candidate, *(candidate.with_name(candidate.name + s) for s in suffixes)):
+            if option.is_file():
+                return option
+    except OSError as exc:  # e.g. ENAMETOOLONG, EACCES: is_file() only swallows "not found"
+        raise InputError(path, f"frame {i}: image {file_path!r} cannot be looked up ({exc.strerror})") from None
     raise InputError(path, f"frame {i}: image {file_path!r} not found (looked for {candidate} "
                            "with and without an image suffix)")
 

@@ -8,6 +8,7 @@ exits non-zero; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -35,9 +36,10 @@ class ConfigError(InputError):
 def require_file(path: str | os.PathLike[str], what: str = "file") -> Path:
     """Return ``path`` as a Path, or raise InputError if it is not an existing file."""
     p = Path(path)
-    if not p.exists():
+    mode = _mode(p, what)
+    if mode is None:
         raise InputError(p, f"{what} does not exist")
-    if not p.is_file():
+    if not stat.S_ISREG(mode):
         raise InputError(p, f"{what} is not a regular file")
     return p
 
@@ -45,8 +47,22 @@ def require_file(path: str | os.PathLike[str], what: str = "file") -> Path:
 def require_dir(path: str | os.PathLike[str], what: str = "folder") -> Path:
     """Return ``path`` as a Path, or raise InputError if it is not an existing folder."""
     p = Path(path)
-    if not p.exists():
+    mode = _mode(p, what)
+    if mode is None:
         raise InputError(p, f"{what} does not exist")
-    if not p.is_dir():
+    if not stat.S_ISDIR(mode):
         raise InputError(p, f"{what} is not a folder")
     return p
+
+
+def _mode(p: Path, what: str) -> int | None:
+    """``st_mode`` of ``p`` (links followed), None if it does not exist; InputError if it cannot be looked up.
+
+    ``Path.exists()`` raises for errors other than "not found" (a name too long, no permission).
+    """
+    try:
+        return p.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL byte in the name
+        return None
+    except OSError as exc:
+        raise InputError(p, f"{what} cannot be looked up ({exc.strerror or exc})") from None

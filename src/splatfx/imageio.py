@@ -39,11 +39,22 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 EXR_SUFFIXES = frozenset({".exr"})
 IMAGE_SUFFIXES = PNG_SUFFIXES | JPEG_SUFFIXES | EXR_SUFFIXES
 
+#: Largest image (width x height, in pixels) any reader decodes: larger headers are refused
+#: before decoding, as decompression bombs (a few kB of PNG can claim gigabytes of pixels).
+#: It is the size at which Pillow's own check errors (2 x ``PIL.Image.MAX_IMAGE_PIXELS``),
+#: 179 MP (e.g. 16384 x 10922; 8K UHD is 33 MP), applied to every format: 16-bit PNG (pypng)
+#: and EXR too. Assign a larger value to read larger images (and raise Pillow's limit with it
+#: for 8-bit PNG and JPEG).
+MAX_IMAGE_PIXELS = 178_956_970
+
 _EXR_MAGIC = b"\x76\x2f\x31\x01"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Exceptions Pillow, pypng and zlib raise for damaged files (Pillow uses SyntaxError
 # for malformed PNG chunks and OSError for truncated data).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct.error,
                   png.Error, PILImage.DecompressionBombError)
+# pypng also fails with IndexError/TypeError on some damaged (e.g. interlaced) data.
+_PYPNG_ERRORS = (*_DECODE_ERRORS, IndexError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,10 @@ def read_image(path: PathLike) -> Image:
     suffix = _suffix(p)
     if suffix in EXR_SUFFIXES:
         return _read_exr_image(p)
-    if suffix in PNG_SUFFIXES and _png_bit_depth(p) == 16:
-        return Image(from_uint16(_read_png16(p)), "srgb", 16)
+    if suffix in PNG_SUFFIXES:
+        _check_png_chunks(p)
+        if _png_bit_depth(p) == 16:
+            return Image(from_uint16(_read_png16(p)), "srgb", 16)
     return Image(from_uint8(_read_pil8(p)), "srgb", 8)
 
 
@@ -104,12 +117,47 @@ def image_size(path: PathLike) -> tuple[int, int]:
     p = require_file(path, "image")
     if _suffix(p) in EXR_SUFFIXES:
         header = _open_exr(p, header_only=True).header()
-        return _window_size(header["displayWindow"])
-    try:
-        with PILImage.open(p) as im:
-            return int(im.width), int(im.height)
-    except _DECODE_ERRORS as exc:
-        raise InputError(p, f"cannot read image header: {_one_line(exc)}") from None
+        size = _window_size(header["displayWindow"])
+    else:
+        try:
+            with PILImage.open(p) as im:
+                size = int(im.width), int(im.height)
+        except _DECODE_ERRORS as exc:
+            raise InputError(p, f"cannot read image header: {_one_line(exc)}") from None
+    _check_pixels(p, *size)
+    return size
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    """Refuse an image above :data:`MAX_IMAGE_PIXELS` before anything is decoded."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(path, f"is {width}x{height} = {width * height:,} pixels, more than "
+                               f"splatfx.imageio.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}: refused as a "
+                               "possible decompression bomb (raise that limit to read it)")
+
+
+def _check_png_chunks(path: Path) -> None:
+    """Refuse a PNG whose chunk lengths run past the end of the file.
+
+    Pillow and pypng size their read buffers from these lengths: a 3 kB file claiming a
+    2 GiB IDAT chunk would make them allocate 2 GiB. Walks the chunk table (8 bytes read
+    per chunk) up to IEND; everything else is left to the decoders.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if fh.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+            return  # not a PNG: the decoder says so
+        pos = len(_PNG_SIGNATURE)
+        while pos + 8 <= size:
+            fh.seek(pos)
+            length, kind = struct.unpack(">I4s", fh.read(8))
+            end = pos + 12 + length  # length, type, data, CRC
+            if end > size:
+                raise InputError(path, f"is truncated or corrupt: PNG chunk {kind.decode('latin-1')!r} at byte "
+                                       f"{pos} claims {length:,} bytes but the file has {size:,}")
+            if kind == b"IEND":
+                return
+            pos = end
 
 
 def _png_bit_depth(path: Path) -> int:
@@ -120,7 +168,7 @@ def _png_bit_depth(path: Path) -> int:
             reader.preamble()
         finally:
             reader.file.close()
-    except _DECODE_ERRORS as exc:
+    except _PYPNG_ERRORS as exc:
         raise InputError(path, f"not a readable PNG image: {_one_line(exc)}") from None
     return int(reader.bitdepth)
 
@@ -133,6 +181,7 @@ def _read_pil8(path: Path) -> np.ndarray:
     """Decode an 8-bit PNG or a JPEG to uint8 H x W x C with Pillow."""
     try:
         with PILImage.open(path) as im:
+            _check_pixels(path, im.width, im.height)
             im.load()
             if im.mode == "P":
                 target = "RGBA" if "transparency" in im.info else "RGB"
@@ -147,11 +196,21 @@ def _read_pil8(path: Path) -> np.ndarray:
 
 
 def _read_png16(path: Path) -> np.ndarray:
-    """Decode a 16-bit PNG (grey, grey+alpha, RGB or RGBA) to uint16 H x W x C."""
+    """Decode a 16-bit PNG (grey, grey+alpha, RGB or RGBA) to uint16 H x W x C.
+
+    pypng has no pixel limit of its own: the size is checked after the header, before
+    ``read()`` (which decompresses interlaced images whole).
+    """
     try:
-        width, height, rows, info = png.Reader(filename=str(path)).read()
-        codes = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
-    except _DECODE_ERRORS as exc:
+        reader = png.Reader(filename=str(path))
+        try:
+            reader.preamble()
+            _check_pixels(path, reader.width, reader.height)
+            width, height, rows, info = reader.read()
+            codes = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+        finally:
+            reader.file.close()
+    except _PYPNG_ERRORS as exc:
         raise InputError(path, f"corrupt or unreadable PNG image: {_one_line(exc)}") from None
     return codes.reshape(height, width, int(info["planes"]))
 
@@ -334,7 +393,10 @@ def read_exr(path: PathLike) -> tuple[dict[str, np.ndarray], ExrHeader]:
     widened exactly to float32) or uint32. ``header.pixel_types`` says which were half.
     """
     p = require_file(path, "EXR image")
-    expected_parts = len(_open_exr(p, header_only=True).parts)
+    parts = _open_exr(p, header_only=True).parts
+    expected_parts = len(parts)
+    for part in parts:
+        _check_pixels(p, *_window_size(part.header["dataWindow"]))
     exr = _open_exr(p, header_only=False)
     # On damaged pixel data the bindings warn and drop the part instead of raising.
     if expected_parts == 0 or len(exr.parts) != expected_parts:
@@ -395,6 +457,7 @@ def _exr_header(raw: Mapping[str, Any], pixel_types: dict[str, str]) -> ExrHeade
 def _read_exr_image(path: Path) -> Image:
     """An EXR's colour channels as one image in its display window."""
     channels, header = read_exr(path)
+    _check_pixels(path, header.width, header.height)  # the display window, allocated below
     try:
         stored = unpack_rgba(channels)
     except KeyError as exc:

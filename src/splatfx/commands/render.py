@@ -1,10 +1,13 @@
-"""``splatfx render``: render a trained scene from a capture's own cameras to PNGs.
+"""``splatfx render``: render a shot's frames and passes, or a trained scene from a
+capture's own cameras.
 
 ::
 
-    splatfx render --scene scene.ply --data DIR --split test --out DIR
+    splatfx render SHOT [--force]                                        # render/ EXRs per frame
+    splatfx render --scene scene.ply --data DIR --split test --out DIR   # PNGs of a capture's views
 
-One ``<frame>.png`` per view of the split, over the capture's background (or --background).
+The shot form is the render stage (splatfx.render_shot); the standalone form writes one
+``<frame>.png`` per view of the split, over the capture's background (or --background).
 """
 
 from __future__ import annotations
@@ -20,21 +23,33 @@ from splatfx.formats.ply import read_ply
 
 
 @click.command(name="render")
-@click.option("--scene", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.argument("shot", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="SHOT: rerender every frame even if up to date.")
+@click.option("--scene", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The trained scene (3DGS PLY).")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The capture folder whose cameras are rendered.")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "train", "all"]),
               help="Which views to render.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the PNGs.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the PNGs.")
 @click.option("--downscale", default=1.0, show_default=True, type=click.FloatRange(min=1),
               help="Render at the capture's size shrunk by this factor.")
 @click.option("--background", callback=background_option, help="Background: white, black, grey or R,G,B (default: the capture's).")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "gsplat"]),
               help="Rasterizer backend.")
-def command(scene: Path, data: Path, split: str, out: Path, downscale: float, background: tuple | None,
-            backend: str) -> None:
-    """Render SCENE from every camera of a capture's split into --out."""
+def command(shot: Path | None, force: bool, scene: Path | None, data: Path | None, split: str, out: Path | None,
+            downscale: float, background: tuple | None, backend: str) -> None:
+    """Render the shot SHOT (EXR passes per frame), or --scene from every camera of
+    --data's split into --out."""
+    if shot is not None:
+        if scene or data or out:
+            raise click.UsageError("give SHOT, or --scene/--data/--out, not both")
+        from splatfx.render_shot import render_shot_command
+
+        render_shot_command(shot, force=force)
+        return
+    if scene is None or data is None or out is None:
+        raise click.UsageError("give SHOT, or all of --scene, --data and --out")
     written = render_split(read_ply(scene), data, split, out, downscale=downscale, background=background,
                            backend=backend)
     Console(stderr=True, highlight=False).print(f"rendered {len(written)} views of the {split} split -> {out}")

@@ -1,0 +1,353 @@
+"""Diffusion refinement (splatfx.refine): local diffusers models loaded offline, the stage's
+mask discipline, and the built-in per-scene refiner's training and resumption.
+
+The local-model tests build a tiny, randomly initialised Stable Diffusion img2img pipeline
+(UNet2DConditionModel, AutoencoderKL, CLIP text encoder and a character-level CLIP
+tokenizer; needs ``transformers``) and a tiny unconditional pixel-space one (UNet2DModel
+only), save them with ``save_pretrained`` and load them with the network switched off.
+Frames are real: lego views, whose alpha is the synthetic matte.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+from splatfx.color import srgb_to_linear
+from splatfx.errors import InputError
+from splatfx.imageio import read_exr, write_exr, write_png
+from splatfx.refine.builtin import (BuiltinRefiner, PairSettings, RefinerTrainer, TrainingPairs, TrainSettings,
+                                    make_pairs)
+from splatfx.refine.pipeline import load_refiner
+from splatfx.refine.stage import (FrameLayers, RefineOptions, blend_weight, choose_model, compose, refine_sequence,
+                                  render_frames, strength_map)
+from splatfx.shot import Shot, create_shot
+
+SIZE = 46  # not a multiple of the models' size multiples: padding is exercised
+FRAMES = 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: thread start-up costs more than it saves (a lot on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def offline(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# --- tiny models ---------------------------------------------------------------------------------
+
+def _tiny_sd(folder: Path, inpainting: bool = False) -> Path:
+    """A random tiny Stable Diffusion img2img (or inpainting) pipeline saved to ``folder``."""
+    pytest.importorskip("transformers")
+    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionInpaintPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=9 if inpainting else 4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                        layers_per_block=1)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+        num_hidden_layers=2, vocab_size=64, max_position_embeddings=77))
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{c: 2 + i for i, c in enumerate(letters)},
+             **{c + "</w>": 28 + i for i, c in enumerate(letters)}}
+    source = folder / "tokenizer-source"
+    source.mkdir(parents=True)
+    (source / "vocab.json").write_text(json.dumps(vocab))
+    (source / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(source / "vocab.json"), str(source / "merges.txt"), model_max_length=77)
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    kind = StableDiffusionInpaintPipeline if inpainting else StableDiffusionImg2ImgPipeline
+    pipe = kind(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder / "sd", safe_serialization=True)
+    return folder / "sd"
+
+
+def _tiny_pixel_model(folder: Path) -> Path:
+    """A random tiny unconditional pixel-space pipeline (UNet2DModel + DDPM) saved to ``folder``."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(1)
+    unet = UNet2DModel(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, add_attention=False,
+                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(folder / "pixel", safe_serialization=True)
+    return folder / "pixel"
+
+
+# --- a shot with rendered frames -----------------------------------------------------------------
+
+def _lego(data_dir: Path, i: int) -> np.ndarray:
+    """Test view ``i`` of lego as straight RGBA (sRGB codes / 255), SIZE x SIZE."""
+    with Image.open(data_dir / "lego_200" / "test" / f"r_{i}.png") as im:
+        return np.asarray(im.convert("RGBA").resize((SIZE, SIZE), Image.Resampling.BOX), np.float32) / 255
+
+
+def _render_frame(path: Path, frame: int, rgba: np.ndarray) -> None:
+    """A render-stage EXR: premultiplied linear colour, the lego as the synthetic matte,
+    motion one pixel right per frame, depth, ids (half-float mask as the render writes it)."""
+    alpha = rgba[..., 3]
+    rgb = srgb_to_linear(rgba[..., :3]) * alpha[..., None]
+    channels = {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2], "A": alpha,
+                "depth.Z": np.where(alpha > 0, 4.0, np.inf).astype(np.float32),
+                "motion.u": np.ones_like(alpha), "motion.v": np.zeros_like(alpha),
+                "mask.synthetic": alpha, "id": (alpha > 0).astype(np.uint32) * 7}
+    write_exr(path, channels, half={"mask.synthetic"}, frame=frame, fps=24,
+              attributes={"splatfx/stage": "render"})
+
+
+@pytest.fixture()
+def shot(tmp_path, data_dir) -> Shot:
+    plates = tmp_path / "plates"
+    for k in range(FRAMES):
+        rgba = _lego(data_dir, k)
+        write_png(plates / f"plate.{1001 + k:04d}.png", rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:]))
+        _render_frame(tmp_path / "shot" / "render" / f"frame.{1001 + k:04d}.exr", 1001 + k, rgba)
+    return create_shot(tmp_path / "shot", plates, fps=24.0)
+
+
+def _check_refined(shot: Shot) -> float:
+    """Every refined frame keeps its non-colour channels and its plate pixels bit for bit;
+    returns the mean colour change on synthetic pixels."""
+    changes = []
+    for _, render_path in render_frames(shot.render_dir):
+        before, header_before = read_exr(render_path)
+        after, header_after = read_exr(shot.refine_dir / render_path.name)
+        assert set(after) == set(before)
+        assert header_after.frame == header_before.frame and header_after.pixel_types == header_before.pixel_types
+        for name in before:
+            if name not in ("R", "G", "B"):
+                assert after[name].tobytes() == before[name].tobytes(), name
+        plate = before["mask.synthetic"] == 0
+        assert plate.sum() > 100 and (~plate).sum() > 100
+        for name in ("R", "G", "B"):
+            assert after[name][plate].tobytes() == before[name][plate].tobytes(), name
+            assert np.isfinite(after[name]).all()
+            changes.append(np.abs(after[name] - before[name])[~plate].mean())
+    return float(np.mean(changes))
+
+
+# --- local diffusers models ----------------------------------------------------------------------
+
+def test_tiny_img2img_pipeline_loads_offline_and_refines_a_shot_end_to_end(tmp_path, shot, offline):
+    from splatfx.cli import cli
+
+    model = _tiny_sd(tmp_path / "models")
+    args = ["refine", str(shot.root), "--model", str(model), "--steps", "3", "--strength", "0.5",
+            "--prompt", "a toy digger", "--guidance", "2", "--batch", "3"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert _check_refined(shot) > 1e-3  # a random model changes the synthetic pixels a lot
+    record = json.loads(shot.manifest_path.read_text())
+    assert "refine" in json.dumps(record)
+    # Unchanged inputs: the stage is skipped; the refined frames stay as they are.
+    stamp = [(shot.refine_dir / p.name).stat().st_mtime_ns for _, p in render_frames(shot.render_dir)]
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert again.exit_code == 0
+    assert stamp == [(shot.refine_dir / p.name).stat().st_mtime_ns for _, p in render_frames(shot.render_dir)]
+
+
+def test_pixel_model_refines_a_sequence_and_an_interrupted_run_resumes(tmp_path, shot, offline):
+    refiner = load_refiner(_tiny_pixel_model(tmp_path / "models"), device="cpu")
+    assert refiner.noise_shape(SIZE, SIZE) == (3, SIZE, SIZE)
+    options = RefineOptions(steps=2, strength=0.4, seed=3, batch=2)
+    frames = render_frames(shot.render_dir)
+    figures = refine_sequence(frames, shot.refine_dir, refiner, options, progress=False)
+    assert figures["refined"] == FRAMES and figures["mean_abs_change"] > 0
+    assert _check_refined(shot) > 0
+    last = shot.refine_dir / frames[-1][1].name
+    first, _ = read_exr(last)
+    last.unlink()  # as if the stage had been interrupted before the last frame
+    figures = refine_sequence(frames, shot.refine_dir, refiner, options, progress=False)
+    assert (figures["kept"], figures["refined"]) == (FRAMES - 1, 1)
+    # The same noise (warped from the first frame) gives the same result; alone rather than
+    # in a batch of two, the convolutions may round differently in the last bits.
+    again, _ = read_exr(last)
+    for name in ("R", "G", "B"):
+        np.testing.assert_allclose(again[name], first[name], atol=1e-5, rtol=0)
+
+
+def test_inpainting_model_gets_the_repaint_mask_and_keeps_strength_zero_latents(tmp_path, data_dir, offline):
+    refiner = load_refiner(_tiny_sd(tmp_path / "models", inpainting=True), device="cpu", prompt="bricks")
+    assert refiner.inpainting and refiner.noise_shape(SIZE, SIZE) == (4, 24, 24)
+    image = torch.from_numpy(_lego(data_dir, 0)[..., :3]).permute(2, 0, 1)[None]
+    strength = torch.zeros(1, 1, SIZE, SIZE)
+    strength[..., 8:24, 8:24] = 1.0
+    noise = torch.randn((1, 4, 24, 24), generator=torch.Generator().manual_seed(0))
+    out = refiner.refine(image, strength, noise, steps=2)
+    assert out.shape == image.shape and torch.isfinite(out).all()
+    # Latent cells of strength 0 come back as the image's own latents. (Seen through the
+    # latents themselves: the decoder's attention spreads any change over the whole frame.)
+    refiner.decode = lambda z: F.interpolate(z[:, :3], scale_factor=2, mode="nearest")
+    held = refiner.refine(image, strength, noise, steps=2)
+    reference = refiner.refine(image, torch.zeros_like(strength), noise, steps=2)
+    outside = torch.ones(SIZE, SIZE, dtype=torch.bool)
+    outside[8:24, 8:24] = False
+    assert torch.equal(held[..., outside], reference[..., outside])
+    assert float((held - reference)[..., 8:24, 8:24].abs().mean()) > 1e-3
+
+
+def test_a_folder_that_is_no_model_and_a_shot_without_one_are_clear_errors(tmp_path, shot):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="neither model_index.json"):
+        load_refiner(tmp_path / "empty")
+    with pytest.raises(InputError, match=r"shot.toml: \[refine\] model is not set"):
+        choose_model(shot)
+
+
+# --- blending ------------------------------------------------------------------------------------
+
+def test_blend_weight_is_zero_off_the_matte_and_ramps_inside_its_edge():
+    mask = np.zeros((20, 20), np.float32)
+    mask[5:15, 5:15] = 1.0
+    w = blend_weight(mask, feather=2.0)
+    assert (w[mask == 0] == 0).all()
+    assert w[10, 10] == 1.0 and 0 < w[5, 10] < w[6, 10] < w[7, 10] <= 1.0
+
+
+def test_compose_keeps_unweighted_pixels_bit_exact_and_hdr_excess():
+    rgb = np.full((4, 4, 3), 3.5, np.float32)  # a bright highlight, above display white
+    rgb[0] = 0.2
+    layers = FrameLayers(rgb, np.ones((4, 4), np.float32), np.ones((4, 4), np.float32), None, None, None)
+    layers.synthetic[0] = 0
+    from splatfx.color import linear_to_srgb
+    before = linear_to_srgb(rgb)
+    refined = np.clip(before, 0, 1) - 0.1  # the model darkens everything a little
+    out = compose(layers, before, refined, RefineOptions(feather=0))
+    assert out[0].tobytes() == rgb[0].tobytes()
+    assert (out[1:] > 1.0).all() and (out[1:] < rgb[1:]).all()  # darker, yet still above 1
+
+
+def test_fill_holes_gives_hole_pixels_full_strength_and_full_weight():
+    synthetic = np.zeros((12, 12), np.float32)
+    synthetic[2:10, 2:10] = 1.0
+    holes = np.zeros((12, 12), np.float32)
+    holes[2:4, 2:6] = 1.0  # a hole at the matte edge, where the feather would otherwise fade it
+    rgb = np.full((12, 12, 3), 0.25, np.float32)
+    layers = FrameLayers(rgb, np.ones((12, 12), np.float32), synthetic, holes, None, None)
+    kept = strength_map(layers, RefineOptions(strength=0.3))
+    filled = strength_map(layers, RefineOptions(strength=0.3, fill_holes=True))
+    assert kept[2, 2] == kept[6, 6] == pytest.approx(0.3) and kept[0, 0] == 0
+    assert filled[2, 2] == 1.0 and filled[6, 6] == pytest.approx(0.3) and filled[0, 0] == 0
+    from splatfx.color import linear_to_srgb
+    before = linear_to_srgb(rgb)
+    out = compose(layers, before, np.zeros_like(before), RefineOptions(fill_holes=True, feather=3))
+    assert (out[2:4, 2:6] == 0).all()  # the hole takes the model's pixels whole
+    assert 0 < out[4, 2, 0] < 0.25  # the matte edge below it is blended
+    assert out[0].tobytes() == rgb[0].tobytes()
+
+
+# --- the built-in refiner ------------------------------------------------------------------------
+
+def _blur_pairs(data_dir: Path, views: range) -> TrainingPairs:
+    """Real lego training images against their half-resolution (blurred) versions."""
+    from splatfx.dataset import load_dataset
+
+    dataset = load_dataset(data_dir / "lego_200", "train", downscale=2)
+    pairs = TrainingPairs()
+    for i in views:
+        sharp = torch.from_numpy(dataset.image(i)).permute(2, 0, 1)
+        blurred = F.interpolate(F.avg_pool2d(sharp[None], 2), scale_factor=2, mode="bilinear")[0]
+        pairs.add(dataset.frames[i].name, blurred, sharp)
+    return pairs
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return -10 * math.log10(float(((a - b) ** 2).mean()))
+
+
+def test_builtin_refiner_learns_to_undo_a_degradation_on_unseen_views(tmp_path, data_dir):
+    settings = TrainSettings(max_steps=60, patch=32, batch=4, lr=3e-3, channels=(8, 16), progress=False)
+    trainer = RefinerTrainer(_blur_pairs(data_dir, range(0, 8)), tmp_path / "training", settings)
+    untrained = _refine_all(trainer.model, _blur_pairs(data_dir, range(50, 53)))
+    trainer.train()
+    test = _blur_pairs(data_dir, range(50, 53))
+    assert untrained == pytest.approx(_psnr_of(test.degraded, test.targets), abs=1e-3)  # starts as the identity
+    refined = _refine_all(trainer.model, test)
+    assert refined > untrained + 0.3, (untrained, refined)
+    # save_pretrained / from_pretrained give the same model.
+    trainer.model.save_pretrained(tmp_path / "model")
+    loaded = load_refiner(tmp_path / "model", device="cpu")
+    assert isinstance(loaded, BuiltinRefiner) and loaded.info["steps"] == 60
+    assert _refine_all(loaded, test) == pytest.approx(refined, abs=1e-6)
+
+
+def _psnr_of(images: list[torch.Tensor], targets: list[torch.Tensor]) -> float:
+    return float(np.mean([_psnr(a, b) for a, b in zip(images, targets)]))
+
+
+def _refine_all(model: BuiltinRefiner, pairs: TrainingPairs) -> float:
+    images = torch.stack(pairs.degraded)
+    b, _, h, w = images.shape
+    noise = torch.randn((b, *model.noise_shape(h, w)), generator=torch.Generator().manual_seed(0))
+    out = model.refine(images, torch.full((b, 1, h, w), 0.3), noise, steps=1)
+    return _psnr_of(list(out), pairs.targets)
+
+
+def test_builtin_training_resumes_from_its_checkpoint_exactly(tmp_path, data_dir):
+    pairs = _blur_pairs(data_dir, range(0, 3))
+    settings = TrainSettings(max_steps=6, patch=16, batch=2, channels=(8, 16), checkpoint_every=3, progress=False)
+    straight = RefinerTrainer(pairs, tmp_path / "straight", settings)
+    straight.train()
+
+    interrupted = RefinerTrainer(pairs, tmp_path / "resumed", settings)
+    for _ in range(3):
+        interrupted.train_step()
+    interrupted.save_checkpoint()  # what the loop writes at step 3, before being stopped
+    resumed = RefinerTrainer(pairs, tmp_path / "resumed", settings)
+    assert resumed.restore() and resumed.step == 3
+    resumed.train()
+    assert resumed.step == 6
+    for (name, a), (_, b) in zip(straight.model.unet.state_dict().items(), resumed.model.unet.state_dict().items()):
+        assert torch.equal(a, b), name
+    # A checkpoint made from other pairs is not resumed.
+    other = RefinerTrainer(pairs, tmp_path / "resumed", settings, key="another scene")
+    assert not other.restore() and other.step == 0
+
+
+def test_training_pairs_are_rendered_from_degraded_reconstructions(data_dir):
+    from splatfx.dataset import load_dataset
+    from splatfx.gaussians import Gaussians
+
+    dataset = load_dataset(data_dir / "lego_200", "train", downscale=4)
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    scene = Gaussians(means=(torch.rand(n, 3, generator=g) - 0.5) * 1.5, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                      log_scales=torch.full((n, 3), math.log(0.06)), opacity_logits=torch.full((n,), 2.0),
+                      sh=torch.rand(n, 1, 3, generator=g))
+    pairs = make_pairs(scene, dataset, PairSettings(views=3, degraded_per_view=1), seed=0, backend="cpu",
+                       progress=False)
+    assert len(pairs) == 6
+    assert [name.split(":")[1] for name in pairs.names] == ["scene"] * 3 + ["drop", "jitter", "lowres"]
+    for degraded, target in zip(pairs.degraded, pairs.targets):
+        assert degraded.shape == target.shape == (3, 50, 50)
+    for k in range(3):  # each degraded render differs from the scene's own render of that view
+        assert float((pairs.degraded[3 + k] - pairs.degraded[k]).abs().mean()) > 1e-3

@@ -1,0 +1,252 @@
+"""``splatfx demo``: the whole pipeline on a small real capture that ships with splatfx.
+
+The capture is 32 photos of COLMAP's South Building (C. Zach; see
+``data/ATTRIBUTION.txt``) at 384×288, or any footage given with ``plates``. The demo
+
+1. makes the shot folder (plates copied in) and writes the preset's settings to shot.toml;
+2. runs the pipeline up to ``train``: camera solve, then a short 3DGS training;
+3. derives what depends on the solve from the trained scene and saves it in shot.toml:
+   the box around the building (:func:`splatfx.demo.presets.building_box`) and, for the
+   ``virtual`` preset, the camera move (``virtual_camera.json``);
+4. runs the rest: select, collapse (debris and dust), snow, render, the built-in refiner
+   (trained on the shot, then applied), and comp (EXR and PNG frames, ``shot.mp4``, the
+   side-by-side ``review.mp4``, the contact sheet, the manifest). The ``virtual`` preset
+   renders a camera move with no plates in it, so its movie is the refined render itself
+   (``comp/virtual.mp4``).
+
+Running it again on the same folder skips every stage that is up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splatfx.atomic import write_text_atomic
+from splatfx.config import config_from_dict, config_to_dict
+from splatfx.errors import InputError
+from splatfx.pipeline import PipelineRun, print_summary, run_shot
+from splatfx.shot import SHOT_TOML, Shot, create_shot
+
+PathLike = str | os.PathLike[str]
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+#: The packaged capture (32 JPEGs, 384×288).
+CAPTURE = DATA_DIR / "south_building"
+ATTRIBUTION = DATA_DIR / "ATTRIBUTION.txt"
+DEFAULT_OUT = Path("splatfx-demo")
+VIRTUAL_CAMERA = "virtual_camera.json"
+VIRTUAL_MOVIE = "virtual.mp4"
+FIRST_FRAME = 1001
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The knobs that set the demo's cost (defaults: within 10 minutes on 2 CPU cores)."""
+
+    frames: int | None = None  # use the first N plates (None: all)
+    fps: float = 10.0  # the stills are metres apart, so a low rate keeps the camera move readable
+    train_steps: int = 1500
+    train_minutes: float = 2.5
+    max_gaussians: int = 150_000
+    sh_degree: int = 1
+    fragments: int = 150  # many small pieces: big ones show the reconstruction's thin, translucent walls
+    debris: int = 2000
+    debris_size: float = 0.2  # metres: brick clusters, a pixel or two at 384×288 from 30 m
+    dust: int = 800
+    substeps: int = 10
+    trigger_frame: int = 3  # frames after the first before the supports give way
+    snow_density: float = 0.05  # flakes per m³ of the (large, street-sized) volume
+    snow_size: float = 0.12  # metres: ash-sized flakes, visible at 384×288 from 20 m
+    refiner_steps: int = 400  # training steps of the built-in refiner
+    refiner_minutes: float = 1.0
+    refiner_views: int = 16  # plates its training pairs are rendered from
+    refine_steps: int = 2
+    refine_strength: float = 0.3
+
+
+def preset_tables(preset: str, settings: DemoSettings) -> dict[str, Any]:
+    """shot.toml tables of a preset, except what the scene decides (box, camera path)."""
+    from splatfx.demo.presets import PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown demo preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    s = settings
+    tables: dict[str, Any] = {
+        "train": {"max_steps": s.train_steps, "max_minutes": s.train_minutes, "max_gaussians": s.max_gaussians,
+                  "sh_degree": s.sh_degree, "strategy": "adc"},
+        "fx": {"effects": ["collapse", "snow"],
+               # no solid fill: through a short reconstruction's translucent walls the fill faces
+               # show on the intact building before it breaks
+               "collapse": {"fragments": s.fragments, "fill": False, "debris": s.debris, "debris_size": s.debris_size,
+                            "dust": s.dust, "substeps": s.substeps, "trigger": "demolition",
+                            "trigger_frame": FIRST_FRAME + s.trigger_frame},
+               "snow": {"density": s.snow_density, "size": s.snow_size,
+                        "color": [0.86, 0.9, 0.78]}},  # faintly yellow-green: toxic ash rather than snow
+        "render": {"camera": "plates"},
+        "refine": {"model": "refine/model", "steps": s.refine_steps, "strength": s.refine_strength},
+        "comp": {"outputs": ["exr", "png", "mp4"]},
+    }
+    if preset == "virtual":
+        tables["render"] = {"camera": "virtual", "virtual_camera": VIRTUAL_CAMERA}
+    return tables
+
+
+def prepare_shot(out: PathLike, plates: PathLike | None, preset: str, settings: DemoSettings) -> Shot:
+    """The demo's shot folder at ``out`` with the preset's settings (an existing demo shot is
+    reused, so finished stages are kept)."""
+    out = Path(out)
+    source = Path(plates) if plates is not None else CAPTURE
+    shot = Shot.open(out) if (out / SHOT_TOML).is_file() else None
+    wanted = _wanted_names(source, settings.frames)
+    if shot is None or wanted is None or _plate_names(shot) != wanted:
+        with tempfile.TemporaryDirectory(prefix=".splatfx-demo-") as staging:
+            folder = source if settings.frames is None else _first_images(source, settings.frames, Path(staging))
+            shot = create_shot(out, folder, fps=settings.fps, copy=True, force=True, name=out.resolve().name)
+    data = config_to_dict(shot.config)
+    data["shot"]["fps"] = settings.fps
+    for table, values in preset_tables(preset, settings).items():
+        data[table] = _merged(data.get(table, {}), values)
+    if preset != "virtual":
+        data["render"].pop("virtual_camera", None)
+    return _save(shot, data)
+
+
+def run_demo(out: PathLike = DEFAULT_OUT, preset: str = "collapse", plates: PathLike | None = None,
+             settings: DemoSettings = DemoSettings(), force: bool = False) -> PipelineRun:
+    """Run the demo shot into ``out`` (see the module doc); prints stages, timings and outputs."""
+    from splatfx.refine.builtin import PairSettings, TrainSettings
+
+    t0 = time.perf_counter()
+    shot = prepare_shot(out, plates, preset, settings)
+    refiner = TrainSettings(max_steps=settings.refiner_steps, max_minutes=settings.refiner_minutes,
+                            seed=shot.config.shot.seed)
+    pairs = PairSettings(views=settings.refiner_views)
+    first = run_shot(shot, force=force, until="train", summary=False)
+    shot = configure_from_scene(shot, preset)
+    rest = run_shot(shot, force=force, start="fx", refiner_training=refiner, refiner_pairs=pairs, summary=False)
+    extra = {"virtual camera movie": write_virtual_movie(shot)} if preset == "virtual" else {}
+    run = PipelineRun(shot, first.stages + rest.stages, time.perf_counter() - t0, extra)
+    print_summary(run)
+    _print_usage()
+    return run
+
+
+# --- what depends on the scene ------------------------------------------------------------------------
+
+def configure_from_scene(shot: Shot, preset: str) -> Shot:
+    """Save the building box (and, for ``virtual``, the camera move) derived from the trained
+    scene into the shot."""
+    from splatfx.demo.presets import PresetError, building_box, virtual_path
+    from splatfx.formats import read_gaussians
+    from splatfx.orient import SceneFrame
+    from splatfx.shotcam import plate_cameras
+
+    frame = SceneFrame.load(shot.solve_dir / "scene.json")
+    scene = read_gaussians(shot.scene_dir / "scene.ply")
+    world = frame.points_to_world(scene.means.double().numpy())
+    frames = shot.frames
+    cameras = plate_cameras(shot.solve_dir, frames)
+    middle = frame.camera_to_world(cameras[len(cameras) // 2])
+    try:
+        box = building_box(world, scene.opacities.double().numpy(), middle)
+    except PresetError as exc:
+        raise InputError(shot.scene_dir / "scene.ply", f"no building for the demo's box: {exc}") from None
+    data = config_to_dict(shot.config)
+    data["fx"]["select"] = box.select_table()
+    if preset == "virtual":
+        centres = np.stack([frame.points_to_world(c.center[None])[0] for c in cameras])
+        path = virtual_path(box, centres, (frames.start, frames.end))
+        write_text_atomic(shot.root / VIRTUAL_CAMERA, json.dumps(path, indent=2) + "\n")
+    return _save(shot, data)
+
+
+def write_virtual_movie(shot: Shot) -> Path:
+    """``comp/virtual.mp4``: the refined (else rendered) frames of a virtual camera move over
+    black, sRGB-encoded."""
+    from splatfx.color import linear_to_srgb
+    from splatfx.imageio import read_exr
+    from splatfx.video import write_mp4
+
+    folder = shot.refine_dir if any(shot.refine_dir.glob("*.exr")) else shot.render_dir
+    paths = sorted(folder.glob("*.exr"))
+    if not paths:
+        raise InputError(folder, "holds no frames to make the virtual camera movie from")
+
+    def frames():
+        for path in paths:
+            channels, _ = read_exr(path)
+            rgb = np.stack([channels[c] for c in "RGB"], axis=-1)
+            yield np.clip(linear_to_srgb(np.clip(rgb, 0.0, None)), 0.0, 1.0)
+
+    target = shot.comp_dir / VIRTUAL_MOVIE
+    shot.comp_dir.mkdir(parents=True, exist_ok=True)
+    write_mp4(target, frames(), shot.config.shot.fps)
+    return target
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def _images(source: Path) -> list[Path]:
+    return sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _first_images(source: Path, count: int, staging: Path) -> Path:
+    """A folder (``staging``) of links to the first ``count`` images of ``source``."""
+    if not source.is_dir():
+        raise InputError(source, "a frame count needs a folder of plate images")
+    images = _images(source)
+    if len(images) < count:
+        raise InputError(source, f"holds {len(images)} images, fewer than the {count} asked for")
+    for image in images[:count]:
+        (staging / image.name).symlink_to(image.resolve())
+    return staging
+
+
+def _wanted_names(source: Path, count: int | None) -> list[str] | None:
+    """File names of the plates the demo would use (None: not a folder of images, e.g. a video,
+    which is copied in again each time)."""
+    if not source.is_dir():
+        return None
+    return [p.name for p in _images(source)[:count]]
+
+
+def _plate_names(shot: Shot) -> list[str] | None:
+    try:
+        return [p.name for p in shot.plate_files()]
+    except InputError:  # the plates are gone or unreadable: make the shot again
+        return None
+
+
+def _merged(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in values.items():
+        merged[key] = _merged(base.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
+def _save(shot: Shot, data: dict[str, Any]) -> Shot:
+    config = config_from_dict(data, shot.toml_path)
+    if config != shot.config:
+        shot = shot.with_config(config)
+        shot.save()
+    return shot
+
+
+def _print_usage() -> None:
+    from rich.console import Console
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    Console(stderr=True, highlight=False).print(
+        f"CPU time {cpu:.0f} s, peak memory {usage.ru_maxrss / 1024:.0f} MiB")
+

@@ -1,0 +1,240 @@
+"""``splatfx run``: every stage of a shot that is not up to date, in pipeline order.
+
+::
+
+    solve ─▶ train ─▶ fx (select, then [fx] effects in order) ─▶ render ─▶ refine ─▶ comp
+
+Each stage is the same function its own command runs (``splatfx solve``, ``train``, …),
+so it skips itself when its inputs and settings did not change (see :mod:`splatfx.stage`)
+and resumes where an interrupted run stopped. The pipeline adds only the order and the
+choices between stages:
+
+* **fx**: ``fx.select`` runs when an effect needs a selection (collapse); then each effect
+  of ``[fx] effects``, in the order listed. No effects: the scene is rendered as it is.
+* **refine** runs only when ``[refine] model`` is set. When it names the built-in
+  refiner's folder (``refine/model``), that model is trained on the shot first
+  (``refine-train``, itself skipped while the scene and solve are unchanged).
+* **comp** composites over the plates; it is left out for a virtual camera
+  (``[render] camera = "virtual"``), whose frames do not match the plates.
+
+At the end it prints a table of the stages (ran or up to date, seconds) and where the
+outputs are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from splatfx.errors import InputError
+from splatfx.shot import Shot
+from splatfx.stage import StageResult
+
+if TYPE_CHECKING:
+    from splatfx.refine.builtin import PairSettings, TrainSettings
+
+#: The pipeline's steps, in order (``until`` names one of them).
+STEPS = ("solve", "train", "fx", "render", "refine", "comp")
+#: Effects that act on the ``[fx.select]`` selection (``fx.select`` runs before them).
+NEEDS_SELECTION = frozenset({"collapse"})
+
+_console = Console(stderr=True, highlight=False)
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """One stage of a pipeline run: whether it ran, why, and its wall time in seconds
+    (the stage's own record when it ran; the up-to-date check when skipped)."""
+
+    stage: str
+    ran: bool
+    reason: str
+    seconds: float
+
+
+@dataclass
+class PipelineRun:
+    """What :func:`run_shot` did: per-stage timings, the total, and the outputs present."""
+
+    shot: Shot
+    stages: list[StepTiming] = field(default_factory=list)
+    seconds: float = 0.0
+    extra_outputs: dict[str, Path] = field(default_factory=dict)  # made outside the stages (e.g. by the demo)
+
+    @property
+    def ran(self) -> list[str]:
+        return [s.stage for s in self.stages if s.ran]
+
+    def outputs(self) -> dict[str, Path]:
+        """The shot's deliverables that exist now, by label."""
+        every = {**shot_outputs(self.shot), **self.extra_outputs}
+        return {label: path for label, path in every.items() if path.exists()}
+
+
+def shot_outputs(shot: Shot) -> dict[str, Path]:
+    """Where each deliverable of a shot lives (whether or not it exists yet); the comp's
+    only when the shot is composited (not for a virtual camera)."""
+    outputs = {"scene": shot.scene_dir / "scene.ply", "render frames (EXR passes)": shot.render_dir}
+    if shot.config.refine.model is not None:
+        outputs["refined frames"] = shot.refine_dir
+    if shot.config.render.camera != "virtual":
+        comp = shot.comp_dir
+        outputs |= {"comp frames": comp, "shot movie": comp / "shot.mp4",
+                    "review movie (plate | comp)": comp / "review.mp4", "contact sheet": comp / "contact_sheet.png"}
+    outputs["manifest"] = shot.manifest_path
+    return outputs
+
+
+def planned_steps(shot: Shot, until: str | None = None, start: str | None = None) -> list[str]:
+    """The steps :func:`run_shot` takes for ``shot``, from ``start`` up to and including ``until``."""
+    for name, value in (("until", until), ("start", start)):
+        if value is not None and value not in STEPS:
+            raise InputError(shot.toml_path, f"unknown stage {value!r} for {name}; choose one of {', '.join(STEPS)}")
+    first = STEPS.index(start) if start else 0
+    steps = list(STEPS[first: STEPS.index(until) + 1] if until else STEPS[first:])
+    if shot.config.refine.model is None and "refine" in steps:
+        steps.remove("refine")
+    if shot.config.render.camera == "virtual" and "comp" in steps:
+        steps.remove("comp")
+    return steps
+
+
+def run_shot(shot: Shot, force: bool = False, until: str | None = None, *, start: str | None = None,
+             refiner_training: TrainSettings | None = None, refiner_pairs: PairSettings | None = None,
+             summary: bool = True) -> PipelineRun:
+    """Run every stage of ``shot`` that is not up to date, in order, up to ``until``.
+
+    ``force`` reruns every stage; ``start`` skips the steps before it (the caller has just
+    run them). ``refiner_training`` and ``refiner_pairs`` set how the built-in refiner is
+    trained (default: as last time on this shot, see :func:`refiner_settings_of_last_run`).
+    With ``summary`` the per-stage table and the outputs are printed at the end, also after
+    a failure; a failing stage raises (its failure is in the manifest).
+    """
+    run = PipelineRun(shot)
+    t0 = time.perf_counter()
+    steps: dict[str, Callable[[], Sequence[StageResult]]] = {
+        "solve": lambda: _solve(shot, force),
+        "train": lambda: _train(shot, force),
+        "fx": lambda: _fx(shot, force),
+        "render": lambda: _render(shot, force),
+        "refine": lambda: _refine(shot, force, refiner_training, refiner_pairs),
+        "comp": lambda: _comp(shot, force),
+    }
+    try:
+        for step in planned_steps(shot, until, start):
+            started = time.perf_counter()
+            results = steps[step]()
+            run.stages.extend(_timings(results, time.perf_counter() - started))
+    finally:
+        run.seconds = time.perf_counter() - t0
+        if summary:
+            print_summary(run)
+    return run
+
+
+# --- the steps -------------------------------------------------------------------------------------
+
+def _solve(shot: Shot, force: bool) -> list[StageResult]:
+    from splatfx.solve import solve_shot
+
+    return solve_shot(shot, force=force)
+
+
+def _train(shot: Shot, force: bool) -> list[StageResult]:
+    from splatfx.train import train_shot
+
+    return [train_shot(shot, force=force)]
+
+
+def _fx(shot: Shot, force: bool) -> list[StageResult]:
+    from splatfx.fx.stage import run_collapse, run_select, run_snow
+
+    effects = shot.config.fx.effects
+    runners = {"collapse": run_collapse, "snow": run_snow}
+    results = []
+    if NEEDS_SELECTION & set(effects):
+        results.append(run_select(shot, force=force))
+    for effect in effects:
+        results.append(runners[effect](shot, force=force))
+    return results
+
+
+def _render(shot: Shot, force: bool) -> list[StageResult]:
+    from splatfx.render_shot import render_shot
+
+    return [render_shot(shot, force=force)]
+
+
+def _refine(shot: Shot, force: bool, training: TrainSettings | None, pairs: PairSettings | None) -> list[StageResult]:
+    from splatfx.refine.stage import builtin_model_dir, run_refine, run_refine_train
+
+    results = []
+    model = shot.path(shot.config.refine.model)
+    if model.resolve() == builtin_model_dir(shot).resolve():
+        last_training, last_pairs = refiner_settings_of_last_run(shot)
+        results.append(run_refine_train(shot, training or last_training, pairs or last_pairs, force=force))
+    results.append(run_refine(shot, force=force))
+    return results
+
+
+def refiner_settings_of_last_run(shot: Shot) -> tuple[TrainSettings, PairSettings]:
+    """How the built-in refiner was last trained on this shot (``refine-train`` in the
+    manifest), else the defaults: shot.toml has no keys for them, so ``splatfx run`` after
+    ``splatfx demo`` keeps the demo's choice instead of retraining with the defaults."""
+    from splatfx.manifest import Manifest
+    from splatfx.refine.builtin import PairSettings, TrainSettings
+
+    defaults = TrainSettings(seed=shot.config.shot.seed), PairSettings()
+    last = Manifest.load(shot.manifest_path).last("refine-train")
+    if last is None or last.status != "ok" or not isinstance(last.config, dict):
+        return defaults
+    try:
+        training = {k: tuple(v) if isinstance(v, list) else v for k, v in last.config["training"].items()}
+        return TrainSettings(**training), PairSettings(**last.config["pairs"])
+    except (KeyError, TypeError, ValueError):  # recorded by another version: use the defaults
+        return defaults
+
+
+def _comp(shot: Shot, force: bool) -> list[StageResult]:
+    from splatfx.comp import run_comp
+
+    return [run_comp(shot, force=force)]
+
+
+# --- reporting -------------------------------------------------------------------------------------
+
+def _timings(results: Sequence[StageResult], wall: float) -> list[StepTiming]:
+    """Per-stage timings; a skipped stage's share of ``wall`` is what its check cost."""
+    ran_seconds = sum(r.record.seconds for r in results if r.ran and r.record and r.record.seconds)
+    skipped = [r for r in results if not r.ran]
+    check = max(wall - ran_seconds, 0.0) / len(skipped) if skipped else 0.0
+    return [StepTiming(r.stage, r.ran, r.reason,
+                       float(r.record.seconds) if r.ran and r.record and r.record.seconds else check)
+            for r in results]
+
+
+def print_summary(run: PipelineRun, console: Console = _console) -> None:
+    """The per-stage table and the outputs, as ``splatfx run`` and ``splatfx demo`` show them."""
+    console.print(f"[bold]shot {run.shot.name}[/]: {len(run.ran)} of {len(run.stages)} stages ran "
+                  f"({run.shot.root})")
+    table = Table()
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    for s in run.stages:
+        table.add_row(s.stage, "ran" if s.ran else "up to date", f"{s.seconds:.1f}")
+    table.add_row("total", "", f"{run.seconds:.1f}", style="bold")
+    console.print(table)
+    outputs = run.outputs()
+    if outputs:
+        console.print("[bold]outputs[/]")
+        width = max(len(label) for label in outputs)
+        for label, path in outputs.items():
+            console.print(f"  {label.ljust(width)}  {path}")

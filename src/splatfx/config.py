@@ -262,7 +262,7 @@ class CollapseSection:
 class SnowSection:
     """[fx.snow]: falling snow (or ash, or anything toxic) over the scene."""
 
-    density: float = setting(40.0, "falling flakes per cubic metre of air", ge=0)
+    density: float = setting(0.5, "falling flakes per cubic metre of air", ge=0)
     size: float = setting(0.025, "flake diameter in metres", gt=0)
     speed: float = setting(1.0, "falling speed in m/s", gt=0)
     wind: Vec3 = setting((0.4, 0.1, 0.0), "wind velocity [x, y, z] in m/s")

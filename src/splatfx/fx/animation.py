@@ -134,7 +134,11 @@ class ShotAnimation:
             quats[index] = quat_multiply(q.expand(len(rows), 4), g.quats[index])
             if g.sh_degree > 0:
                 sh[index] = rotate_sh(g.sh[index], rot)
-        visible = cache.visible[t][frag.labels]
+        # fracture-face fill shows only once its piece has broken loose (moved or turned), so
+        # it never shines through the intact structure's translucent surfaces
+        moved = (np.linalg.norm(cache.positions[t] - cache.positions[0], axis=1) > 0.01) | \
+            (np.abs(np.abs((cache.quats[t] * cache.quats[0]).sum(axis=1)) - 1.0) > 1e-5)
+        visible = cache.visible[t][frag.labels] & ((frag.element != ELEMENTS["fill"]) | moved[frag.labels])
         moved = g.replace(means=torch.from_numpy(out_means).float(), quats=quats, sh=sh)
         rows = torch.from_numpy(visible)
         return moved[rows], (next_means - out_means)[visible], frag.element[visible], frag.source_index[visible]

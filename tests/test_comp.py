@@ -282,3 +282,23 @@ def test_comp_command_and_resume_redo_only_what_changed(shot):
     result = render_shot(shot)
     assert result.ran and (result.value["rendered"], result.value["skipped"]) == (1, 2)
     assert not run_comp(shot).ran  # the same frame came back bit for bit
+
+
+def test_refined_beauty_reaches_the_effect_colour(tmp_path):
+    """The refiner's change to R,G,B on synthetic pixels is carried into the comp's fx layer."""
+    from splatfx.comp import RenderLayers
+    from splatfx.imageio import write_exr
+
+    h, w = 4, 5
+    synthetic = np.zeros((h, w), np.float32)
+    synthetic[1:3, 1:4] = 0.8
+    base = {c: np.full((h, w), 0.2, np.float32) for c in "RGB"}
+    base.update({f"fx.{c}": np.full((h, w), 0.1, np.float32) * (synthetic > 0) for c in "RGB"})
+    base["mask.synthetic"] = synthetic
+    refined = dict(base)
+    refined.update({c: base[c] + 0.05 * (synthetic > 0) for c in "RGB"})
+    write_exr(tmp_path / "render.exr", base)
+    write_exr(tmp_path / "refined.exr", refined)
+    layers = RenderLayers.read(tmp_path / "render.exr").with_refinement(tmp_path / "render.exr", tmp_path / "refined.exr")
+    inside = synthetic > 0
+    assert np.allclose(layers.fx[inside], 0.15) and np.array_equal(layers.fx[~inside], np.zeros((int((~inside).sum()), 3)))

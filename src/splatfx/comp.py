@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -94,6 +94,15 @@ class RenderLayers:
             clean, structure = np.zeros(synthetic.shape + (4,), np.float32), np.zeros_like(synthetic)
         return cls(unpack_layer(channels, "fx", "RGB"), synthetic, clean, structure,
                    str(header.attributes.get("splatfx/key", "")))
+
+    def with_refinement(self, render_path: Path, refined_path: Path) -> RenderLayers:
+        """These layers with the refiner's change to the beauty (refined − rendered ``R,G,B``,
+        nonzero only on synthetic pixels) carried into the effect's colour."""
+        rendered, _ = read_exr(render_path)
+        refined, _ = read_exr(refined_path)
+        delta = np.stack([refined[c] - rendered[c] for c in "RGB"], axis=-1)
+        fx = np.maximum(self.fx + delta * (self.synthetic[..., None] > 0), 0.0).astype(np.float32)
+        return replace(self, fx=fx)
 
 
 @dataclass
@@ -247,6 +256,14 @@ def comp_frame_path(shot: Shot, frame: int, suffix: str) -> Path:
     return shot.comp_dir / f"comp.{frame:04d}.{suffix}"
 
 
+def refined_frame_path(shot: Shot, render_path: Path) -> Path | None:
+    """The refine stage's version of a render frame, when ``[refine] model`` is set and it exists."""
+    if shot.config.refine.model is None:
+        return None
+    path = shot.refine_dir / render_path.name
+    return path if path.is_file() else None
+
+
 def run_comp(shot: Shot, force: bool = False) -> StageResult:
     """``splatfx comp SHOT``: composite every frame, write frames, movies and contact sheet
     (``force``: the stage and every frame, even those up to date)."""
@@ -256,6 +273,8 @@ def run_comp(shot: Shot, force: bool = False) -> StageResult:
                                                               "contact sheet are made from the frames)")
     ocio_path = shot.path(section.ocio) if section.ocio is not None else None
     inputs: dict = {"render": shot.render_dir, "plates": shot.plate_files()}
+    if shot.config.refine.model is not None and shot.refine_dir.is_dir():
+        inputs["refine"] = shot.refine_dir
     if ocio_path is not None:
         inputs["ocio"] = ocio_path
     return run_stage(shot, "comp", section, inputs, [shot.comp_dir],
@@ -280,9 +299,11 @@ def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: 
             render_path = render_frame_path(shot, frame)
             if not render_path.is_file():
                 raise InputError(render_path, "does not exist (run `splatfx render` first)")
+            refined_path = refined_frame_path(shot, render_path)
             plate_file = _plate_file(plates, frame)
             key = frame_key(stage="comp", frame=frame, settings=settings, seed=seed, display=transform.description,
-                            grain=grain, render=ledger.sha256(render_path), plate=ledger.sha256(plate_file))
+                            grain=grain, render=ledger.sha256(render_path), plate=ledger.sha256(plate_file),
+                            refined=ledger.sha256(refined_path) if refined_path else None)
             outputs = [comp_frame_path(shot, frame, s) for s in ("exr", "png") if s in section.outputs]
             if not redo and ledger.is_current(frame, key, outputs):
                 provenance[str(frame)] = ledger.entry(frame)["figures"]
@@ -291,6 +312,8 @@ def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: 
             pixels = plates.read(frame)
             plate_display, plate_linear = _plate_rgb(pixels, plate_is_srgb)
             layers = RenderLayers.read(render_path)
+            if refined_path is not None:
+                layers = layers.with_refinement(render_path, refined_path)
             _lap(timings, "read", t)
             if layers.synthetic.shape != plate_linear.shape[:2]:
                 raise InputError(render_path, f"is {layers.synthetic.shape[1]}x{layers.synthetic.shape[0]} but the "

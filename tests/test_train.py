@@ -15,7 +15,7 @@ from splatfx.dataset import Dataset, load_dataset
 from splatfx.densify import ADCStrategy, MCMCStrategy, relocation_correction
 from splatfx.evaluate import evaluate_split
 from splatfx.formats.ply import read_ply
-from splatfx.train import TrainConfig, Trainer, gaussians_from_params, train
+from splatfx.train import TrainConfig, Trainer, gaussians_from_params
 
 # Measured: 300 MCMC steps on 20 lego views at 50×50 give 19.4 dB on 10 held-out views
 # (the random initialisation scores ≈ 11 dB).

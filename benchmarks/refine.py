@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/refine.py [--captures lego_200 fern] [--recon-steps 600] [--refiner-steps 400]
+    python benchmarks/refine.py [--captures lego_200 fern] [--recon-steps 600] [--refiner-steps 800]
                                 [--threads 1] [--work DIR] [--json FILE]
 
 For each capture:
@@ -123,14 +123,18 @@ def bench_capture(name: str, args: argparse.Namespace) -> dict:
     results = {}
     for strength in args.strength:
         for steps in args.steps:
+            t_refine = time.perf_counter()
             refined = refine_views(model, renders, strength, steps, seed=1)
+            seconds_per_view = (time.perf_counter() - t_refine) / len(renders)
             after = score(refined, targets, names)
             results[f"strength_{strength:g}_steps_{steps}"] = {
                 "strength": strength, "steps": steps, "psnr": after.mean_psnr, "ssim": after.mean_ssim,
-                "psnr_gain": after.mean_psnr - before.mean_psnr, "ssim_gain": after.mean_ssim - before.mean_ssim}
+                "psnr_gain": after.mean_psnr - before.mean_psnr, "ssim_gain": after.mean_ssim - before.mean_ssim,
+                "seconds_per_view": seconds_per_view}
             print(f"   refined (strength {strength:g}, {steps} step{'s' if steps > 1 else ''}): "
                   f"PSNR {after.mean_psnr:.3f} dB ({after.mean_psnr - before.mean_psnr:+.3f}), "
-                  f"SSIM {after.mean_ssim:.4f} ({after.mean_ssim - before.mean_ssim:+.4f})", flush=True)
+                  f"SSIM {after.mean_ssim:.4f} ({after.mean_ssim - before.mean_ssim:+.4f}), "
+                  f"{seconds_per_view:.2f} s/view", flush=True)
     return {
         "capture": name, "held_out_views": len(names),
         "reconstruction": {k: recon.get(k) for k in ("steps", "gaussians", "train_seconds", "reused")},
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--captures", nargs="+", default=["lego_200", "fern"])
     parser.add_argument("--recon-steps", type=int, default=600, help="steps of the under-trained reconstruction")
     parser.add_argument("--refiner-minutes", type=float, default=10.0, help="wall-time cap on the refiner's training")
-    parser.add_argument("--refiner-steps", type=int, default=400, help="steps of the refiner's training")
+    parser.add_argument("--refiner-steps", type=int, default=800, help="steps of the refiner's training")
     parser.add_argument("--pair-views", type=int, default=64, help="training views rendered for pairs")
     parser.add_argument("--strength", type=float, nargs="+", default=[0.3, 1.0], help="strengths to evaluate")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="DDIM steps to evaluate")

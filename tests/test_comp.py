@@ -302,3 +302,28 @@ def test_refined_beauty_reaches_the_effect_colour(tmp_path):
     layers = RenderLayers.read(tmp_path / "render.exr").with_refinement(tmp_path / "render.exr", tmp_path / "refined.exr")
     inside = synthetic > 0
     assert np.allclose(layers.fx[inside], 0.15) and np.array_equal(layers.fx[~inside], np.zeros((int((~inside).sum()), 3)))
+
+
+def test_refined_clean_pass_fills_the_comp_background(tmp_path):
+    """Holes the refiner painted in the clean pass (alpha 1 there) replace the classical fill."""
+    from splatfx.comp import RenderLayers
+    from splatfx.imageio import write_exr
+
+    h, w = 6, 6
+    synthetic = np.zeros((h, w), np.float32)
+    structure = np.zeros((h, w), np.float32)
+    structure[2:4, 2:4] = 1.0
+    base = {c: np.zeros((h, w), np.float32) for c in "RGB"}
+    base.update({f"fx.{c}": np.zeros((h, w), np.float32) for c in "RGB"})
+    base.update({f"clean.{c}": np.zeros((h, w), np.float32) for c in "RGBA"})
+    base.update({"mask.synthetic": synthetic, "mask.structure": structure, "mask.holes": structure.copy()})
+    refined = dict(base)
+    refined.update({f"clean.{c}": structure * 0.3 for c in "RGB"})
+    refined["clean.A"] = structure.copy()
+    write_exr(tmp_path / "render.exr", base)
+    write_exr(tmp_path / "refined.exr", refined)
+    layers = RenderLayers.read(tmp_path / "render.exr")
+    assert not layers.clean[..., 3].any()
+    layers = layers.with_refinement(tmp_path / "render.exr", tmp_path / "refined.exr")
+    assert np.array_equal(layers.clean[..., 3], structure)
+    assert np.allclose(layers.clean[structure > 0, :3], 0.3)

@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from splatfx.color import srgb_to_linear
+from splatfx.color import linear_to_srgb, srgb_to_linear
 from splatfx.errors import InputError
 from splatfx.imageio import read_exr, write_exr, write_png
 from splatfx.refine.builtin import (BuiltinRefiner, PairSettings, RefinerTrainer, TrainingPairs, TrainSettings,
                                     make_pairs)
 from splatfx.refine.pipeline import load_refiner
 from splatfx.refine.stage import (FrameLayers, RefineOptions, blend_weight, choose_model, compose, refine_sequence,
-                                  render_frames, strength_map)
+                                  render_frames)
 from splatfx.shot import Shot, create_shot
 
 SIZE = 46  # not a multiple of the models' size multiples: padding is exercised
@@ -236,9 +236,8 @@ def test_blend_weight_is_zero_off_the_matte_and_ramps_inside_its_edge():
 def test_compose_keeps_unweighted_pixels_bit_exact_and_hdr_excess():
     rgb = np.full((4, 4, 3), 3.5, np.float32)  # a bright highlight, above display white
     rgb[0] = 0.2
-    layers = FrameLayers(rgb, np.ones((4, 4), np.float32), np.ones((4, 4), np.float32), None, None, None)
+    layers = FrameLayers(rgb, np.ones((4, 4), np.float32), np.ones((4, 4), np.float32), None, None)
     layers.synthetic[0] = 0
-    from splatfx.color import linear_to_srgb
     before = linear_to_srgb(rgb)
     refined = np.clip(before, 0, 1) - 0.1  # the model darkens everything a little
     out = compose(layers, before, refined, RefineOptions(feather=0))
@@ -246,23 +245,38 @@ def test_compose_keeps_unweighted_pixels_bit_exact_and_hdr_excess():
     assert (out[1:] > 1.0).all() and (out[1:] < rgb[1:]).all()  # darker, yet still above 1
 
 
-def test_fill_holes_gives_hole_pixels_full_strength_and_full_weight():
-    synthetic = np.zeros((12, 12), np.float32)
-    synthetic[2:10, 2:10] = 1.0
-    holes = np.zeros((12, 12), np.float32)
-    holes[2:4, 2:6] = 1.0  # a hole at the matte edge, where the feather would otherwise fade it
-    rgb = np.full((12, 12, 3), 0.25, np.float32)
-    layers = FrameLayers(rgb, np.ones((12, 12), np.float32), synthetic, holes, None, None)
-    kept = strength_map(layers, RefineOptions(strength=0.3))
-    filled = strength_map(layers, RefineOptions(strength=0.3, fill_holes=True))
-    assert kept[2, 2] == kept[6, 6] == pytest.approx(0.3) and kept[0, 0] == 0
-    assert filled[2, 2] == 1.0 and filled[6, 6] == pytest.approx(0.3) and filled[0, 0] == 0
-    from splatfx.color import linear_to_srgb
-    before = linear_to_srgb(rgb)
-    out = compose(layers, before, np.zeros_like(before), RefineOptions(fill_holes=True, feather=3))
-    assert (out[2:4, 2:6] == 0).all()  # the hole takes the model's pixels whole
-    assert 0 < out[4, 2, 0] < 0.25  # the matte edge below it is blended
-    assert out[0].tobytes() == rgb[0].tobytes()
+def test_fill_holes_paints_the_clean_plate_holes_only(tmp_path, data_dir):
+    """A frame whose removed structure left a hole in the clean pass: with fill_holes the model
+    paints the hole (alpha 1 there, so the comp takes it as solid); nothing else changes."""
+    rgba = _lego(data_dir, 0)
+    path = tmp_path / "render" / "frame.1001.exr"
+    _render_frame(path, 1001, rgba)
+    channels, _ = read_exr(path)
+    clean = np.concatenate([srgb_to_linear(_lego(data_dir, 1)[..., :3]), np.ones((SIZE, SIZE, 1), np.float32)], -1)
+    structure = np.zeros((SIZE, SIZE), np.float32)
+    structure[4:30, 4:40] = 1.0
+    holes = np.zeros((SIZE, SIZE), np.float32)
+    holes[10:20, 10:30] = 1.0
+    clean[holes > 0] = 0.0  # nothing was ever seen behind the structure there
+    channels |= {"clean.R": clean[..., 0], "clean.G": clean[..., 1], "clean.B": clean[..., 2], "clean.A": clean[..., 3],
+                 "mask.structure": structure, "mask.holes": holes}
+    write_exr(path, channels, frame=1001)
+    plate = srgb_to_linear(_lego(data_dir, 2)[..., :3])
+    refiner = load_refiner(_tiny_pixel_model(tmp_path / "models"), device="cpu")
+    options = RefineOptions(steps=2, strength=0.4, fill_holes=True)
+    figures = refine_sequence(render_frames(path.parent), tmp_path / "refine", refiner, options, progress=False,
+                              plates=lambda frame: plate)
+    assert figures["holes_filled"] == 1
+    after, _ = read_exr(tmp_path / "refine" / path.name)
+    hole = holes > 0
+    assert (after["clean.A"][hole] == 1.0).all()
+    assert np.abs(np.stack([after[c] for c in ("clean.R", "clean.G", "clean.B")], -1)[hole]).mean() > 1e-3
+    for name in ("clean.R", "clean.G", "clean.B", "clean.A"):
+        assert after[name][~hole].tobytes() == channels[name][~hole].tobytes(), name
+    for name in ("mask.structure", "mask.holes", "depth.Z", "motion.u", "id", "A"):
+        assert after[name].tobytes() == channels[name].tobytes(), name
+    plate_pixels = channels["mask.synthetic"] == 0
+    assert after["R"][plate_pixels].tobytes() == channels["R"][plate_pixels].tobytes()
 
 
 # --- the built-in refiner ------------------------------------------------------------------------

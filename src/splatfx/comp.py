@@ -97,12 +97,15 @@ class RenderLayers:
 
     def with_refinement(self, render_path: Path, refined_path: Path) -> RenderLayers:
         """These layers with the refiner's change to the beauty (refined − rendered ``R,G,B``,
-        nonzero only on synthetic pixels) carried into the effect's colour."""
+        nonzero only on synthetic pixels) carried into the effect's colour, and the refined
+        clean pass (its holes painted by the model, ``[refine] fill_holes``) in place of the
+        rendered one."""
         rendered, _ = read_exr(render_path)
         refined, _ = read_exr(refined_path)
         delta = np.stack([refined[c] - rendered[c] for c in "RGB"], axis=-1)
         fx = np.maximum(self.fx + delta * (self.synthetic[..., None] > 0), 0.0).astype(np.float32)
-        return replace(self, fx=fx)
+        clean = unpack_layer(refined, "clean", "RGBA") if "mask.structure" in refined else self.clean
+        return replace(self, fx=fx, clean=clean)
 
 
 @dataclass

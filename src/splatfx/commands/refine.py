@@ -23,7 +23,7 @@ from rich.console import Console
 @click.option("--guidance", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Classifier-free guidance scale for text-conditioned models (1: none).")
 @click.option("--fill-holes", is_flag=True,
-              help="Repaint the render's clean-plate holes (mask.hole) with the model instead of keeping the classical fill.")
+              help="Paint the clean plate's holes (mask.holes) with the model instead of the comp's classical inpainting.")
 @click.option("--feather", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Width in pixels of the blend ramp inside the matte edge.")
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Frames per model call.")

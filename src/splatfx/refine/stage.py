@@ -1,24 +1,29 @@
 """The refine stage: diffusion clean-up of the rendered frames, only where they are synthetic.
 
-Inputs: ``render/*.exr`` (one multi-layer EXR per frame: ``R,G,B,A`` premultiplied
-scene-linear, ``mask.synthetic``, ``motion.u``/``motion.v``, ``depth.Z`` and, where the
-render filled clean-plate holes, ``mask.hole``) and a model (:func:`choose_model`).
-Output: ``refine/<same name>.exr``, each a copy of its render frame whose colour is
-refined where ``mask.synthetic`` is above 0; every other channel, and the colour of every
-pixel outside the mask, is written back bit for bit.
+Inputs: ``render/*.exr`` (one multi-layer EXR per frame, :mod:`splatfx.render_shot`:
+``R,G,B,A`` premultiplied scene-linear, ``mask.synthetic``, ``motion.u``/``motion.v``,
+``depth.Z`` and, where a structure was removed, the clean pass ``clean.R,G,B,A``,
+``mask.structure``, ``mask.holes``) and a model (:func:`choose_model`). Output:
+``refine/<same name>.exr``, each a copy of its render frame whose colour is refined where
+``mask.synthetic`` is above 0 (and, with ``fill_holes``, whose clean pass is painted in
+its holes); every other channel, and every other pixel, is written back bit for bit.
 
 Per frame:
 
 1. The colour is un-premultiplied and encoded with the sRGB curve (the space the models
    were trained in), clipped to [0, 1] for the model.
-2. A strength map: ``[refine] strength`` on synthetic pixels, 0 elsewhere; with
-   ``fill_holes`` the render's hole pixels get ``hole_strength`` (1: the model repaints
-   them from noise, i.e. inpainting instead of the render's classical fill).
+2. A strength map: ``[refine] strength`` on synthetic pixels, 0 elsewhere.
 3. Noise from :class:`~splatfx.refine.noise_warp.NoiseWarper`: warped along the previous
    frame's motion vectors (restarted after a gap in the frame numbers).
 4. The model's change is added back to the unclipped colour (so HDR values above 1 keep
    their excess), decoded to linear, re-premultiplied and blended in with a weight that is
    the mask ramped up over ``feather`` pixels inside the matte edge (zero outside).
+5. With ``fill_holes``, the clean-plate holes (``mask.holes``: behind the removed structure,
+   never seen by the reconstruction) are painted by the model instead of the comp's
+   classical inpainting: the background the comp would build (plate, clean render, Telea
+   fill; :func:`splatfx.cleanplate.fill_clean_plate`) is denoised from ``hole_strength``
+   (1: from pure noise) in the holes only, and written into ``clean.R,G,B`` with
+   ``clean.A = 1`` there, so the comp treats them as solid.
 
 Frames are refined in batches; a frame already refined with the same model, settings and
 render (a key stored in its header) is kept, so an interrupted stage resumes where it
@@ -27,11 +32,12 @@ stopped. :func:`run_refine_train` trains the built-in per-scene model first (``-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from splatfx.cleanplate import fill_clean_plate, grow_footprint
 from splatfx.color import linear_to_srgb, srgb_to_linear
 from splatfx.errors import InputError
 from splatfx.imageio import EXR_COMPRESSIONS, read_exr, write_exr
@@ -51,8 +58,12 @@ from splatfx.shot import Shot
 from splatfx.stage import StageResult, run_stage
 
 PathLike = str | os.PathLike[str]
+#: Frame number → the plate's scene-linear RGB (H, W, 3), for painting clean-plate holes.
+PlateReader = Callable[[int], np.ndarray]
 SYNTHETIC = "mask.synthetic"
-HOLE = "mask.hole"
+HOLES = "mask.holes"
+STRUCTURE = "mask.structure"
+CLEAN = ("clean.R", "clean.G", "clean.B", "clean.A")
 MOTION = ("motion.u", "motion.v")
 DEPTH = "depth.Z"
 COLOUR = ("R", "G", "B")
@@ -69,8 +80,8 @@ class RefineOptions:
     steps: int = 20  # DDIM steps on pixels of full strength
     strength: float = 0.3  # how far synthetic pixels may move from the render, 0-1
     seed: int = 0  # noise seed
-    fill_holes: bool = False  # repaint the render's hole pixels (mask.hole) from noise
-    hole_strength: float = 1.0  # strength on hole pixels when filling them
+    fill_holes: bool = False  # paint the clean plate's holes (mask.holes) with the model
+    hole_strength: float = 1.0  # strength in the holes when filling them (1: from pure noise)
     feather: float = 2.0  # width in pixels of the blend ramp inside the matte edge
     batch: int = 4  # frames per model call
     noise_factor: int = DEFAULT_FACTOR  # sub-pixel samples per side when warping noise
@@ -103,9 +114,15 @@ class FrameLayers:
     rgb: np.ndarray  # premultiplied, scene-linear
     alpha: np.ndarray
     synthetic: np.ndarray
-    holes: np.ndarray | None
     motion: np.ndarray | None  # (H, W, 2) pixels to the next frame
     depth: np.ndarray | None
+    clean: np.ndarray | None = None  # (H, W, 4) clean pass, premultiplied, when a structure was removed
+    structure: np.ndarray | None = None  # its footprint in the plate
+    holes: np.ndarray | None = None  # where the clean render has nothing to show
+
+    @property
+    def has_holes(self) -> bool:
+        return self.clean is not None and self.holes is not None and bool((self.holes > 0).any())
 
 
 def frame_layers(path: Path, channels: dict[str, np.ndarray]) -> FrameLayers:
@@ -118,9 +135,13 @@ def frame_layers(path: Path, channels: dict[str, np.ndarray]) -> FrameLayers:
     alpha = channels["A"].astype(np.float32) if "A" in channels else np.ones(rgb.shape[:2], np.float32)
     motion = np.stack([channels[c] for c in MOTION], axis=-1).astype(np.float32) \
         if all(c in channels for c in MOTION) else None
-    return FrameLayers(rgb, alpha, channels[SYNTHETIC].astype(np.float32),
-                       channels[HOLE].astype(np.float32) if HOLE in channels else None, motion,
-                       channels[DEPTH].astype(np.float32) if DEPTH in channels else None)
+    layers = FrameLayers(rgb, alpha, channels[SYNTHETIC].astype(np.float32), motion,
+                         channels[DEPTH].astype(np.float32) if DEPTH in channels else None)
+    if all(c in channels for c in (*CLEAN, STRUCTURE, HOLES)):
+        layers.clean = np.stack([channels[c] for c in CLEAN], axis=-1).astype(np.float32)
+        layers.structure = channels[STRUCTURE].astype(np.float32)
+        layers.holes = channels[HOLES].astype(np.float32)
+    return layers
 
 
 def display_colour(layers: FrameLayers) -> np.ndarray:
@@ -142,23 +163,34 @@ def blend_weight(synthetic: np.ndarray, feather: float) -> np.ndarray:
 
 
 def strength_map(layers: FrameLayers, options: RefineOptions) -> np.ndarray:
-    """Per-pixel strength: ``strength`` on synthetic pixels, ``hole_strength`` in holes being filled."""
-    s = np.where(layers.synthetic > 0, options.strength, 0.0)
-    if options.fill_holes and layers.holes is not None:
-        s = np.where(layers.holes > 0, max(options.hole_strength, options.strength), s)
-    return s.astype(np.float32)
+    """Per-pixel strength: ``strength`` on synthetic pixels, 0 elsewhere."""
+    return np.where(layers.synthetic > 0, options.strength, 0.0).astype(np.float32)
 
 
 def compose(layers: FrameLayers, before: np.ndarray, refined: np.ndarray, options: RefineOptions) -> np.ndarray:
     """Premultiplied linear RGB of the refined frame: the model's change added to the unclipped
     display colour, blended in by :func:`blend_weight`; pixels of weight 0 keep their bits."""
     weight = blend_weight(layers.synthetic, options.feather)
-    if options.fill_holes and layers.holes is not None:
-        weight = np.where(layers.holes > 0, 1.0, weight).astype(np.float32)
     changed = before + (refined - np.clip(before, 0, 1))
     linear = srgb_to_linear(changed) * layers.alpha[..., None]
     mixed = layers.rgb + weight[..., None] * (linear - layers.rgb)
     return np.where(weight[..., None] > 0, mixed, layers.rgb).astype(np.float32)
+
+
+def fill_holes(refiner: Refiner, plate: np.ndarray, layers: FrameLayers, noise: torch.Tensor,
+               options: RefineOptions) -> np.ndarray:
+    """The clean pass (H, W, 4) with its holes painted by the model: the background the comp
+    would build around them (plate, clean render, classical fill) denoised from
+    ``hole_strength`` in the holes only, with alpha 1 there; other pixels keep their bits."""
+    background = fill_clean_plate(plate, layers.clean, grow_footprint(layers.structure))
+    image = torch.from_numpy(np.clip(linear_to_srgb(background), 0, 1)).permute(2, 0, 1)[None]
+    holes = layers.holes > 0
+    strength = torch.from_numpy(np.where(holes, options.hole_strength, 0.0).astype(np.float32))[None, None]
+    painted = srgb_to_linear(refiner.refine(image, strength, noise[None], options.steps)[0].permute(1, 2, 0).numpy())
+    clean = layers.clean.copy()
+    clean[holes, :3] = painted[holes]
+    clean[holes, 3] = 1.0
+    return clean
 
 
 # --- the sequence --------------------------------------------------------------------------------
@@ -173,24 +205,33 @@ class _Pending:
     colour: np.ndarray
     noise: torch.Tensor
     key: str
+    plate: np.ndarray | None  # scene-linear RGB, when the clean plate's holes are painted
 
 
-def refine_key(refiner: Refiner, options: RefineOptions, source: Path) -> str:
-    """What an output frame was made from: model, settings and the render file's bytes."""
+def refine_key(refiner: Refiner, options: RefineOptions, source: Path, plate: np.ndarray | None = None) -> str:
+    """What an output frame was made from: model, settings, the render file's bytes (and the
+    plate's pixels when holes are painted)."""
     digest = hashlib.sha256(json.dumps({"model": refiner.describe(), "options": asdict(options)},
                                        sort_keys=True, default=str).encode())
     digest.update(hashlib.sha256(source.read_bytes()).digest())
+    if plate is not None:
+        digest.update(hashlib.sha256(np.ascontiguousarray(plate).tobytes()).digest())
     return digest.hexdigest()[:32]
 
 
 def refine_sequence(frames: Sequence[tuple[int, Path]], out_dir: PathLike, refiner: Refiner,
-                    options: RefineOptions, progress: bool = True) -> dict[str, Any]:
-    """Refine ``frames`` (from :func:`render_frames`) into ``out_dir``; returns figures."""
+                    options: RefineOptions, progress: bool = True,
+                    plates: PlateReader | None = None) -> dict[str, Any]:
+    """Refine ``frames`` (from :func:`render_frames`) into ``out_dir``; returns figures.
+    ``plates`` reads the plate of a frame, needed to paint holes (``options.fill_holes``)."""
+    if options.fill_holes and plates is None:
+        raise ValueError("painting clean-plate holes needs the plates")
     out_dir = Path(out_dir)
     warper: NoiseWarper | None = None
     previous: tuple[int, torch.Tensor | None, torch.Tensor | None] | None = None
     pending: list[_Pending] = []
-    figures = {"frames": len(frames), "refined": 0, "kept": 0, "untouched": 0, "mean_abs_change": []}
+    figures = {"frames": len(frames), "refined": 0, "kept": 0, "untouched": 0, "holes_filled": 0,
+               "mean_abs_change": []}
     items = track(frames, "refine") if progress else frames
     for number, path in items:
         channels, header = read_exr(path)
@@ -202,17 +243,20 @@ def refine_sequence(frames: Sequence[tuple[int, Path]], out_dir: PathLike, refin
             warper.step(previous[1] if previous[1] is not None else torch.zeros((*shape[1:], 2)), previous[2])
         previous = (number, *_noise_motion(layers, shape, refiner.noise_scale))
         out = out_dir / path.name
-        key = refine_key(refiner, options, path)
+        paint = options.fill_holes and layers.has_holes
+        plate = plates(number) if paint else None
+        key = refine_key(refiner, options, path, plate)
         if _already_refined(out, key):
             figures["kept"] += 1
             continue
-        if not (layers.synthetic > 0).any():
+        if not (layers.synthetic > 0).any() and not paint:
             _write_frame(out, channels, header, key)
             figures["untouched"] += 1
             continue
         if pending and pending[0].layers.rgb.shape != layers.rgb.shape:
             _flush(pending, refiner, options, figures)
-        pending.append(_Pending(path, out, channels, header, layers, display_colour(layers), warper.noise.clone(), key))
+        pending.append(_Pending(path, out, channels, header, layers, display_colour(layers),
+                                warper.noise.clone(), key, plate))
         if len(pending) >= options.batch:
             _flush(pending, refiner, options, figures)
     _flush(pending, refiner, options, figures)
@@ -244,7 +288,13 @@ def _flush(pending: list[_Pending], refiner: Refiner, options: RefineOptions, fi
         for i, name in enumerate(COLOUR):
             channels[name] = rgb[..., i]
         mask = p.layers.synthetic > 0
-        figures["mean_abs_change"].append(float(np.abs(rgb - p.layers.rgb)[mask].mean()))
+        if mask.any():
+            figures["mean_abs_change"].append(float(np.abs(rgb - p.layers.rgb)[mask].mean()))
+        if p.plate is not None:
+            clean = fill_holes(refiner, p.plate, p.layers, p.noise, options)
+            for i, name in enumerate(CLEAN):
+                channels[name] = clean[..., i]
+            figures["holes_filled"] += 1
         _write_frame(p.out, channels, p.header, p.key)
         figures["refined"] += 1
     pending.clear()
@@ -283,17 +333,15 @@ def training_dir(shot: Shot) -> Path:
 
 def choose_model(shot: Shot, model: PathLike | None = None, trained: bool = False) -> Path:
     """The model folder to refine with: ``model`` (``--model``), the built-in model just
-    trained, ``[refine] model``, or a built-in model trained earlier, in that order."""
+    trained (``--train``), or ``[refine] model``, in that order."""
     if model is not None:
         return Path(model)
     if trained:
         return builtin_model_dir(shot)
     if shot.config.refine.model is not None:
         return shot.path(shot.config.refine.model)
-    if builtin_model_dir(shot).is_dir():
-        return builtin_model_dir(shot)
-    raise InputError(shot.toml_path, "[refine] model is not set and no built-in refiner has been trained: "
-                                     "run `splatfx refine SHOT --train` or pass --model DIR")
+    raise InputError(shot.toml_path, "[refine] model is not set: set it (\"refine/model\" for the built-in "
+                                     "refiner), or run `splatfx refine SHOT --train` or `--model DIR`")
 
 
 def options_from_shot(shot: Shot, **overrides: Any) -> RefineOptions:
@@ -317,14 +365,26 @@ def run_refine(shot: Shot, *, model: PathLike | None = None, trained: bool = Fal
     outputs = [shot.refine_dir / path.name for _, path in frames]
     config = {"model": shot.relative(folder), **asdict(options), **model_settings}
 
+    inputs: dict[str, Any] = {"render": shot.render_dir, "model": folder}
+    if options.fill_holes:
+        inputs["plates"] = shot.plate_files()
+
     def work() -> dict[str, Any]:
         refiner = load_refiner(folder, device=device, **model_settings)
         _remove_stale(shot.refine_dir, {p.name for p in outputs})
-        figures = refine_sequence(frames, shot.refine_dir, refiner, options, progress=progress)
+        with shot.open_plates() if options.fill_holes else contextlib.nullcontext() as plates:
+            reader = None if plates is None else (lambda frame: plate_linear(plates.read(frame), plates.encoding))
+            figures = refine_sequence(frames, shot.refine_dir, refiner, options, progress=progress, plates=reader)
         return {**figures, "refiner": refiner.describe()}
 
-    return run_stage(shot, "refine", config, inputs={"render": shot.render_dir, "model": folder},
-                     outputs=outputs, fn=work, force=force, seed=options.seed)
+    return run_stage(shot, "refine", config, inputs=inputs, outputs=outputs, fn=work, force=force, seed=options.seed)
+
+
+def plate_linear(pixels: np.ndarray, encoding: str) -> np.ndarray:
+    """A plate frame's scene-linear RGB (grey repeated, alpha dropped), as the comp decodes it."""
+    rgb = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+    rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+    return srgb_to_linear(rgb) if encoding == "srgb" else rgb
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> None:

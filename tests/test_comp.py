@@ -327,3 +327,37 @@ def test_refined_clean_pass_fills_the_comp_background(tmp_path):
     layers = layers.with_refinement(tmp_path / "render.exr", tmp_path / "refined.exr")
     assert np.array_equal(layers.clean[..., 3], structure)
     assert np.allclose(layers.clean[structure > 0, :3], 0.3)
+
+
+def test_virtual_camera_shot_is_composited_as_fully_synthetic_frames(tmp_path, data_dir):
+    """A virtual camera's comp: the render itself (no plate), every pixel marked synthetic,
+    PNG frames that are its display transform, shot.mp4 and a contact sheet, no review movie."""
+    from splatfx.color import linear_to_srgb
+
+    shot = make_shot(tmp_path, data_dir, frames=2)
+    (shot.root / "camera.json").write_text(json.dumps({"keyframes": [
+        {"frame": 1001, "position": [0.0, -3.0, 2.0], "look_at": [0.0, 7.0, 2.0]},
+        {"frame": 1002, "position": [0.5, -2.5, 2.2], "look_at": [0.0, 7.0, 2.0]}]}))
+    settings = config_to_dict(shot.config)
+    settings["render"].update({"camera": "virtual", "virtual_camera": "camera.json", "resolution_scale": 0.5})
+    save_config(config_from_dict(settings, shot.toml_path), shot.toml_path)
+    shot = Shot.open(shot.root)
+    render_shot(shot)
+    result = run_comp(shot)
+    assert result.ran and result.value["camera"] == "virtual" and result.value["composited"] == 2
+    assert sorted(p.name for p in shot.comp_dir.iterdir()) == [
+        "comp.1001.exr", "comp.1001.png", "comp.1002.exr", "comp.1002.png", "contact_sheet.png", "shot.mp4"]
+    rendered, _ = read_exr(render_frame_path(shot, 1002))
+    comp, header = read_exr(shot.comp_dir / "comp.1002.exr")
+    assert comp["R"].shape == (HEIGHT // 2, WIDTH // 2)
+    for c in "RGBA":
+        assert np.array_equal(comp[c].astype(np.float32), rendered[c].astype(np.float32)), c
+    assert (comp["mask.synthetic"] == 1).all()
+    assert header.attributes["splatfx/synthetic_share"] == 1.0
+    assert rendered["A"].mean() > 0.5  # the camera sees the scene, not empty space
+    png = read_image(shot.comp_dir / "comp.1002.png").pixels[..., :3]
+    srgb = np.clip(linear_to_srgb(np.stack([rendered[c] for c in "RGB"], axis=-1).astype(np.float32)), 0, 1)
+    assert np.abs(png - srgb).max() <= 1 / 255 + 1e-6
+    with VideoReader(shot.comp_dir / "shot.mp4") as movie:
+        assert movie.frame_count == 2
+    assert not run_comp(shot).ran

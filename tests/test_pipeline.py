@@ -97,7 +97,7 @@ def test_planned_steps_follow_the_settings(shot: Shot) -> None:
     assert planned_steps(with_model) == list(STEPS)
     virtual = shot.with_config(replace(shot.config, render=replace(shot.config.render, camera="virtual",
                                                                     virtual_camera="camera.json")))
-    assert planned_steps(virtual) == ["solve", "train", "fx", "render"]  # no comp over plates it does not match
+    assert planned_steps(virtual) == ["solve", "train", "fx", "render", "comp"]  # comp: the synthetic shot
     assert planned_steps(shot, until="fx") == ["solve", "train", "fx"]
     assert planned_steps(shot, start="render") == ["render", "comp"]
     with pytest.raises(InputError, match="unknown stage .paint."):

@@ -275,6 +275,12 @@ def run_comp(shot: Shot, force: bool = False) -> StageResult:
         raise ConfigError(f"{shot.toml_path} [comp] outputs", "must include \"exr\" or \"png\" (the movies and the "
                                                               "contact sheet are made from the frames)")
     ocio_path = shot.path(section.ocio) if section.ocio is not None else None
+    if shot.config.render.camera == "virtual":  # a fully synthetic shot: no plate to composite over
+        from splatfx.comp_virtual import virtual_frames, virtual_inputs
+
+        inputs = {**virtual_inputs(shot), **({"ocio": ocio_path} if ocio_path is not None else {})}
+        return run_stage(shot, "comp", section, inputs, [shot.comp_dir],
+                         lambda: virtual_frames(shot, section, ocio_path, redo=force), force=force)
     inputs: dict = {"render": shot.render_dir, "plates": shot.plate_files()}
     if shot.config.refine.model is not None and shot.refine_dir.is_dir():
         inputs["refine"] = shot.refine_dir

@@ -14,8 +14,9 @@ choices between stages:
 * **refine** runs only when ``[refine] model`` is set. When it names the built-in
   refiner's folder (``refine/model``), that model is trained on the shot first
   (``refine-train``, itself skipped while the scene and solve are unchanged).
-* **comp** composites over the plates; it is left out for a virtual camera
-  (``[render] camera = "virtual"``), whose frames do not match the plates.
+* **comp** composites over the plates; for a virtual camera (``[render] camera =
+  "virtual"``), whose frames do not match the plates, it writes the fully synthetic
+  shot instead (:mod:`splatfx.comp_virtual`).
 
 At the end it prints a table of the stages (ran or up to date, seconds) and where the
 outputs are.
@@ -66,7 +67,6 @@ class PipelineRun:
     shot: Shot
     stages: list[StepTiming] = field(default_factory=list)
     seconds: float = 0.0
-    extra_outputs: dict[str, Path] = field(default_factory=dict)  # made outside the stages (e.g. by the demo)
 
     @property
     def ran(self) -> list[str]:
@@ -74,20 +74,19 @@ class PipelineRun:
 
     def outputs(self) -> dict[str, Path]:
         """The shot's deliverables that exist now, by label."""
-        every = {**shot_outputs(self.shot), **self.extra_outputs}
-        return {label: path for label, path in every.items() if path.exists()}
+        return {label: path for label, path in shot_outputs(self.shot).items() if path.exists()}
 
 
 def shot_outputs(shot: Shot) -> dict[str, Path]:
-    """Where each deliverable of a shot lives (whether or not it exists yet); the comp's
-    only when the shot is composited (not for a virtual camera)."""
+    """Where each deliverable of a shot lives (whether or not it exists yet); a virtual
+    camera's shot has no review movie (no plate to show beside it)."""
     outputs = {"scene": shot.scene_dir / "scene.ply", "render frames (EXR passes)": shot.render_dir}
     if shot.config.refine.model is not None:
         outputs["refined frames"] = shot.refine_dir
+    comp = shot.comp_dir
+    outputs |= {"comp frames": comp, "shot movie": comp / "shot.mp4", "contact sheet": comp / "contact_sheet.png"}
     if shot.config.render.camera != "virtual":
-        comp = shot.comp_dir
-        outputs |= {"comp frames": comp, "shot movie": comp / "shot.mp4",
-                    "review movie (plate | comp)": comp / "review.mp4", "contact sheet": comp / "contact_sheet.png"}
+        outputs["review movie (plate | comp)"] = comp / "review.mp4"
     outputs["manifest"] = shot.manifest_path
     return outputs
 
@@ -101,8 +100,6 @@ def planned_steps(shot: Shot, until: str | None = None, start: str | None = None
     steps = list(STEPS[first: STEPS.index(until) + 1] if until else STEPS[first:])
     if shot.config.refine.model is None and "refine" in steps:
         steps.remove("refine")
-    if shot.config.render.camera == "virtual" and "comp" in steps:
-        steps.remove("comp")
     return steps
 
 

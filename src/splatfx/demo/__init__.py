@@ -11,8 +11,8 @@ The capture is 32 photos of COLMAP's South Building (C. Zach; see
 4. runs the rest: select, collapse (debris and dust), snow, render, the built-in refiner
    (trained on the shot, then applied), and comp (EXR and PNG frames, ``shot.mp4``, the
    side-by-side ``review.mp4``, the contact sheet, the manifest). The ``virtual`` preset
-   renders a camera move with no plates in it, so its movie is the refined render itself
-   (``comp/virtual.mp4``).
+   renders a camera move with no plates in it, so its comp is the refined render itself
+   (:mod:`splatfx.comp_virtual`: frames, ``shot.mp4``, contact sheet).
 
 Running it again on the same folder skips every stage that is up to date.
 """
@@ -44,7 +44,6 @@ CAPTURE = DATA_DIR / "south_building"
 ATTRIBUTION = DATA_DIR / "ATTRIBUTION.txt"
 DEFAULT_OUT = Path("splatfx-demo")
 VIRTUAL_CAMERA = "virtual_camera.json"
-VIRTUAL_MOVIE = "virtual.mp4"
 FIRST_FRAME = 1001
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr", ".tif", ".tiff")
 
@@ -134,8 +133,7 @@ def run_demo(out: PathLike = DEFAULT_OUT, preset: str = "collapse", plates: Path
     first = run_shot(shot, force=force, until="train", summary=False)
     shot = configure_from_scene(shot, preset)
     rest = run_shot(shot, force=force, start="fx", refiner_training=refiner, refiner_pairs=pairs, summary=False)
-    extra = {"virtual camera movie": write_virtual_movie(shot)} if preset == "virtual" else {}
-    run = PipelineRun(shot, first.stages + rest.stages, time.perf_counter() - t0, extra)
+    run = PipelineRun(shot, first.stages + rest.stages, time.perf_counter() - t0)
     print_summary(run)
     _print_usage()
     return run
@@ -168,30 +166,6 @@ def configure_from_scene(shot: Shot, preset: str) -> Shot:
         path = virtual_path(box, centres, (frames.start, frames.end))
         write_text_atomic(shot.root / VIRTUAL_CAMERA, json.dumps(path, indent=2) + "\n")
     return _save(shot, data)
-
-
-def write_virtual_movie(shot: Shot) -> Path:
-    """``comp/virtual.mp4``: the refined (else rendered) frames of a virtual camera move over
-    black, sRGB-encoded."""
-    from splatfx.color import linear_to_srgb
-    from splatfx.imageio import read_exr
-    from splatfx.video import write_mp4
-
-    folder = shot.refine_dir if any(shot.refine_dir.glob("*.exr")) else shot.render_dir
-    paths = sorted(folder.glob("*.exr"))
-    if not paths:
-        raise InputError(folder, "holds no frames to make the virtual camera movie from")
-
-    def frames():
-        for path in paths:
-            channels, _ = read_exr(path)
-            rgb = np.stack([channels[c] for c in "RGB"], axis=-1)
-            yield np.clip(linear_to_srgb(np.clip(rgb, 0.0, None)), 0.0, 1.0)
-
-    target = shot.comp_dir / VIRTUAL_MOVIE
-    shot.comp_dir.mkdir(parents=True, exist_ok=True)
-    write_mp4(target, frames(), shot.config.shot.fps)
-    return target
 
 
 # --- helpers ------------------------------------------------------------------------------------------

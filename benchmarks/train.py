@@ -101,7 +101,7 @@ def run_end_to_end(case: Case, out: Path, minutes: float) -> dict:
                    load_after=os.getloadavg()[0], target_psnr=case.target_psnr,
                    solve={"wall_seconds": round(solve_wall, 1), "cpu_seconds": round(solve_cpu, 1),
                           "registered": f"{report.get('images_registered')}/{report.get('images_total')}",
-                          "reprojection_px": report.get("mean_reprojection_error_px")})
+                          "reprojection_px": round(report.get("mean_reprojection_error_px") or 0.0, 3)})
     return metrics
 
 

@@ -27,3 +27,16 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"reference data not found at {path} (set SPLATFX_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local two-CPU Ray cluster, started once for the session, whose workers can import
+    the test modules (tests/test_farm.py's work functions live there)."""
+    ray = pytest.importorskip("ray")
+    here = str(Path(__file__).resolve().parent)
+    with pytest.MonkeyPatch.context() as patch:  # workers inherit the driver's environment
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -61,18 +61,6 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local two-CPU Ray cluster whose workers can import this test module."""
-    ray = pytest.importorskip("ray")
-    here = str(Path(__file__).resolve().parent)
-    with pytest.MonkeyPatch.context() as patch:  # workers inherit the driver's environment
-        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def assert_same_frames(out: Path, reference: Path, frames) -> None:
     """Exactly one file per frame (no temporaries, no extras), byte-identical to the reference."""
     assert sorted(os.listdir(out)) == expected_names(frames)

@@ -199,3 +199,116 @@ def test_animation_moves_only_the_selection_with_exact_motion(building):
     predicted = now.gaussians.means.numpy()[moving] + now.motion[moving]
     assert np.abs(predicted - nxt.gaussians.means.numpy()[nxt.element == ELEMENTS["fragment"]]).max() < 1e-4
     assert np.abs(now.motion[moving]).max() > 1e-3  # it is really moving
+
+
+def test_impact_moves_the_struck_side_first_and_a_faster_projectile_does_more(building):
+    *_, points, labels = building
+    count = int(labels.max()) + 1
+    # the projectile flies along +x at the middle of the x = 0 wall; its path is 0.6 m wide
+    struck = np.unique(labels[(np.hypot(points[:, 1] - 1.5, points[:, 2] - 3.0) < 0.6) & (points[:, 0] < 0.3)])
+
+    def hit(speed: float):
+        settings = CollapseSettings(trigger="impact", trigger_frame=0, impact_point=(2.0, 1.5, 3.0),
+                                    impact_direction=(1.0, 0.0, 0.0), impact_speed=speed, glue_strength=10.0)
+        return simulate_collapse(points, labels, count, 12, 24.0, settings)
+
+    slow, fast = hit(15.0), hit(45.0)
+    rest = fast.positions[0]
+    far = rest[:, 0] > 3.0  # the opposite wall
+    assert len(struck) >= 2 and far.sum() >= 3
+    velocity = (fast.positions[2] - rest) * 12.0  # m/s over the first two frames
+    momentum = (fast.masses[struck, None] * velocity[struck]).sum(axis=0)
+    assert momentum[0] > 0 and momentum[0] > abs(momentum[1])  # the struck pieces go the projectile's way
+    moved = np.linalg.norm(fast.positions - rest, axis=2) > 0.05
+    first = np.where(moved.any(axis=0), moved.argmax(axis=0), len(moved))  # frame each piece starts to move
+    assert first[struck].mean() < first[far].mean()  # the struck side moves before the far side
+    breaks = [sum(e["kind"] == "break" for e in c.events) for c in (slow, fast)]
+    shift = [np.linalg.norm(c.positions[-1] - c.positions[0], axis=1).mean() for c in (slow, fast)]
+    assert breaks[1] > breaks[0] and shift[1] > shift[0]  # a faster projectile does more
+
+
+def test_charge_throws_pieces_outward_less_with_distance_and_a_zero_charge_moves_nothing(building):
+    *_, points, labels = building
+    count = int(labels.max()) + 1
+    centre = np.array([2.0, 1.5, 2.0])
+
+    def blast(impulse: float, glue: float = 2.0):
+        settings = CollapseSettings(trigger="charge", trigger_frame=0, charge_point=tuple(centre),
+                                    charge_impulse=impulse, charge_radius=5.0, glue_strength=glue, substeps=4)
+        return simulate_collapse(points, labels, count, 8, 120.0, settings)  # 120 fps: the blast's first 8 ms
+
+    cache = blast(12.0)
+    offset = cache.positions[0] - centre
+    distance = np.linalg.norm(offset, axis=1)
+    velocity = (cache.positions[1] - cache.positions[0]) * 120.0
+    radial = (velocity * offset).sum(axis=1) / distance
+    assert np.mean(radial > 0.5) >= 0.9  # (nearly) every piece flies away from the charge
+    near, far = distance < np.percentile(distance, 33), distance > np.percentile(distance, 67)
+    assert radial[near].mean() > 1.5 * radial[far].mean()  # the blast weakens with distance
+    assert np.corrcoef(distance, radial)[0, 1] < -0.5
+    assert sum(e["kind"] == "break" for e in cache.events) > 0
+    for glue in (2.0, 1e9):  # a charge of no strength breaks nothing and moves nothing
+        still = blast(0.0, glue)
+        assert not any(e["kind"] == "break" for e in still.events)
+        assert np.abs(still.positions - still.positions[0]).max() < 5e-3
+
+
+def test_a_piece_lands_on_a_static_box_and_a_far_box_changes_nothing():
+    from dataclasses import replace
+
+    from splatfx.fx.colliders import StaticBox
+    from splatfx.rotation import quat_to_rotmat
+
+    block = np.random.default_rng(0).uniform((0, 0, 0), (0.5, 0.5, 0.5), (400, 3)) + (0.0, 0.0, 3.0)
+    labels = np.zeros(len(block), int)
+    plain = CollapseSettings(trigger="none", anchored=False)
+
+    def drop(*boxes: StaticBox):
+        return simulate_collapse(block, labels, 1, 72, 24.0, replace(plain, colliders=boxes))
+
+    def lowest(cache) -> float:
+        posed = (block - cache.centroids[0]) @ quat_to_rotmat(cache.quats[-1, 0]).T + cache.positions[-1, 0]
+        return float(posed[:, 2].min())
+
+    turned = euler_z(30.0)
+    table = StaticBox(np.array([0.25, 0.25, 0.75]), np.array([2.0, 2.0, 1.5]), turned)  # top at z = 1.5
+    on_table, on_ground = drop(table), drop()
+    assert lowest(on_table) == pytest.approx(1.5, abs=0.03)  # on top of the box, not sunk into it
+    assert lowest(on_ground) == pytest.approx(0.0, abs=0.03)
+    assert np.abs(on_table.positions[-1] - on_table.positions[-2]).max() < 1e-3  # at rest
+    landing = [e for e in on_table.events if e["kind"] == "impact"]
+    assert landing and landing[0]["speed"] == pytest.approx(np.sqrt(2 * 9.81 * 1.5), rel=0.15)  # hit at √(2gh)
+    far_away = drop(StaticBox(np.array([40.0, 0.0, 1.0]), np.array([2.0, 2.0, 2.0])))
+    assert np.array_equal(far_away.positions, on_ground.positions) and np.array_equal(far_away.quats, on_ground.quats)
+
+
+def euler_z(degrees: float) -> np.ndarray:
+    """Rotation by ``degrees`` about z."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_auto_colliders_fit_neighbours_not_ground_floaters_or_the_selection(building):
+    from splatfx.fx.colliders import FloorMap, fit_static_boxes
+    from splatfx.fx.rigid import collision_hulls
+
+    *_, points, labels = building
+    hulls = collision_hulls(points, labels, int(labels.max()) + 1)
+    rng = np.random.default_rng(0)
+    neighbour = shell((3.0, 3.0, 2.0), 3000, seed=1) + (5.0, 0.0, 0.0)  # a lower building 1 m beside it
+    ground = np.column_stack([rng.uniform(-8, 12, 8000), rng.uniform(-8, 11, 8000), rng.normal(0, 0.02, 8000)])
+    floaters = np.array([[2.0, -3.0, 7.0], [2.1, -3.0, 7.2]])  # stray Gaussians in the air
+    clump = rng.normal((-3.0, 5.0, 8.0), 0.3, (60, 3))  # a dense clump floating 8 m up (a canopy without its trunk)
+    tower = shell((1.0, 1.0, 10.0), 500, seed=2) + (30.0, 0.0, 0.0)  # beyond the margin
+    leftover = rng.uniform((4.02, 0.0, 0.5), (4.2, 3.0, 5.5), (200, 3))  # unselected bits touching the building
+    scene = np.concatenate([neighbour, ground, floaters, clump, tower, leftover])
+    boxes = fit_static_boxes(scene, hulls, margin=5.0, cell=0.5)
+    assert len(boxes) == 1
+    (box,) = boxes
+    assert np.allclose(box.center, [6.5, 1.5, 1.0], atol=0.05) and np.allclose(box.size, [3.0, 3.0, 2.0], atol=0.1)
+    vertices = np.concatenate(hulls)
+    assert not np.all(np.abs(vertices - box.center) < box.size / 2, axis=1).any()  # nothing starts inside it
+    floor = FloorMap(boxes)  # what debris lands on
+    chips = np.array([[6.5, 1.5, 3.0], [6.5, 1.5, 1.9], [6.5, 1.5, 0.5], [2.0, -3.0, 7.5]])
+    assert floor(chips, 0.2).tolist() == [2.0, 2.0, 0.0, 0.0]  # on the roof (just reached), inside, elsewhere
+    assert floor.inside(chips, 0.2).tolist() == [False, False, True, False]  # came in through a wall

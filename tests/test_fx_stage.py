@@ -93,3 +93,114 @@ def test_empty_selection_is_a_clear_error(shot, capsys):
     assert done.value.code == 1
     err = capsys.readouterr().err
     assert "[fx.select]" in err and "no Gaussians" in err
+
+
+def _set_collapse(shot: Shot, **collapse) -> Shot:
+    """The shot with ``[fx.collapse]`` settings changed (written to shot.toml like an artist would)."""
+    settings = config_to_dict(shot.config)
+    settings["fx"]["collapse"].update(collapse)
+    save_config(config_from_dict(settings, shot.toml_path), shot.toml_path)
+    return Shot.open(shot.root)
+
+
+def _rigid_cache(shot: Shot):
+    """The collapse cache's rigid poses, and all its arrays."""
+    from splatfx.fx.rigid import RigidCache
+
+    with np.load(shot.fx_dir / "collapse.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    return RigidCache.from_arrays({k[len("rigid."):]: v for k, v in arrays.items() if k.startswith("rigid.")}), arrays
+
+
+@pytest.mark.parametrize("trigger", ["impact", "charge"])
+def test_impact_and_charge_from_shot_toml_act_in_the_world_frame(shot, trigger):
+    # the building stands on x in [-2, 2], y in [-1.5, 1.5]; the solve frame is turned and scaled
+    if trigger == "impact":  # a projectile along +y into the middle of the y = -1.5 wall
+        shot = _set_collapse(shot, trigger="impact", trigger_point=[0.0, 0.0, 3.0], impact_direction=[0.0, 1.0, 0.0],
+                             impact_speed=40.0, glue_strength=10.0, fill=False, trigger_frame=1001)
+    else:
+        shot = _set_collapse(shot, trigger="charge", trigger_point=[0.0, 0.0, 3.0], impulse=15.0, charge_radius=6.0,
+                             fill=False, trigger_frame=1001)
+    main(["fx", "select", str(shot.root)])
+    main(["fx", "collapse", str(shot.root)])
+    cache, _ = _rigid_cache(shot)
+    moved = cache.positions[3] - cache.positions[0]
+    if trigger == "impact":
+        push = (cache.masses[:, None] * moved).sum(axis=0)
+        assert push[1] > 0 and push[1] > 2 * abs(push[0])  # the pieces go where the projectile went
+    else:
+        outward = cache.positions[0] - np.array([0.0, 0.0, 3.0])
+        radial = (moved * outward).sum(axis=1) / np.linalg.norm(outward, axis=1)
+        assert np.mean(radial > 0) > 0.8
+    report = json.loads(shot.manifest_path.read_text())["runs"][-1]
+    assert report["stage"] == "fx.collapse" and report["config"]["trigger"] == trigger
+
+
+def _fragment_points(shot: Shot) -> np.ndarray:
+    """The selected Gaussians' centres in the world frame (the pieces' points, without fill)."""
+    from splatfx.fx.stage import load_frame, load_scene, load_selection, world_means
+
+    return world_means(load_scene(shot), load_frame(shot))[load_selection(shot)]
+
+
+def _add_neighbour(shot: Shot) -> None:
+    """A lower building (3 × 3 × 2 m) beside the one that collapses, 1 m east of it."""
+    from splatfx.formats import read_gaussians
+
+    scene = read_gaussians(shot.scene_dir / "scene.ply")
+    rotation = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    world = shell((3.0, 3.0, 2.0), 3000, seed=4) + (3.0, -1.5, 0.0)
+    n = len(world)
+    sh = np.zeros((n, 4, 3), np.float32)
+    sh[:, 0] = rgb_to_sh(np.tile([0.5, 0.5, 0.6], (n, 1)))
+    neighbour = Gaussians.from_arrays({"means": (world / 2.0) @ rotation, "quats": np.tile([1.0, 0, 0, 0], (n, 1)),
+                                       "log_scales": np.full((n, 3), -3.5), "opacity_logits": np.full(n, 3.0),
+                                       "sh": sh})
+    write_gaussians(Gaussians.cat([scene, neighbour]), shot.scene_dir / "scene.ply")
+
+
+def test_auto_colliders_let_pieces_land_on_a_neighbouring_building(shot):
+    from splatfx.rotation import quat_to_rotmat
+
+    _add_neighbour(shot)
+    main(["fx", "select", str(shot.root)])
+    inside, roof_hits, debris_inside = [], [], []
+    for auto in (False, True):  # a charge west of the building throws its pieces east, onto the neighbour
+        shot = _set_collapse(shot, trigger="charge", trigger_point=[-3.0, 0.0, 2.0], impulse=9.0, charge_radius=8.0,
+                             auto_colliders=auto, collider_cell=0.5, fill=False, trigger_frame=1001)
+        main(["fx", "collapse", str(shot.root)])
+        cache, arrays = _rigid_cache(shot)
+        points, labels = _fragment_points(shot), arrays["labels"]
+        posed = np.stack([np.concatenate([(points[labels == f] - cache.centroids[f])
+                                          @ quat_to_rotmat(cache.quats[t, f]).T + cache.positions[t, f]
+                                          for f in range(len(cache.centroids))]) for t in range(cache.frames)])
+        over = (posed[..., 0] > 3.1) & (posed[..., 0] < 5.9) & (np.abs(posed[..., 1]) < 1.4)  # the neighbour
+        inside.append(int(np.sum(over & (posed[..., 2] < 1.9))))
+        chips = arrays["debris.positions"][-1][arrays["debris.alive"][-1]]
+        debris_inside.append(int(np.sum((chips[:, 0] > 3.1) & (chips[:, 0] < 5.9) & (np.abs(chips[:, 1]) < 1.4)
+                                        & (chips[:, 2] < 1.9))))
+        roof_hits.append([e for e in cache.events if e["kind"] == "impact" and 3.0 < e["position"][0] < 6.0
+                          and abs(e["position"][1]) < 1.5 and e["position"][2] > 2.0])
+        if auto:
+            top = arrays["colliders.centers"][:, 2] + arrays["colliders.sizes"][:, 2] / 2
+            assert np.max(top) == pytest.approx(2.0, abs=0.15)  # a box fitted to the neighbour
+    assert inside[0] > 0 and inside[1] == 0  # without colliders pieces pass through the neighbour; with, never
+    assert not roof_hits[0] and roof_hits[1]  # with them they land on its roof (and raise dust there)
+    assert debris_inside[0] > 0 and debris_inside[1] == 0  # and debris chips bounce off it too
+    manifest = json.loads(shot.manifest_path.read_text())
+    assert manifest["runs"][-1]["figures"]["colliders"] >= 1
+
+
+def test_bad_colliders_are_one_line_errors_naming_the_setting(shot, capsys):
+    main(["fx", "select", str(shot.root)])
+    _set_collapse(shot, colliders=[{"center": [0.0, 0.0, 3.0], "size": [1.0, 1.0, 1.0]}])  # inside the building
+    with pytest.raises(SystemExit) as done:
+        main(["fx", "collapse", str(shot.root)])
+    assert done.value.code == 1
+    (line,) = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert "shot.toml [fx.collapse] colliders[0]: overlaps the selected structure" in line
+    text = shot.toml_path.read_text()
+    shot.toml_path.write_text(text.replace("size = [1.0, 1.0, 1.0], ", ""))  # a collider without its size
+    with pytest.raises(SystemExit):
+        main(["fx", "collapse", str(shot.root)])
+    assert "shot.toml [fx.collapse] colliders[0] size: is required" in capsys.readouterr().err

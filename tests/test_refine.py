@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +278,76 @@ def test_fill_holes_paints_the_clean_plate_holes_only(tmp_path, data_dir):
         assert after[name].tobytes() == channels[name].tobytes(), name
     plate_pixels = channels["mask.synthetic"] == 0
     assert after["R"][plate_pixels].tobytes() == channels["R"][plate_pixels].tobytes()
+
+
+# --- shot.toml [refine] --------------------------------------------------------------------------
+
+def _add_holes(path: Path, data_dir: Path) -> np.ndarray:
+    """Give a render frame a clean pass (a removed structure) with a hole; returns the hole mask."""
+    channels, header = read_exr(path)
+    clean = np.concatenate([srgb_to_linear(_lego(data_dir, 1)[..., :3]), np.ones((SIZE, SIZE, 1), np.float32)], -1)
+    structure = np.zeros((SIZE, SIZE), np.float32)
+    structure[4:30, 4:40] = 1.0
+    holes = np.zeros((SIZE, SIZE), np.float32)
+    holes[10:20, 10:30] = 1.0
+    clean[holes > 0] = 0.0
+    channels |= {"clean.R": clean[..., 0], "clean.G": clean[..., 1], "clean.B": clean[..., 2],
+                 "clean.A": clean[..., 3], "mask.structure": structure, "mask.holes": holes}
+    write_exr(path, channels, frame=header.frame, fps=24)
+    return holes > 0
+
+
+def test_shot_refine_keys_reach_the_model_and_the_frames_and_flags_override_them(tmp_path, shot, data_dir, offline):
+    from splatfx.cli import cli
+    from splatfx.manifest import Manifest
+
+    hole = _add_holes(shot.render_dir / "frame.1002.exr", data_dir)
+    _tiny_sd(shot.root / "models")
+    section = replace(shot.config.refine, model="models/sd", steps=2, strength=0.5, prompt="a toy digger",
+                      negative_prompt="blurry", guidance=2.0, fill_holes=True, hole_strength=0.8, feather=0.0,
+                      batch=3)
+    shot.with_config(replace(shot.config, refine=section)).save()
+
+    result = CliRunner().invoke(cli, ["refine", str(shot.root)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = Manifest.load(shot.manifest_path).last("refine")
+    model = record.figures["refiner"]
+    assert (model["prompt"], model["negative_prompt"], model["guidance"]) == ("a toy digger", "blurry", 2.0)
+    assert {k: record.config[k] for k in ("steps", "strength", "fill_holes", "hole_strength", "feather", "batch")} \
+        == {"steps": 2, "strength": 0.5, "fill_holes": True, "hole_strength": 0.8, "feather": 0.0, "batch": 3}
+    assert record.figures["holes_filled"] == 1  # fill_holes from shot.toml painted the one frame with holes
+    after, _ = read_exr(shot.refine_dir / "frame.1002.exr")
+    assert (after["clean.A"][hole] == 1.0).all()
+
+    # Flags override the file for one run.
+    args = ["refine", str(shot.root), "--no-fill-holes", "--prompt", "bricks", "--guidance", "1"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = Manifest.load(shot.manifest_path).last("refine")
+    assert (record.figures["refiner"]["prompt"], record.figures["refiner"]["guidance"]) == ("bricks", 1.0)
+    assert record.figures["holes_filled"] == 0 and record.config["fill_holes"] is False
+    after, _ = read_exr(shot.refine_dir / "frame.1002.exr")
+    assert (after["clean.A"][hole] == 0.0).all()  # the render's unpainted hole
+
+
+def test_shot_training_keys_set_the_builtin_refiners_training(shot):
+    from splatfx.config import config_from_dict, config_to_dict
+    from splatfx.errors import ConfigError
+    from splatfx.refine.stage import training_from_shot
+
+    section = replace(shot.config.refine, train_steps=120, train_minutes=0.5, train_patch=32, train_widths=(8, 16),
+                      train_views=5)
+    configured = shot.with_config(replace(shot.config, refine=section))
+    settings, pairs = training_from_shot(configured)
+    assert (settings.max_steps, settings.max_minutes, settings.patch, settings.channels, pairs.views) == \
+        (120, 0.5, 32, (8, 16), 5)
+    assert settings.seed == shot.config.shot.seed
+    settings, _ = training_from_shot(configured, max_steps=7, max_minutes=None)  # --train-steps 7
+    assert (settings.max_steps, settings.max_minutes) == (7, 0.5)
+    data = config_to_dict(configured.config)
+    data["refine"]["train_widths"] = [12, 16]
+    with pytest.raises(ConfigError, match=r"\[refine\] train_widths: must be multiples of 8"):
+        config_from_dict(data, shot.toml_path)
 
 
 # --- the built-in refiner ------------------------------------------------------------------------

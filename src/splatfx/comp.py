@@ -23,8 +23,9 @@ curve, or an OCIO config's default display and view when ``[comp] ocio`` is set.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,10 +36,11 @@ from PIL import Image, ImageDraw
 from splatfx.cleanplate import MATTE_EPS, fill_clean_plate, grow_footprint
 from splatfx.color import linear_to_srgb, srgb_to_linear, to_uint8
 from splatfx.config import CompSection, config_to_dict
+from splatfx.credentials import MOVIES, Signing, frame_manifest, load_signing, movie_manifest
 from splatfx.errors import ConfigError, InputError
+from splatfx.farm import FrameOutput, farm_out, for_workers
 from splatfx.imageio import read_exr, read_image, unpack_layer, write_exr, write_png
 from splatfx.plates import ImagePlates, Plates
-from splatfx.progress import track
 from splatfx.render_shot import FrameLedger, frame_key, render_frame_path
 from splatfx.shot import Shot
 from splatfx.stage import StageResult, run_stage
@@ -275,83 +277,154 @@ def run_comp(shot: Shot, force: bool = False) -> StageResult:
         raise ConfigError(f"{shot.toml_path} [comp] outputs", "must include \"exr\" or \"png\" (the movies and the "
                                                               "contact sheet are made from the frames)")
     ocio_path = shot.path(section.ocio) if section.ocio is not None else None
+    signing = load_signing(shot, section)  # checked before anything is read or made
+    signing_input = {"c2pa_cert": signing.cert} if signing is not None else {}
     if shot.config.render.camera == "virtual":  # a fully synthetic shot: no plate to composite over
         from splatfx.comp_virtual import virtual_frames, virtual_inputs
 
-        inputs = {**virtual_inputs(shot), **({"ocio": ocio_path} if ocio_path is not None else {})}
+        inputs = {**virtual_inputs(shot), **({"ocio": ocio_path} if ocio_path is not None else {}), **signing_input}
         return run_stage(shot, "comp", section, inputs, [shot.comp_dir],
-                         lambda: virtual_frames(shot, section, ocio_path, redo=force), force=force)
-    inputs: dict = {"render": shot.render_dir, "plates": shot.plate_files()}
+                         lambda: virtual_frames(shot, section, ocio_path, redo=force, signing=signing), force=force)
+    inputs: dict = {"render": shot.render_dir, "plates": shot.plate_files(), **signing_input}
     if shot.config.refine.model is not None and shot.refine_dir.is_dir():
         inputs["refine"] = shot.refine_dir
     if ocio_path is not None:
         inputs["ocio"] = ocio_path
     return run_stage(shot, "comp", section, inputs, [shot.comp_dir],
-                     lambda: comp_frames(shot, section, ocio_path, redo=force), force=force)
+                     lambda: comp_frames(shot, section, ocio_path, redo=force, signing=signing), force=force)
 
 
-def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: bool = False) -> dict:
+def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: bool = False,
+                signing: Signing | None = None) -> dict:
     """Composite each frame not already up to date (every frame with ``redo``); then the
-    movies and the contact sheet."""
+    movies and the contact sheet. With ``signing`` the PNG frames and the movies carry
+    signed C2PA Content Credentials (:mod:`splatfx.credentials`)."""
     transform = DisplayTransform(ocio_path)
     seed = shot.config.shot.seed
-    settings = {k: v for k, v in config_to_dict(section).items() if k != "outputs"}  # what shapes the pixels
+    settings = {k: v for k, v in config_to_dict(section).items()  # what shapes the pixels
+                if k != "outputs" and not k.startswith("c2pa_")}
+    if signing is not None and "png" in section.outputs:
+        settings["c2pa"] = signing.identity  # a new certificate re-signs every frame
     ledger = FrameLedger(shot, "comp")
     frames = list(shot.frames)
     timings: dict[str, float] = {}
     provenance: dict[str, dict] = {}
-    done = 0
+    todo: dict[int, FrameJob] = {}
     with shot.open_plates() as plates:
         plate_is_srgb = plates.encoding == "srgb"
         grain = plate_grain(plates, frames, plate_is_srgb) if section.grain > 0 else np.zeros(3, np.float32)
-        for frame in track(frames, "compositing"):
+        for frame in frames:
             render_path = render_frame_path(shot, frame)
             if not render_path.is_file():
                 raise InputError(render_path, "does not exist (run `splatfx render` first)")
             refined_path = refined_frame_path(shot, render_path)
             plate_file = _plate_file(plates, frame)
+            render_sha256 = ledger.sha256(render_path)
             key = frame_key(stage="comp", frame=frame, settings=settings, seed=seed, display=transform.description,
-                            grain=grain, render=ledger.sha256(render_path), plate=ledger.sha256(plate_file),
+                            grain=grain, render=render_sha256, plate=ledger.sha256(plate_file),
                             refined=ledger.sha256(refined_path) if refined_path else None)
-            outputs = [comp_frame_path(shot, frame, s) for s in ("exr", "png") if s in section.outputs]
-            if not redo and ledger.is_current(frame, key, outputs):
+            if not redo and ledger.is_current(frame, key, _frame_outputs(shot, frame, section)):
                 provenance[str(frame)] = ledger.entry(frame)["figures"]
-                continue
-            t = time.perf_counter()
-            pixels = plates.read(frame)
-            plate_display, plate_linear = _plate_rgb(pixels, plate_is_srgb)
-            layers = RenderLayers.read(render_path)
-            if refined_path is not None:
-                layers = layers.with_refinement(render_path, refined_path)
-            _lap(timings, "read", t)
-            if layers.synthetic.shape != plate_linear.shape[:2]:
-                raise InputError(render_path, f"is {layers.synthetic.shape[1]}x{layers.synthetic.shape[0]} but the "
-                                              f"plates are {plates.width}x{plates.height}; set [render] "
-                                              "resolution_scale = 1 and render again")
-            t = time.perf_counter()
-            result = composite(plate_linear, layers, section, grain, np.random.default_rng([seed, frame]))
-            _lap(timings, "composite", t)
-            figures = {"synthetic_share": round(float(result.synthetic.mean()), 6),
-                       "affected_share": round(float(result.affected.mean()), 6),
-                       "grain": [round(float(g), 6) for g in result.grain], "seed": seed, "key": key,
-                       "render_sha256": ledger.sha256(render_path), "render_key": layers.render_key}
-            t = time.perf_counter()
-            _write_frame(shot, frame, result, plate_display, transform, plate_is_srgb, section, figures)
-            _lap(timings, "write", t)
-            ledger.record(frame, key, outputs, figures)
-            provenance[str(frame)] = figures
-            done += 1
+            else:
+                todo[frame] = FrameJob(key, render_sha256, refined_path)
+
+    def record(frame: int, output: FrameOutput) -> None:
+        figures = output.info["figures"]
+        ledger.record(frame, todo[frame].key, _frame_outputs(shot, frame, section), figures)
+        provenance[str(frame)] = figures
+        for name, seconds in output.info["seconds"].items():
+            timings[name] = timings.get(name, 0.0) + seconds
+
+    # Workers may run in another directory: every path they get is absolute.
+    sent = None if signing is None else replace(signing, cert=signing.cert.resolve(), key=signing.key.resolve())
+    job = CompJob(for_workers(shot), section, None if ocio_path is None else ocio_path.resolve(), grain, sent, todo)
+    farm = farm_out(sorted(todo), functools.partial(comp_chunk, job), shot.config.farm, record,
+                    description="compositing")
+    provenance = dict(sorted(provenance.items(), key=lambda item: int(item[0])))
+    done = len(todo)
     ledger.prune(frames, lambda f: [comp_frame_path(shot, f, s) for s in ("exr", "png")])
     _remove_unrequested(shot, frames, section.outputs)
     t = time.perf_counter()
     sheet = write_review(shot, frames, section, transform)
+    if signing is not None and "mp4" in section.outputs:
+        for name in MOVIES:
+            signing.sign(shot.comp_dir / name, movie_manifest(shot, name, provenance))
     _lap(timings, "movies", t)
     shares = [p["synthetic_share"] for p in provenance.values()]
     return {"frames": len(frames), "composited": done, "skipped": len(frames) - done,
             "seconds": {k: round(v, 3) for k, v in timings.items()},
             "synthetic_share_mean": round(float(np.mean(shares)), 6) if shares else 0.0,
             "display": transform.description, "plate_grain": [round(float(g), 6) for g in grain],
-            "contact_sheet": sheet, "per_frame": provenance}
+            "contact_sheet": sheet, "per_frame": provenance,
+            "content_credentials": signing.describe() if signing else "unsigned ([comp] c2pa_cert not set)",
+            "farm": farm}
+
+
+def _frame_outputs(shot: Shot, frame: int, section: CompSection) -> list[Path]:
+    return [comp_frame_path(shot, frame, s) for s in ("exr", "png") if s in section.outputs]
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """One frame to composite: its key, its render EXR's sha256, the refined frame if used."""
+
+    key: str
+    render_sha256: str
+    refined_path: Path | None
+
+
+@dataclass(frozen=True)
+class CompJob:
+    """What a comp worker needs, as plain picklable data: the shot (folder and settings), the
+    comp settings, the OCIO config, the plates' grain level, the signing identity (paths)
+    and the frames to composite."""
+
+    shot: Shot
+    section: CompSection
+    ocio_path: Path | None
+    grain: np.ndarray
+    signing: Signing | None
+    frames: dict[int, FrameJob]
+
+
+def comp_chunk(job: CompJob, frames: Sequence[int]) -> Iterator[tuple[int, FrameOutput]]:
+    """Composite ``frames`` of ``job`` (in a worker, or in this process), opening the plates
+    once; yields ``(frame, its outputs and figures)`` as each frame is written."""
+    transform = DisplayTransform(job.ocio_path)
+    with job.shot.open_plates() as plates:
+        for frame in frames:
+            yield frame, comp_frame(job, plates, transform, frame)
+
+
+def comp_frame(job: CompJob, plates: Plates, transform: DisplayTransform, frame: int) -> FrameOutput:
+    """Composite one frame and write its outputs (each atomically); its paths and figures."""
+    shot, section, plan = job.shot, job.section, job.frames[frame]
+    seed = shot.config.shot.seed
+    plate_is_srgb = plates.encoding == "srgb"
+    render_path = render_frame_path(shot, frame)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    plate_display, plate_linear = _plate_rgb(plates.read(frame), plate_is_srgb)
+    layers = RenderLayers.read(render_path)
+    if plan.refined_path is not None:
+        layers = layers.with_refinement(render_path, plan.refined_path)
+    _lap(timings, "read", t)
+    if layers.synthetic.shape != plate_linear.shape[:2]:
+        raise InputError(render_path, f"is {layers.synthetic.shape[1]}x{layers.synthetic.shape[0]} but the "
+                                      f"plates are {plates.width}x{plates.height}; set [render] "
+                                      "resolution_scale = 1 and render again")
+    t = time.perf_counter()
+    result = composite(plate_linear, layers, section, job.grain, np.random.default_rng([seed, frame]))
+    _lap(timings, "composite", t)
+    figures = {"synthetic_share": round(float(result.synthetic.mean()), 6),
+               "affected_share": round(float(result.affected.mean()), 6),
+               "grain": [round(float(g), 6) for g in result.grain], "seed": seed, "key": plan.key,
+               "render_sha256": plan.render_sha256, "render_key": layers.render_key}
+    t = time.perf_counter()
+    _write_frame(shot, frame, result, plate_display, transform, plate_is_srgb, section, figures, job.signing)
+    _lap(timings, "write", t)
+    return FrameOutput(tuple(str(p) for p in _frame_outputs(shot, frame, section)),
+                       {"figures": figures, "seconds": timings})
 
 
 def _remove_unrequested(shot: Shot, frames: list[int], outputs: tuple[str, ...]) -> None:
@@ -381,7 +454,7 @@ def _plate_rgb(pixels: np.ndarray, is_srgb: bool) -> tuple[np.ndarray, np.ndarra
 
 
 def _write_frame(shot: Shot, frame: int, result: CompFrame, plate_display: np.ndarray, transform: DisplayTransform,
-                 plate_is_srgb: bool, section: CompSection, figures: dict) -> None:
+                 plate_is_srgb: bool, section: CompSection, figures: dict, signing: Signing | None = None) -> None:
     if "exr" in section.outputs:
         channels = {"R": result.rgb[..., 0], "G": result.rgb[..., 1], "B": result.rgb[..., 2],
                     "mask.synthetic": result.synthetic}
@@ -392,7 +465,10 @@ def _write_frame(shot: Shot, frame: int, result: CompFrame, plate_display: np.nd
                       "splatfx/synthetic_share": float(figures["synthetic_share"]),
                       "splatfx/render_sha256": figures["render_sha256"], "splatfx/key": figures["key"]})
     if "png" in section.outputs:
-        write_png(comp_frame_path(shot, frame, "png"), display_frame(result, plate_display, transform, plate_is_srgb))
+        png = comp_frame_path(shot, frame, "png")
+        write_png(png, display_frame(result, plate_display, transform, plate_is_srgb))
+        if signing is not None:
+            signing.sign(png, frame_manifest(shot, frame, figures, png.name))
 
 
 # --- movies and contact sheet -------------------------------------------------------------------------

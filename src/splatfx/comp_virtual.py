@@ -27,6 +27,7 @@ from splatfx.comp import (
 )
 from splatfx.color import to_uint8
 from splatfx.config import CompSection, config_to_dict
+from splatfx.credentials import Signing, frame_manifest, movie_manifest
 from splatfx.errors import InputError
 from splatfx.imageio import read_exr, read_image, write_exr, write_png
 from splatfx.progress import track
@@ -57,12 +58,16 @@ def beauty(render_path: Path, refined_path: Path | None) -> tuple[np.ndarray, np
     return rgb, channels["A"].astype(np.float32), str(header.attributes.get("splatfx/key", ""))
 
 
-def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: bool = False) -> dict:
+def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: bool = False,
+                   signing: Signing | None = None) -> dict:
     """Write the synthetic shot's frames (those not up to date, or all with ``redo``), then
-    ``shot.mp4`` and the contact sheet; returns the stage's figures."""
+    ``shot.mp4`` and the contact sheet; returns the stage's figures. With ``signing`` the PNG
+    frames and the movie carry signed C2PA Content Credentials."""
     transform = DisplayTransform(ocio_path)
     seed = shot.config.shot.seed
-    settings = {k: v for k, v in config_to_dict(section).items() if k != "outputs"}
+    settings = {k: v for k, v in config_to_dict(section).items() if k != "outputs" and not k.startswith("c2pa_")}
+    if signing is not None and "png" in section.outputs:
+        settings["c2pa"] = signing.identity  # a new certificate re-signs every frame
     ledger = FrameLedger(shot, "comp")
     frames = list(shot.frames)
     provenance: dict[str, dict] = {}
@@ -86,7 +91,7 @@ def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, red
         figures = {"synthetic_share": 1.0, "seed": seed, "key": key, "render_sha256": ledger.sha256(render_path),
                    "render_key": render_key, "refined": refined_path is not None}
         t = time.perf_counter()
-        _write_frame(shot, frame, rgb, alpha, transform, section, figures)
+        _write_frame(shot, frame, rgb, alpha, transform, section, figures, signing)
         timings["write"] += time.perf_counter() - t
         ledger.record(frame, key, outputs, figures)
         provenance[str(frame)] = figures
@@ -96,14 +101,17 @@ def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, red
         stale.unlink(missing_ok=True)
     t = time.perf_counter()
     sheet = write_movie_and_sheet(shot, frames, section, transform)
+    if signing is not None and "mp4" in section.outputs:
+        signing.sign(shot.comp_dir / MOVIE, movie_manifest(shot, MOVIE, provenance))
     timings["movies"] = time.perf_counter() - t
     return {"frames": len(frames), "composited": done, "skipped": len(frames) - done, "camera": "virtual",
             "seconds": {k: round(v, 3) for k, v in timings.items()}, "synthetic_share_mean": 1.0,
-            "display": transform.description, "contact_sheet": sheet, "per_frame": provenance}
+            "display": transform.description, "contact_sheet": sheet, "per_frame": provenance,
+            "content_credentials": signing.describe() if signing else "unsigned ([comp] c2pa_cert not set)"}
 
 
 def _write_frame(shot: Shot, frame: int, rgb: np.ndarray, alpha: np.ndarray, transform: DisplayTransform,
-                 section: CompSection, figures: dict) -> None:
+                 section: CompSection, figures: dict, signing: Signing | None = None) -> None:
     if "exr" in section.outputs:
         channels = {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2], "A": alpha,
                     "mask.synthetic": np.ones_like(alpha)}
@@ -113,7 +121,10 @@ def _write_frame(shot: Shot, frame: int, rgb: np.ndarray, alpha: np.ndarray, tra
                               "splatfx/synthetic_share": 1.0, "splatfx/render_sha256": figures["render_sha256"],
                               "splatfx/key": figures["key"]})
     if "png" in section.outputs:
-        write_png(comp_frame_path(shot, frame, "png"), display(rgb, transform))
+        png = comp_frame_path(shot, frame, "png")
+        write_png(png, display(rgb, transform))
+        if signing is not None:
+            signing.sign(png, frame_manifest(shot, frame, figures, png.name))
 
 
 def display(rgb: np.ndarray, transform: DisplayTransform) -> np.ndarray:

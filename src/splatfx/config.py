@@ -227,6 +227,20 @@ class SelectSection:
 
 
 @dataclass(frozen=True)
+class ColliderBox:
+    """One static box of [fx.collapse] colliders: an oriented box like the [fx.select] box."""
+
+    center: Vec3 | None = setting(None, "centre [x, y, z] in metres (required)")
+    size: Vec3 | None = setting(None, "full edge lengths [x, y, z] in metres (required)", gt=0)
+    rotation: Vec3 = setting((0.0, 0.0, 0.0), "rotation [x, y, z], XYZ Euler angles in degrees")
+
+    def check(self) -> None:
+        for key in ("center", "size"):
+            if getattr(self, key) is None:
+                raise Invalid(key, "is required (a collider is {center = [x, y, z], size = [x, y, z]})")
+
+
+@dataclass(frozen=True)
 class CollapseSection:
     """[fx.collapse]: fracture the selection and let it fall (see splatfx.fx.rigid)."""
 
@@ -249,13 +263,26 @@ class CollapseSection:
     impulse: float = setting(12.0, "charge: outward speed given at the charge point, m/s", ge=0)
     charge_radius: float = setting(5.0, "charge: reach of the blast in metres", gt=0)
     glue_strength: float = setting(
-        2.0, "a bond between pieces breaks when it carries more than this many times the pair's weight", ge=0)
+        2.0, "a bond between pieces breaks when it carries this many times the pair's weight more than it does "
+        "at rest", ge=0)
     friction: float = setting(0.8, "Coulomb friction between pieces and with the ground", ge=0)
     restitution: float = setting(0.1, "bounciness of contacts, 0-1", ge=0, le=1)
     debris: int = setting(4000, "small solid chips thrown off where pieces break", ge=0)
     debris_size: float = setting(0.04, "debris chip size in metres", gt=0)
     dust: int = setting(1500, "dust puffs released where supports crumble and pieces land", ge=0)
     substeps: int = setting(20, "physics steps per frame", ge=1)
+    colliders: tuple[ColliderBox, ...] = setting(
+        (), "static boxes the pieces land on besides the ground, world frame: "
+        "[{center = [x, y, z], size = [x, y, z], rotation = [x, y, z]}, ...] (rotation optional, XYZ Euler degrees)")
+    auto_colliders: bool = setting(
+        False, "fit static boxes to the rest of the scene around the selection (a height map of its opaque "
+        "Gaussians) so pieces land on neighbouring buildings and ground features")
+    collider_margin: float = setting(5.0, "auto_colliders: how far around the selection, in metres", ge=0)
+    collider_cell: float = setting(0.5, "auto_colliders: grid cell of the height map, in metres", gt=0)
+
+    def check(self) -> None:
+        if not any(self.impact_direction):
+            raise Invalid("impact_direction", "must not be [0, 0, 0] (it is the projectile's direction)")
 
 
 @dataclass(frozen=True)
@@ -311,9 +338,35 @@ class RefineSection:
     model: str | None = setting(
         None, "folder of a local diffusion model (safetensors) inside the shot folder; absent: "
         "refine has no model to run", path=True)
-    steps: int = setting(20, "denoising steps per frame", ge=1)
+    steps: int = setting(
+        4, "denoising steps run on pixels of full strength (the built-in refiner needs 1; SD-Turbo-class "
+        "models 1-4, others 20 or more)", ge=1)
     strength: float = setting(0.3, "how far the model may move away from the render, 0-1", ge=0, le=1)
     seed: int | None = setting(None, "noise seed (absent: [shot] seed)", ge=0)
+    prompt: str = setting("", "what the frames show, for text-conditioned models (the built-in refiner has none)")
+    negative_prompt: str = setting("", "what to steer away from, for text-conditioned models (with guidance above 1)")
+    guidance: float = setting(1.0, "classifier-free guidance scale for text-conditioned models (1: none)", ge=0)
+    fill_holes: bool = setting(
+        False, "paint the clean plate's holes (mask.holes) with the model instead of the comp's classical inpainting")
+    hole_strength: float = setting(1.0, "strength in the holes when fill_holes paints them (1: from pure noise)",
+                                   ge=0, le=1)
+    feather: float = setting(2.0, "width in pixels of the blend ramp inside the matte edge", ge=0)
+    batch: int = setting(4, "frames per model call", ge=1)
+    train_steps: int = setting(1500, "built-in refiner: training steps", ge=1)
+    train_minutes: float | None = setting(
+        None, "built-in refiner: stop training (and save) after this many minutes (absent: no limit)", gt=0)
+    train_patch: int = setting(64, "built-in refiner: side of the square training patches, pixels", ge=8)
+    train_widths: tuple[int, ...] = setting(
+        (16, 32, 64), "built-in refiner: UNet channel widths per level (each a multiple of 8)", ge=8)
+    train_views: int = setting(64, "built-in refiner: plate views its training pairs are rendered from, at most",
+                               ge=1)
+
+    def check(self) -> None:
+        if not self.train_widths:
+            raise Invalid("train_widths", "needs at least one width")
+        if any(w % 8 for w in self.train_widths):
+            raise Invalid("train_widths", f"must be multiples of 8 (the UNet's 8 norm groups), got "
+                                          f"{list(self.train_widths)}")
 
 
 @dataclass(frozen=True)
@@ -326,9 +379,43 @@ class CompSection:
         None, "OCIO config inside the shot folder (absent: plain sRGB / scene-linear)", path=True)
     outputs: tuple[Literal["exr", "png", "mp4"], ...] = setting(
         ("exr", "mp4"), "exr: final frames; png: 8-bit sRGB frames; mp4: the review movie")
+    c2pa_cert: str | None = setting(
+        None, "PEM certificate chain (signing certificate first, then its intermediates) inside the shot "
+        "folder that signs C2PA Content Credentials into the PNG frames and MP4 movies (absent: unsigned)",
+        path=True)
+    c2pa_key: str | None = setting(None, "PEM private key of c2pa_cert's signing certificate, inside the shot folder",
+                                   path=True)
+    c2pa_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = setting(
+        "es256", "C2PA signature algorithm; must fit the key (EC P-256/384/521: es256/384/512; "
+        "RSA: ps256/384/512; Ed25519: ed25519)")
+    c2pa_tsa_url: str | None = setting(
+        None, "RFC 3161 time-stamp authority URL that counter-signs every C2PA signature (absent: none)")
 
     def check(self) -> None:
         _require_unique(self.outputs, "outputs")
+        if (self.c2pa_cert is None) != (self.c2pa_key is None):
+            missing = "c2pa_key" if self.c2pa_key is None else "c2pa_cert"
+            raise Invalid(missing, "must be set together with "
+                                   f"{'c2pa_cert' if missing == 'c2pa_key' else 'c2pa_key'} to sign the outputs")
+        if self.c2pa_tsa_url is not None and not re.match(r"https?://[^\s/]+", self.c2pa_tsa_url):
+            raise Invalid("c2pa_tsa_url", f"must be an http:// or https:// URL, got {self.c2pa_tsa_url!r}")
+
+
+@dataclass(frozen=True)
+class FarmSection:
+    """[farm]: where the per-frame stages (render, refine, comp) compute their frames; the
+    frames are the same bytes whatever is chosen, so changing these reruns nothing."""
+
+    executor: Literal["local", "ray"] = setting(
+        "local", "local: processes on this machine; ray: tasks on the Ray cluster at ray_address")
+    ray_address: str | None = setting(
+        None, "ray: the cluster to join, e.g. \"10.0.0.5:6379\" (absent: RAY_ADDRESS, else one started with "
+        "`ray start` on this machine, else a new local one)")
+    chunk_size: int | None = setting(
+        None, "frames per chunk, the unit sent to a worker and retried (absent: about four chunks per worker)", ge=1)
+    workers: int | None = setting(
+        None, "local: worker processes (absent: 1, in this process); ray: chunks in flight (absent: the "
+        "cluster's CPUs)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -342,6 +429,7 @@ class ShotConfig:
     render: RenderSection = table(RenderSection, "rendering")
     refine: RefineSection = table(RefineSection, "refinement")
     comp: CompSection = table(CompSection, "compositing")
+    farm: FarmSection = table(FarmSection, "where the per-frame stages run")
 
     def check(self) -> None:
         trigger = self.fx.collapse.trigger_frame
@@ -450,6 +538,8 @@ def _convert(value: Any, tp: Any, meta: Mapping[str, Any], label: str) -> Any:
             return FrameRange.parse(value)
         except ValueError as exc:
             raise ConfigError(label, str(exc)) from None
+    if dataclasses.is_dataclass(tp):
+        return _parse_inline_table(tp, value, label)
     if origin is Literal:
         if not isinstance(value, str) or value not in args:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
@@ -479,6 +569,26 @@ def _convert(value: Any, tp: Any, meta: Mapping[str, Any], label: str) -> Any:
             _check_path(value, bool(meta.get("absolute_ok")), label)
         return value
     raise TypeError(f"{label}: the schema uses an unsupported type {tp!r}")
+
+
+def _parse_inline_table(cls: type, data: Any, label: str) -> Any:
+    """One table inside an array (e.g. an entry of [fx.collapse] colliders) as dataclass ``cls``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(label, f"must be a table, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{label} {key}", f"unknown key{hint} (keys: {', '.join(fields)})")
+    obj = cls(**{key: _convert(value, hints[key], fields[key].metadata, f"{label} {key}") for key, value in data.items()})
+    try:
+        if hasattr(obj, "check"):
+            obj.check()
+    except Invalid as exc:
+        raise ConfigError(f"{label} {exc.key}", exc.problem) from None
+    return obj
 
 
 def _convert_array(value: Any, args: tuple[Any, ...], meta: Mapping[str, Any], label: str) -> tuple:
@@ -597,7 +707,10 @@ def _emit_table(section: Any, where: tuple[str, ...], lines: list[str]) -> None:
 
 def toml_value(value: Any) -> str:
     """A plain value as TOML text (tomli_w's), an array folded onto one line when that
-    still reads back as the same value."""
+    still reads back as the same value; an array of tables as inline tables."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "[" + ", ".join("{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in item.items()) + "}"
+                               for item in value) + "]"
     text = tomli_w.dumps({"k": value}).strip().split(" = ", 1)[1]
     if isinstance(value, list) and "\n" in text:
         folded = re.sub(r"\s*\n\s*", " ", text).replace("[ ", "[").replace(", ]", "]")
@@ -646,4 +759,6 @@ def _type_name(tp: Any) -> str:
         return f"array of {len(args)} {_type_name(args[0])}"
     if tp is FrameRange:
         return '"START-END"'
+    if dataclasses.is_dataclass(tp):
+        return "table {" + ", ".join(f.name for f in dataclasses.fields(tp)) + "}"
     return {bool: "bool", int: "int", float: "float", str: "string"}.get(tp, str(tp))

@@ -12,8 +12,9 @@ choices between stages:
 * **fx**: ``fx.select`` runs when an effect needs a selection (collapse); then each effect
   of ``[fx] effects``, in the order listed. No effects: the scene is rendered as it is.
 * **refine** runs only when ``[refine] model`` is set. When it names the built-in
-  refiner's folder (``refine/model``), that model is trained on the shot first
-  (``refine-train``, itself skipped while the scene and solve are unchanged).
+  refiner's folder (``refine/model``), that model is trained on the shot first, as
+  ``[refine] train_*`` say (``refine-train``, itself skipped while the scene, the solve and
+  those settings are unchanged).
 * **comp** composites over the plates; for a virtual camera (``[render] camera =
   "virtual"``), whose frames do not match the plates, it writes the fully synthetic
   shot instead (:mod:`splatfx.comp_virtual`).
@@ -29,17 +30,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from rich.console import Console
 from rich.table import Table
 
 from splatfx.errors import InputError
 from splatfx.shot import Shot
 from splatfx.stage import StageResult
-
-if TYPE_CHECKING:
-    from splatfx.refine.builtin import PairSettings, TrainSettings
 
 #: The pipeline's steps, in order (``until`` names one of them).
 STEPS = ("solve", "train", "fx", "render", "refine", "comp")
@@ -104,14 +100,11 @@ def planned_steps(shot: Shot, until: str | None = None, start: str | None = None
 
 
 def run_shot(shot: Shot, force: bool = False, until: str | None = None, *, start: str | None = None,
-             refiner_training: TrainSettings | None = None, refiner_pairs: PairSettings | None = None,
              summary: bool = True) -> PipelineRun:
     """Run every stage of ``shot`` that is not up to date, in order, up to ``until``.
 
     ``force`` reruns every stage; ``start`` skips the steps before it (the caller has just
-    run them). ``refiner_training`` and ``refiner_pairs`` set how the built-in refiner is
-    trained (default: as last time on this shot, see :func:`refiner_settings_of_last_run`).
-    With ``summary`` the per-stage table and the outputs are printed at the end, also after
+    run them). With ``summary`` the per-stage table and the outputs are printed at the end, also after
     a failure; a failing stage raises (its failure is in the manifest).
     """
     run = PipelineRun(shot)
@@ -121,7 +114,7 @@ def run_shot(shot: Shot, force: bool = False, until: str | None = None, *, start
         "train": lambda: _train(shot, force),
         "fx": lambda: _fx(shot, force),
         "render": lambda: _render(shot, force),
-        "refine": lambda: _refine(shot, force, refiner_training, refiner_pairs),
+        "refine": lambda: _refine(shot, force),
         "comp": lambda: _comp(shot, force),
     }
     try:
@@ -169,34 +162,17 @@ def _render(shot: Shot, force: bool) -> list[StageResult]:
     return [render_shot(shot, force=force)]
 
 
-def _refine(shot: Shot, force: bool, training: TrainSettings | None, pairs: PairSettings | None) -> list[StageResult]:
+def _refine(shot: Shot, force: bool) -> list[StageResult]:
+    """The built-in refiner's training (when ``[refine] model`` is its folder), then refine;
+    both take their settings from ``[refine]``."""
     from splatfx.refine.stage import builtin_model_dir, run_refine, run_refine_train
 
     results = []
     model = shot.path(shot.config.refine.model)
     if model.resolve() == builtin_model_dir(shot).resolve():
-        last_training, last_pairs = refiner_settings_of_last_run(shot)
-        results.append(run_refine_train(shot, training or last_training, pairs or last_pairs, force=force))
+        results.append(run_refine_train(shot, force=force))
     results.append(run_refine(shot, force=force))
     return results
-
-
-def refiner_settings_of_last_run(shot: Shot) -> tuple[TrainSettings, PairSettings]:
-    """How the built-in refiner was last trained on this shot (``refine-train`` in the
-    manifest), else the defaults: shot.toml has no keys for them, so ``splatfx run`` after
-    ``splatfx demo`` keeps the demo's choice instead of retraining with the defaults."""
-    from splatfx.manifest import Manifest
-    from splatfx.refine.builtin import PairSettings, TrainSettings
-
-    defaults = TrainSettings(seed=shot.config.shot.seed), PairSettings()
-    last = Manifest.load(shot.manifest_path).last("refine-train")
-    if last is None or last.status != "ok" or not isinstance(last.config, dict):
-        return defaults
-    try:
-        training = {k: tuple(v) if isinstance(v, list) else v for k, v in last.config["training"].items()}
-        return TrainSettings(**training), PairSettings(**last.config["pairs"])
-    except (KeyError, TypeError, ValueError):  # recorded by another version: use the defaults
-        return defaults
 
 
 def _comp(shot: Shot, force: bool) -> list[StageResult]:

@@ -15,15 +15,22 @@ animated Gaussians from :func:`splatfx.fx.stage.load_animation`. The stage is sk
 nothing changed; otherwise each frame whose EXR exists and was made from the same inputs,
 settings and camera (recorded in ``.splatfx/render_frames.json``) is kept, so an
 interrupted render resumes where it stopped.
+
+The frames left to render go out through :func:`splatfx.farm.farm_out` as ``[farm]`` says
+(in this process by default): a worker runs :func:`render_chunk`, which loads the animated
+scene once per process and writes each EXR atomically; this process records each frame in
+the ledger as its outputs come back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +43,14 @@ from splatfx.camera import Camera
 from splatfx.cleanplate import render_clean_pass
 from splatfx.config import config_to_dict
 from splatfx.errors import InputError
-from splatfx.fx.animation import Similarity
+from splatfx.farm import FrameOutput, ProcessCache, farm_out, for_workers, with_farm
+from splatfx.fx.animation import ShotAnimation, Similarity
 from splatfx.fx.stage import load_animation
 from splatfx.imageio import write_exr
 from splatfx.manifest import HashCache, fingerprint
 from splatfx.orient import SceneFrame
 from splatfx.passes import render_passes
 from splatfx.plates import ImagePlates, Plates
-from splatfx.progress import track
 from splatfx.shot import Shot
 from splatfx.shotcam import DEFAULT_FOV_X_DEG, load_virtual_cameras, plate_cameras
 from splatfx.stage import StageResult, run_stage
@@ -221,51 +228,107 @@ def render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: di
 def _render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: dict, redo: bool) -> dict:
     ledger = FrameLedger(shot, "render")
     prints = {label: fingerprint(paths, ledger.cache)["sha256"] for label, paths in inputs.items()}
-    passes = shot.config.render.passes
     seed = shot.config.shot.seed
     frames = list(shot.frames)
     size = output_size(shot)
     cameras = shot_cameras(shot, size)
-    animation = None
-    clean_cache: tuple[Camera, Any] | None = None
-    timings: dict[str, float] = {}
-    rendered, most = 0, 0
-    shot.render_dir.mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(track(frames, "rendering")):
+    todo: dict[int, FrameJob] = {}
+    for i, frame in enumerate(frames):
         camera = cameras[i]
         following = cameras[i + 1] if i + 1 < len(frames) else None
         key = frame_key(stage="render", frame=frame, inputs=prints, settings=settings, seed=seed,
                         camera=_camera_facts(camera), next_camera=_camera_facts(following))
-        path = render_frame_path(shot, frame)
-        if not redo and ledger.is_current(frame, key, [path]):
-            continue
-        t = time.perf_counter()
-        if animation is None:
-            animation = load_animation(shot)
-        gaussians = animation.at(i)
-        _lap(timings, "animate", t)
-        t = time.perf_counter()
-        layers = render_passes(gaussians, camera, following)
-        channels = layers.channels(passes)
-        _lap(timings, "passes", t)
-        if "mask" in passes and animation.removed is not None:
-            t = time.perf_counter()
-            if clean_cache is None or not _same_camera(clean_cache[0], camera):
-                clean_cache = (camera, render_clean_pass(animation.scene, animation.removed, camera))
-            channels |= clean_cache[1].channels()
-            _lap(timings, "clean", t)
-        t = time.perf_counter()
-        write_exr(path, channels, half={n for n in channels if n not in FLOAT_CHANNELS and n != "id"},
-                  compression=RENDER_COMPRESSION, frame=frame, fps=shot.config.shot.fps,
-                  attributes={"splatfx/stage": "render", "splatfx/key": key, "splatfx/seed": seed,
-                              "splatfx/gaussians": len(gaussians.gaussians)})
-        _lap(timings, "write", t)
-        ledger.record(frame, key, [path], {"gaussians": len(gaussians.gaussians)})
-        rendered += 1
-        most = max(most, len(gaussians.gaussians))
+        if redo or not ledger.is_current(frame, key, [render_frame_path(shot, frame)]):
+            todo[frame] = FrameJob(i, key, camera, following)
+    timings: dict[str, float] = {}
+    most = 0
+
+    def record(frame: int, output: FrameOutput) -> None:
+        nonlocal most
+        gaussians = output.info["gaussians"]
+        ledger.record(frame, todo[frame].key, [render_frame_path(shot, frame)], {"gaussians": gaussians})
+        most = max(most, gaussians)
+        for name, seconds in output.info["seconds"].items():
+            timings[name] = timings.get(name, 0.0) + seconds
+
+    shot.render_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        job = RenderJob(for_workers(shot), prints, todo)
+        farm = farm_out(sorted(todo), functools.partial(render_chunk, job), shot.config.farm, record,
+                        description="rendering")
+    finally:
+        _ANIMATION.clear()  # the scene stays loaded only in workers, between their chunks
     ledger.prune(frames, lambda f: [render_frame_path(shot, f)])
-    return {"frames": len(frames), "rendered": rendered, "skipped": len(frames) - rendered,
-            "size": list(size), "gaussians_max": most, "seconds": {k: round(v, 3) for k, v in timings.items()}}
+    return {"frames": len(frames), "rendered": len(todo), "skipped": len(frames) - len(todo),
+            "size": list(size), "gaussians_max": most, "seconds": {k: round(v, 3) for k, v in timings.items()},
+            "farm": farm}
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """One frame to render: its index in the shot, its key, its camera and the next frame's."""
+
+    index: int
+    key: str
+    camera: Camera
+    following: Camera | None
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """What a render worker needs, as plain picklable data: the shot (folder and settings),
+    the inputs' hashes (which identify the animated scene) and the frames to render."""
+
+    shot: Shot
+    prints: dict[str, str]
+    frames: dict[int, FrameJob]
+
+
+#: The animated scene a worker process loaded, kept between the chunks it renders.
+_ANIMATION = ProcessCache()
+
+
+def render_chunk(job: RenderJob, frames: Sequence[int]) -> Iterator[tuple[int, FrameOutput]]:
+    """Render ``frames`` of ``job`` (in a worker, or in this process): write each EXR
+    atomically and yield ``(frame, its path and figures)`` as each is written."""
+    shot = job.shot
+    key = (str(shot.root.resolve()), json.dumps(job.prints, sort_keys=True), shot.config.fx.effects,
+           len(shot.frames), shot.config.shot.fps)
+    with torch_threads(1):
+        animation = _ANIMATION.get(key, lambda: load_animation(shot))
+        clean_cache: tuple[Camera, Any] | None = None
+        for frame in frames:
+            output, clean_cache = render_frame(shot, animation, frame, job.frames[frame], clean_cache)
+            yield frame, output
+
+
+def render_frame(shot: Shot, animation: ShotAnimation, frame: int, job: FrameJob,
+                 clean_cache: tuple[Camera, Any] | None) -> tuple[FrameOutput, tuple[Camera, Any] | None]:
+    """Render one frame's passes into its EXR; the clean pass is reused from ``clean_cache``
+    (the previous frame's) when the camera did not move. Returns the output and the cache."""
+    passes = shot.config.render.passes
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    gaussians = animation.at(job.index)
+    _lap(timings, "animate", t)
+    t = time.perf_counter()
+    layers = render_passes(gaussians, job.camera, job.following)
+    channels = layers.channels(passes)
+    _lap(timings, "passes", t)
+    if "mask" in passes and animation.removed is not None:
+        t = time.perf_counter()
+        if clean_cache is None or not _same_camera(clean_cache[0], job.camera):
+            clean_cache = (job.camera, render_clean_pass(animation.scene, animation.removed, job.camera))
+        channels |= clean_cache[1].channels()
+        _lap(timings, "clean", t)
+    t = time.perf_counter()
+    path = render_frame_path(shot, frame)
+    write_exr(path, channels, half={n for n in channels if n not in FLOAT_CHANNELS and n != "id"},
+              compression=RENDER_COMPRESSION, frame=frame, fps=shot.config.shot.fps,
+              attributes={"splatfx/stage": "render", "splatfx/key": job.key, "splatfx/seed": shot.config.shot.seed,
+                          "splatfx/gaussians": len(gaussians.gaussians)})
+    _lap(timings, "write", t)
+    return FrameOutput((str(path),), {"gaussians": len(gaussians.gaussians), "seconds": timings}), clean_cache
 
 
 def _same_camera(a: Camera, b: Camera) -> bool:
@@ -278,9 +341,10 @@ def _lap(timings: dict[str, float], name: str, t0: float) -> None:
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
-def render_shot_command(shot_path: str | Path, force: bool = False) -> StageResult:
-    """What ``splatfx render SHOT [--force]`` runs: the stage, then one summary line."""
-    result = render_shot(Shot.open(shot_path), force=force)
+def render_shot_command(shot_path: str | Path, force: bool = False, **farm: Any) -> StageResult:
+    """What ``splatfx render SHOT [--force]`` runs: the stage (``farm``: the farm flags,
+    overriding ``[farm]``), then one summary line."""
+    result = render_shot(with_farm(Shot.open(shot_path), **farm), force=force)
     figures = result.record.figures if result.record else {}
     if result.ran and figures:
         Console(stderr=True).print(f"rendered {figures['rendered']} of {figures['frames']} frames "

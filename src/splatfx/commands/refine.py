@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
+
+from splatfx.commands.farm_options import farm_options, with_farm
 
 
 @click.command(name="refine")
@@ -18,54 +21,58 @@ from rich.console import Console
 @click.option("--strength", type=click.FloatRange(0, 1), default=None,
               help="How far synthetic pixels may move from the render, 0-1 (overrides [refine] strength).")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Noise seed (overrides [refine] seed).")
-@click.option("--prompt", default="", help="Text prompt, for text-conditioned models.")
-@click.option("--negative-prompt", default="", help="Negative prompt (with --guidance above 1).")
-@click.option("--guidance", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Classifier-free guidance scale for text-conditioned models (1: none).")
-@click.option("--fill-holes", is_flag=True,
-              help="Paint the clean plate's holes (mask.holes) with the model instead of the comp's classical inpainting.")
-@click.option("--feather", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="Width in pixels of the blend ramp inside the matte edge.")
-@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Frames per model call.")
+@click.option("--prompt", default=None, help="Text prompt, for text-conditioned models (overrides [refine] prompt).")
+@click.option("--negative-prompt", default=None,
+              help="Negative prompt, with --guidance above 1 (overrides [refine] negative_prompt).")
+@click.option("--guidance", type=click.FloatRange(min=0), default=None,
+              help="Classifier-free guidance scale for text-conditioned models, 1: none (overrides [refine] guidance).")
+@click.option("--fill-holes/--no-fill-holes", default=None,
+              help="Paint the clean plate's holes (mask.holes) with the model instead of the comp's classical "
+                   "inpainting (overrides [refine] fill_holes).")
+@click.option("--hole-strength", type=click.FloatRange(0, 1), default=None,
+              help="Strength in the holes with --fill-holes, 1: from pure noise (overrides [refine] hole_strength).")
+@click.option("--feather", type=click.FloatRange(min=0), default=None,
+              help="Width in pixels of the blend ramp inside the matte edge (overrides [refine] feather).")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Frames per model call (overrides [refine] batch).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--train-steps", type=click.IntRange(min=1), default=None,
-              help="Training steps of the built-in refiner (default 1500).")
+              help="Training steps of the built-in refiner (overrides [refine] train_steps).")
 @click.option("--train-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Stop training the built-in refiner after this many minutes.")
+              help="Stop training the built-in refiner after this many minutes (overrides [refine] train_minutes).")
 @click.option("--force", is_flag=True, help="Run even if the outputs are up to date.")
+@farm_options
 def command(shot: Path, train: bool, model: Path | None, steps: int | None, strength: float | None,
-            seed: int | None, prompt: str, negative_prompt: str, guidance: float, fill_holes: bool,
-            feather: float, batch: int, device: str, train_steps: int | None, train_minutes: float | None,
-            force: bool) -> None:
+            seed: int | None, prompt: str | None, negative_prompt: str | None, guidance: float | None,
+            fill_holes: bool | None, hole_strength: float | None, feather: float | None, batch: int | None,
+            device: str, train_steps: int | None, train_minutes: float | None, force: bool, **farm: Any) -> None:
     """Refine the rendered frames of SHOT with a diffusion model, only where they are synthetic.
 
     Reads render/*.exr, writes refine/*.exr (every channel copied; colour refined where
     mask.synthetic > 0, bit-exact elsewhere). The noise follows the render's motion vectors,
-    so the refinement is stable from frame to frame. Settings: shot.toml [refine].
+    so the refinement is stable from frame to frame. Settings: shot.toml [refine]. Frames
+    can be spread over processes or a Ray cluster (--executor, --workers, [farm]): each
+    chunk replays the noise warp over the frames before it, so the noise, and the frames,
+    are the same as in one pass.
     """
-    from dataclasses import replace
-
-    from splatfx.refine.builtin import TrainSettings
-    from splatfx.refine.stage import options_from_shot, run_refine, run_refine_train
+    from splatfx.refine.stage import (model_settings_from_shot, options_from_shot, run_refine, run_refine_train,
+                                      training_from_shot)
     from splatfx.shot import Shot
 
-    opened = Shot.open(shot)
+    opened = with_farm(Shot.open(shot), **farm)
     console = Console()
     if train:
-        settings = TrainSettings(seed=opened.config.shot.seed)
-        if train_steps is not None:
-            settings = replace(settings, max_steps=train_steps)
-        if train_minutes is not None:
-            settings = replace(settings, max_minutes=train_minutes)
-        trained = run_refine_train(opened, settings, device=device, force=force)
+        settings, pairs = training_from_shot(opened, max_steps=train_steps, max_minutes=train_minutes)
+        trained = run_refine_train(opened, settings, pairs, device=device, force=force)
         if trained.ran and trained.record is not None:
             f = trained.record.figures
             loss = "n/a" if f.get("loss_ema") is None else f"{f['loss_ema']:.5f}"
             console.print(f"built-in refiner: {f['steps']} steps in {f['train_seconds']:.0f} s "
                           f"on {f['pairs']} pairs, loss {loss}")
     options = options_from_shot(opened, steps=steps, strength=strength, seed=seed, fill_holes=fill_holes,
-                                feather=feather, batch=batch)
-    model_settings = {"prompt": prompt, "negative_prompt": negative_prompt, "guidance": guidance}
+                                hole_strength=hole_strength, feather=feather, batch=batch)
+    model_settings = model_settings_from_shot(opened, prompt=prompt, negative_prompt=negative_prompt,
+                                              guidance=guidance)
     result = run_refine(opened, model=model, trained=train, options=options, device=device,
                         model_settings=model_settings, force=force)
     if result.ran and result.record is not None:

@@ -3,20 +3,23 @@ capture's own cameras.
 
 ::
 
-    splatfx render SHOT [--force]                                        # render/ EXRs per frame
+    splatfx render SHOT [--force] [--executor local|ray] [--ray-address ADDR] [--chunk-size N] [--workers N]
     splatfx render --scene scene.ply --data DIR --split test --out DIR   # PNGs of a capture's views
 
-The shot form is the render stage (splatfx.render_shot); the standalone form writes one
+The shot form is the render stage (splatfx.render_shot), its frames spread as ``[farm]`` or
+the farm flags say (splatfx.farm); the standalone form writes one
 ``<frame>.png`` per view of the split, over the capture's background (or --background).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
+from splatfx.commands.farm_options import farm_options
 from splatfx.commands.train import background_option
 from splatfx.evaluate import render_split
 from splatfx.formats.ply import read_ply
@@ -37,8 +40,9 @@ from splatfx.formats.ply import read_ply
 @click.option("--background", callback=background_option, help="Background: white, black, grey or R,G,B (default: the capture's).")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "gsplat"]),
               help="Rasterizer backend.")
+@farm_options
 def command(shot: Path | None, force: bool, scene: Path | None, data: Path | None, split: str, out: Path | None,
-            downscale: float, background: tuple | None, backend: str) -> None:
+            downscale: float, background: tuple | None, backend: str, **farm: Any) -> None:
     """Render the shot SHOT (EXR passes per frame), or --scene from every camera of
     --data's split into --out."""
     if shot is not None:
@@ -46,8 +50,10 @@ def command(shot: Path | None, force: bool, scene: Path | None, data: Path | Non
             raise click.UsageError("give SHOT, or --scene/--data/--out, not both")
         from splatfx.render_shot import render_shot_command
 
-        render_shot_command(shot, force=force)
+        render_shot_command(shot, force=force, **farm)
         return
+    if any(value is not None for value in farm.values()):
+        raise click.UsageError("--executor/--ray-address/--chunk-size/--workers apply to SHOT")
     if scene is None or data is None or out is None:
         raise click.UsageError("give SHOT, or all of --scene, --data and --out")
     written = render_split(read_ply(scene), data, split, out, downscale=downscale, background=background,

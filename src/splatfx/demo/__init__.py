@@ -92,7 +92,8 @@ def preset_tables(preset: str, settings: DemoSettings) -> dict[str, Any]:
                "snow": {"density": s.snow_density, "size": s.snow_size,
                         "color": [0.86, 0.9, 0.78]}},  # faintly yellow-green: toxic ash rather than snow
         "render": {"camera": "plates"},
-        "refine": {"model": "refine/model", "steps": s.refine_steps, "strength": s.refine_strength},
+        "refine": {"model": "refine/model", "steps": s.refine_steps, "strength": s.refine_strength,
+                   "train_steps": s.refiner_steps, "train_minutes": s.refiner_minutes, "train_views": s.refiner_views},
         "comp": {"outputs": ["exr", "png", "mp4"]},
     }
     if preset == "virtual":
@@ -123,16 +124,11 @@ def prepare_shot(out: PathLike, plates: PathLike | None, preset: str, settings: 
 def run_demo(out: PathLike = DEFAULT_OUT, preset: str = "collapse", plates: PathLike | None = None,
              settings: DemoSettings = DemoSettings(), force: bool = False) -> PipelineRun:
     """Run the demo shot into ``out`` (see the module doc); prints stages, timings and outputs."""
-    from splatfx.refine.builtin import PairSettings, TrainSettings
-
     t0 = time.perf_counter()
     shot = prepare_shot(out, plates, preset, settings)
-    refiner = TrainSettings(max_steps=settings.refiner_steps, max_minutes=settings.refiner_minutes,
-                            seed=shot.config.shot.seed)
-    pairs = PairSettings(views=settings.refiner_views)
     first = run_shot(shot, force=force, until="train", summary=False)
     shot = configure_from_scene(shot, preset)
-    rest = run_shot(shot, force=force, start="fx", refiner_training=refiner, refiner_pairs=pairs, summary=False)
+    rest = run_shot(shot, force=force, start="fx", summary=False)
     run = PipelineRun(shot, first.stages + rest.stages, time.perf_counter() - t0)
     print_summary(run)
     _print_usage()

@@ -1,9 +1,10 @@
 """Debris and dust emitted by a collapse.
 
 Both are driven by the rigid simulation's events. Debris: small opaque chips thrown from
-breaks and crumbling supports, ballistic under gravity, bouncing on the ground and coming
-to rest. Dust: large, soft, low-opacity puffs born where supports crumble and where
-pieces hit the ground, rising, spreading and drifting on curl-noise wind, then fading.
+breaks and crumbling supports, ballistic under gravity, bouncing and coming to rest on the
+ground or on the tops of the static boxes the pieces land on. Dust: large, soft,
+low-opacity puffs born where supports crumble and where pieces hit the ground, rising,
+spreading and drifting on curl-noise wind, then fading.
 Both take their colour from the broken material.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from splatfx.fx.colliders import FloorMap
 from splatfx.fx.particles import CurlNoise, ParticleCache, bounce_on_ground
 from splatfx.fx.rigid import GRAVITY, RigidCache
 from splatfx.rotation import quat_to_rotmat
@@ -91,8 +93,10 @@ def material_colour(points: np.ndarray, colors_dc: np.ndarray, query: np.ndarray
 
 
 def simulate_debris(cache: RigidCache, points: np.ndarray, labels: np.ndarray, colors_dc: np.ndarray,
-                    settings: DebrisSettings = DebrisSettings(), seed: int = 0, substeps: int = 4) -> ParticleCache:
-    """Ballistic debris with ground bounce and settling, born at breaks and crumbles."""
+                    settings: DebrisSettings = DebrisSettings(), seed: int = 0, substeps: int = 4,
+                    floor: FloorMap | None = None) -> ParticleCache:
+    """Ballistic debris born at breaks and crumbles, bouncing and settling on the ground
+    (or on the tops of ``floor``'s static boxes)."""
     rng = np.random.default_rng(seed)
     frames = cache.frames
     birth, pos, _, outward = emission_sources(cache, points, labels, ("crumble", "break"), settings.count, rng)
@@ -107,15 +111,22 @@ def simulate_debris(cache: RigidCache, points: np.ndarray, labels: np.ndarray, c
     sizes = np.clip(rng.lognormal(np.log(settings.size), 0.5, n), 0.3 * settings.size, 4 * settings.size)
     out = _allocate(frames, n)
     dt = 1.0 / (cache.fps * substeps)
+    reach = 30.0 * dt  # how far below a box top a chip (at most ~30 m/s) can get in one step
     for frame in range(frames):
         live = birth <= frame
         if frame > 0:
             for _ in range(substeps):
                 moving = live & (np.linalg.norm(vel, axis=1) > 0)
+                before = pos[:, :2].copy()
                 vel[moving, 2] -= GRAVITY * dt
                 pos[moving] += vel[moving] * dt
-                bounce_on_ground(pos, vel, sizes, settings.restitution, settings.friction)
-                resting = (pos[:, 2] <= sizes + 1e-6) & (np.linalg.norm(vel, axis=1) < 0.15)
+                if floor is not None:  # a chip that flew into a box's side bounces back off it
+                    wall = floor.inside(pos, reach)
+                    pos[wall, :2] = before[wall]
+                    vel[wall, :2] *= -settings.restitution
+                ground = 0.0 if floor is None else floor(pos, reach)
+                bounce_on_ground(pos, vel, sizes, settings.restitution, settings.friction, ground)
+                resting = (pos[:, 2] <= ground + sizes + 1e-6) & (np.linalg.norm(vel, axis=1) < 0.15)
                 vel[resting] = 0.0
         _record(out, frame, pos, vel, live, sizes, np.where(live, 0.97, 0.0))
     return ParticleCache(out["positions"], out["velocities"], out["alive"], out["sizes"], out["opacities"],

@@ -18,13 +18,14 @@ import torch
 
 from splatfx.atomic import atomic_path, write_text_atomic
 from splatfx.config import CollapseSection, SelectSection, SnowSection
-from splatfx.errors import InputError
+from splatfx.errors import ConfigError, InputError
 from splatfx.formats import read_gaussians
 from splatfx.fx.animation import ELEMENTS, Fragments, ShotAnimation, Similarity
+from splatfx.fx.colliders import FloorMap, StaticBox, fit_static_boxes
 from splatfx.fx.debris import DebrisSettings, DustSettings, simulate_debris, simulate_dust
 from splatfx.fx.fracture import fill_fracture_faces, fill_gaussian_params, voronoi_fracture
 from splatfx.fx.particles import ParticleCache
-from splatfx.fx.rigid import CollapseSettings, RigidCache, simulate_collapse
+from splatfx.fx.rigid import CollapseSettings, RigidCache, collision_hulls, simulate_collapse
 from splatfx.fx.selection import BoxSelection, PolygonSelection, require_selection, select_by_masks, selection_report
 from splatfx.fx.snow import HeightMap, SnowSettings, Volume, simulate_snow
 from splatfx.gaussians import Gaussians
@@ -127,7 +128,8 @@ def load_selection(shot: Shot) -> np.ndarray:
 
 
 # --- collapse --------------------------------------------------------------------------------------
-def collapse_settings(section: CollapseSection, centre: np.ndarray, start_frame: int) -> CollapseSettings:
+def collapse_settings(section: CollapseSection, centre: np.ndarray, start_frame: int,
+                      colliders: tuple[StaticBox, ...] = ()) -> CollapseSettings:
     """Physics settings from ``[fx.collapse]``; the trigger frame becomes a 0-based index."""
     trigger_index = 0 if section.trigger_frame is None else section.trigger_frame - start_frame
     point = tuple(centre) if section.trigger_point is None else section.trigger_point
@@ -137,7 +139,32 @@ def collapse_settings(section: CollapseSection, centre: np.ndarray, start_frame:
         support_height=section.support_height, impact_point=point, impact_direction=section.impact_direction,
         impact_speed=section.impact_speed, impact_mass=section.impact_mass, charge_point=point,
         charge_impulse=section.impulse, charge_radius=section.charge_radius, substeps=section.substeps,
+        colliders=colliders,
     )
+
+
+COLLIDER_TOLERANCE = 0.05  # metres a hand-placed collider may overlap the pieces (touching the base is fine)
+
+
+def collider_boxes(section: CollapseSection, points_world: np.ndarray, opaque: np.ndarray, selected: np.ndarray,
+                   hulls: list[np.ndarray], where: str) -> tuple[StaticBox, ...]:
+    """The static boxes of the collapse: ``[fx.collapse] colliders`` (each checked not to
+    bury the pieces at rest), and with ``auto_colliders`` boxes fitted to the opaque,
+    unselected Gaussians around the selection. ``hulls``: the pieces' collision shapes."""
+    boxes = []
+    vertices = np.concatenate(hulls)
+    for index, box in enumerate(section.colliders):
+        made = StaticBox(np.asarray(box.center, float), np.asarray(box.size, float), euler_xyz_degrees(box.rotation))
+        inner = BoxSelection(made.center, np.maximum(made.size - 2 * COLLIDER_TOLERANCE, 0.0), made.rotation)
+        if inner.contains(vertices).any():
+            raise ConfigError(f"{where} colliders[{index}]",
+                              "overlaps the selected structure at rest (its pieces would be thrown out of it)")
+        boxes.append(made)
+    if section.auto_colliders:
+        rest = opaque.copy()
+        rest[selected] = False
+        boxes += fit_static_boxes(points_world[rest], hulls, section.collider_margin, section.collider_cell)
+    return tuple(boxes)
 
 
 def run_collapse(shot: Shot, force: bool = False) -> StageResult:
@@ -153,34 +180,45 @@ def run_collapse(shot: Shot, force: bool = False) -> StageResult:
         scene = load_scene(shot)
         frame = load_frame(shot)
         selected = load_selection(shot)
-        points = world_means(scene[selected], frame)
+        scene_points = world_means(scene, frame)
+        points = scene_points[selected]
         colors = scene.sh[torch.from_numpy(selected), 0].double().numpy()
         fracture = voronoi_fracture(points, section.fragments, seed=seed)
         fill = fill_fracture_faces(points, colors, fracture, max_count=section.fill_max, seed=seed) if section.fill else None
         all_points = points if fill is None else np.concatenate([points, fill.points])
         labels = fracture.labels if fill is None else np.concatenate([fracture.labels, fill.labels])
         all_colors = colors if fill is None else np.concatenate([colors, fill.colors_dc])
-        settings = collapse_settings(section, points.mean(axis=0), frames.start)
+        boxes = collider_boxes(section, scene_points, scene.opacities.numpy() > 0.5, selected,
+                               collision_hulls(all_points, labels, fracture.count), f"{shot.toml_path} [fx.collapse]")
+        settings = collapse_settings(section, points.mean(axis=0), frames.start, boxes)
         with progress_callback("simulating collapse", len(frames)) as update:
             cache = simulate_collapse(all_points, labels, fracture.count, len(frames), shot.config.shot.fps, settings,
                                       progress=update)
         debris = simulate_debris(cache, all_points, labels, all_colors,
                                  DebrisSettings(count=section.debris, size=section.debris_size,
-                                                restitution=settings.restitution), seed=seed)
+                                                restitution=settings.restitution), seed=seed, floor=FloorMap(boxes))
         dust = simulate_dust(cache, all_points, labels, all_colors, DustSettings(count=section.dust), seed=seed)
         arrays = {"labels": labels.astype(np.int32), "fragments": np.array(fracture.count)}
         if fill is not None:
             params = fill_gaussian_params(fill)
             arrays.update({f"fill.{k}": frame_solve_param(k, v, frame) for k, v in params.items()})
         arrays.update({f"rigid.{k}": v for k, v in cache.arrays().items()})
+        arrays.update(_collider_arrays(boxes))
         arrays.update(debris.arrays("debris"))
         arrays.update(dust.arrays("dust"))
         _save_npz(out, arrays)
         return {"fragments": fracture.count, "fill_gaussians": 0 if fill is None else len(fill.points),
                 "debris": debris.count, "dust": dust.count, "breaks": sum(e["kind"] == "break" for e in cache.events),
-                "impacts": sum(e["kind"] == "impact" for e in cache.events)}
+                "impacts": sum(e["kind"] == "impact" for e in cache.events), "colliders": len(boxes)}
 
     return run_stage(shot, "fx.collapse", section, inputs, [out], work, force=force)
+
+
+def _collider_arrays(boxes: tuple[StaticBox, ...]) -> dict[str, np.ndarray]:
+    """The static boxes for storage (physics/world frame): centres, sizes, rotations."""
+    return {"colliders.centers": np.array([b.center for b in boxes]).reshape(-1, 3),
+            "colliders.sizes": np.array([b.size for b in boxes]).reshape(-1, 3),
+            "colliders.rotations": np.array([b.rotation for b in boxes]).reshape(-1, 3, 3)}
 
 
 def frame_solve_param(name: str, value: np.ndarray, frame: Similarity) -> np.ndarray:

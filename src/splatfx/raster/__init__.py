@@ -254,10 +254,18 @@ def _validate(
     for name, t in named.items():
         if t is not None:
             _require_finite(name, t)
-    zero_quats = int((quats.detach().abs().sum(dim=-1) == 0).sum())
+    zero_quats = _count_zero_rows(quats.detach())
     if zero_quats:
         raise InputError(_SOURCE, f"quats contains {zero_quats} zero quaternion{'s' if zero_quats != 1 else ''}")
     return {("ks" if name == "Ks" else name): (None if t is None else t.to(torch.float32)) for name, t in named.items()}
+
+
+def _count_zero_rows(q: Tensor) -> int:
+    """Number of all-zero rows of an (N, 4) tensor (column by column: numpy's row-wise ``any`` is slow)."""
+    if q.device.type != "cpu":
+        return int((q == 0).all(dim=-1).sum())
+    a = (q if q.dtype in (torch.float16, torch.float32, torch.float64) else q.to(torch.float32)).numpy()
+    return int(np.count_nonzero((a[:, 0] == 0) & (a[:, 1] == 0) & (a[:, 2] == 0) & (a[:, 3] == 0)))
 
 
 def _require_finite(name: str, t: Tensor) -> None:

@@ -217,7 +217,7 @@ def project_forward(
     if n:
         parallel_for(
             _project_forward_kernel, n, means, quats, scales, opacities, viewmats, ks, int(width), int(height),
-            float(eps2d), float(near), float(far), bool(antialiased), radii, means2d, depths, conics, comps,
+            float(eps2d), float(near), float(far), bool(antialiased), radii, means2d, depths, conics, comps, grain=1024,
         )
     return radii, means2d, depths, conics, comps
 
@@ -424,6 +424,6 @@ def project_backward(
     if n:
         parallel_for(
             _project_backward_kernel, n, means, quats, scales, viewmats, ks, int(width), int(height), float(eps2d),
-            bool(antialiased), radii, v_means2d, v_depths, v_conics, v_comps, v_means, v_quats, v_scales,
+            bool(antialiased), radii, v_means2d, v_depths, v_conics, v_comps, v_means, v_quats, v_scales, grain=1024,
         )
     return v_means, v_quats, v_scales

@@ -46,29 +46,36 @@ T_MIN = np.float32(1e-4)
 HALF = np.float32(0.5)
 ONE = np.float32(1.0)
 ZERO = np.float32(0.0)
-SPAN_MARGIN = 1e-3  # relative slack on the 1/255 power cut when solving a row's span
+SPAN_MARGIN = 1e-3  # relative slack on the 1/255 power cut when bounding a splat's ellipse
 GRAD_ROW = 8  # per-intersection row: d(u, v), d(conic a, b, c), d(opacity), |du|, |dv|, then colours
-REC = 8  # per-intersection record: u, v, conic a, b, c, opacity, power cut, unused
-CH_GROUP = 4  # channels are zero-padded to a multiple of this (the backward unrolls groups of 4)
+REC = 8  # per-intersection record: u, v, conic a, b, c, opacity, ellipse half-height, half-width
 # Per-tile pixel buffers are split into two 8-column panels, each row-major: pixel (lx, ly)
 # of the tile lives at (lx // 8)·128 + ly·8 + lx % 8. A splat's rows within one panel are
-# then contiguous, so a small splat is processed 8 pixels per row instead of 16.
+# then contiguous, so a small splat is processed 8 pixels per row instead of 16, and two
+# rows of a panel (a BLOCK) fill one 16-lane vector.
 PANEL = 8
-# q → (lx, ly): lx = (q >> 7) << 3 | (q & 7), ly = (q >> 3) & 15, for PANEL = 8 and TILE_SIZE = 16
-_P_MASK, _P_SHIFT, _ROW_MASK, _PANEL_SHIFT = np.uint64(7), np.uint64(3), np.uint64(TILE_SIZE - 1), np.uint64(7)
+BLOCK = 2 * PANEL
+CAP = TILE_SIZE * TILE_SIZE  # buffer slots per tile
+OPEN_CHECK = 8  # the forward checks every this many splats whether a tile is finished
+FUSED = 4  # channels handled inside the main per-slot loops (zero-padded); further ones take extra passes
+# exp(−s) (see _exp_neg): Cephes' expf constants
+EXP_CLAMP = np.float32(16.0)
+TWO_M23 = np.float32(2.0**-23)
+LOG2E = np.float32(1.44269504088896341)
+LN2_HI = np.float32(0.693359375)
+LN2_LO = np.float32(-2.12194440e-4)
+EXP_P0 = np.float32(1.9875691500e-4)
+EXP_P1 = np.float32(1.3981999507e-3)
+EXP_P2 = np.float32(8.3334519073e-3)
+EXP_P3 = np.float32(4.1665795894e-2)
+EXP_P4 = np.float32(1.6666665459e-1)
+EXP_P5 = np.float32(5.0000001201e-1)
 
 
 @njit(nogil=True, cache=True)
 def _q(lx: int, ly: int) -> np.uint64:
     """Index of tile-local pixel (lx, ly) in a per-tile buffer (see PANEL)."""
     return np.uint64((lx // PANEL) * (PANEL * TILE_SIZE) + ly * PANEL + lx % PANEL)
-
-
-@njit(nogil=True, cache=True)
-def _panel_range(panel: int, ly0: int, ly1: int) -> tuple:
-    """Buffer indices ``[q0, q1)`` of rows ``ly0..ly1`` (inclusive) of one panel."""
-    base = panel * PANEL * TILE_SIZE
-    return np.uint64(base + ly0 * PANEL), np.uint64(base + (ly1 + 1) * PANEL)
 
 
 @dataclass(frozen=True)
@@ -221,7 +228,9 @@ def bin_gaussians(
     rects = np.zeros((m, 4), dtype=np.int32)
     counts = np.zeros(m, dtype=np.int32)
     if m:
-        parallel_for(_tile_rects_kernel, m, means2d, radii, int(width), int(height), int(tile_size), rects, counts)
+        parallel_for(
+            _tile_rects_kernel, m, means2d, radii, int(width), int(height), int(tile_size), rects, counts, grain=16384
+        )
     gauss_offsets = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(counts, out=gauss_offsets[1:])
     n_isects = int(gauss_offsets[-1])
@@ -257,9 +266,10 @@ def bin_gaussians(
 class Splats:
     """The projected Gaussians gathered into intersection order, so each tile reads memory in sequence.
 
-    ``rec`` (n_isects, 8) float32: u, v, conic a, b, c, opacity, power cut (see
-    :func:`_power_cut`), unused. ``colors`` (n_isects, D4) float32: the entry's channels,
-    zero-padded to a multiple of CH_GROUP.
+    ``rec`` (n_isects, 8) float32: u, v, conic a, b, c, opacity, and the half-height and
+    half-width of the ellipse ``σ ≤ ln(255·o)`` (−1 when the conic is degenerate), see
+    :func:`_half_extents`. ``colors`` (n_isects, max(D, FUSED)) float32: the entry's
+    channels, zero-padded.
     """
 
     rec: np.ndarray
@@ -267,10 +277,20 @@ class Splats:
 
 
 @njit(nogil=True, fastmath=False, cache=True)
-def _power_cut(opacity: float) -> float:
-    """Power above which ``o·exp(−σ) < 1/255``, widened by a safety margin for row spans."""
+def _half_extents(a: float, b: float, c: float, opacity: float) -> tuple:
+    """Half-height and half-width of the region where ``o·exp(−σ) ≥ 1/255`` is possible (−1, −1 if none).
+
+    With ``d = mean − pixel centre``, ``σ = ½(a dx² + c dy²) + b dx dy``; its minimum over
+    ``dx`` in a row is ``½ dy² det/a`` (``det = ac − b²``), so rows satisfy
+    ``dy² ≤ 2a·cut/det`` (columns likewise with c), ``cut = ln(255·o)`` widened by a
+    relative SPAN_MARGIN so that float32 rounding can never make the bound too tight.
+    """
     cut = math.log(max(opacity, 1e-30) * 255.0)
-    return cut + SPAN_MARGIN * (1.0 + abs(cut))
+    cut += SPAN_MARGIN * (1.0 + abs(cut))
+    det = a * c - b * b
+    if not (det > 0.0 and a > 0.0 and cut > 0.0):
+        return -1.0, -1.0
+    return math.sqrt(2.0 * a * cut / det), math.sqrt(2.0 * c * cut / det)
 
 
 @njit(nogil=True, fastmath=False, cache=True)
@@ -285,7 +305,7 @@ def _gather_kernel(
     opacities: np.ndarray,
     colors: np.ndarray,  # (M, D)
     rec: np.ndarray,  # out (n_isects, REC) float32
-    rec_col: np.ndarray,  # out (n_isects, D4) float32, zeroed
+    rec_col: np.ndarray,  # out (n_isects, ≥ D) float32, zeroed
 ) -> None:
     """Write entries ``start:stop:step`` to each of their intersections (entry data read once, in order)."""
     n_ch = colors.shape[1]
@@ -293,7 +313,8 @@ def _gather_kernel(
         lo, hi = gauss_offsets[e], gauss_offsets[e + 1]
         if lo == hi:
             continue
-        cut = np.float32(_power_cut(float(opacities[e])))
+        half_h, half_w = _half_extents(float(conics[e, 0]), float(conics[e, 1]), float(conics[e, 2]),
+                                       float(opacities[e]))
         for j in range(lo, hi):
             p = isect_pos[j]
             rec[p, 0] = means2d[e, 0]
@@ -302,8 +323,8 @@ def _gather_kernel(
             rec[p, 3] = conics[e, 1]
             rec[p, 4] = conics[e, 2]
             rec[p, 5] = opacities[e]
-            rec[p, 6] = cut
-            rec[p, 7] = 0.0
+            rec[p, 6] = half_h
+            rec[p, 7] = half_w
             for k in range(n_ch):
                 rec_col[p, k] = colors[e, k]
 
@@ -312,110 +333,146 @@ def gather_splats(
     bins: TileBins, means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray
 ) -> Splats:
     """Copy each intersection's Gaussian (M-indexed arrays) into intersection order."""
-    padded = -(-max(colors.shape[1], 1) // CH_GROUP) * CH_GROUP
     rec = np.empty((bins.n_isects, REC), dtype=np.float32)
-    rec_col = np.zeros((bins.n_isects, padded), dtype=np.float32)
+    rec_col = np.zeros((bins.n_isects, max(FUSED, colors.shape[1])), dtype=np.float32)
     if bins.n_isects:
         parallel_for(
             _gather_kernel, means2d.shape[0], bins.gauss_offsets, bins.isect_pos, means2d, conics, opacities,
-            colors, rec, rec_col,
+            colors, rec, rec_col, grain=4096,
         )
     return Splats(rec, rec_col)
 
 
-@njit(nogil=True, fastmath=False, cache=True)
-def _ellipse(rec: np.ndarray, i: int, x0: int, x1: int, y0: int, y1: int) -> tuple:
-    """Pixel rows and columns of the tile ``[x0, x1) × [y0, y1)`` where splat ``i`` can reach ``σ ≤ cut``.
+def _offsets(first: int, count: int) -> tuple:
+    """``count`` consecutive CAP-sized row offsets from row ``first``, as unsigned constants."""
+    return tuple(np.uint64((first + k) * CAP) for k in range(count))
 
-    With ``d = mean − pixel centre``, ``σ = ½(a dx² + c dy²) + b dx dy``; its minimum over
-    ``dx`` in a row is ``½ dy² det/a`` (``det = ac − b²``), so rows satisfy
-    ``dy² ≤ 2a·cut/det`` (columns likewise with c). Returns (first row, last row, first
-    column, last column, 1/a, det, 2a·cut); empty ranges when the conic is degenerate.
-    """
-    fa, fb, fc = float(rec[i, 2]), float(rec[i, 3]), float(rec[i, 4])
-    cut = float(rec[i, 6])
-    det = fa * fc - fb * fb
-    if not (det > 0.0 and fa > 0.0 and cut > 0.0):
-        return 1, 0, 1, 0, 0.0, 0.0, 0.0
-    half_h = math.sqrt(2.0 * fa * cut / det)
-    half_w = math.sqrt(2.0 * fc * cut / det)
-    fu = float(rec[i, 0]) - 0.5
-    fv = float(rec[i, 1]) - 0.5
-    return (
-        max(y0, int(math.ceil(fv - half_h))), min(y1 - 1, int(math.floor(fv + half_h))),
-        max(x0, int(math.ceil(fu - half_w))), min(x1 - 1, int(math.floor(fu + half_w))),
-        1.0 / fa, det, 2.0 * fa * cut,
-    )
+
+# Per-tile state lives in one float32 workspace of CAP-sized rows at these fixed offsets
+# (slot q of row R is ws[R + q]); constant distances between rows let LLVM vectorise the
+# per-slot loops without run-time alias checks. Forward rows:
+F_T, F_X, F_Y, F_W, F_C = _offsets(0, 5)  # transmittance, pixel centre x, y, weight α·T, channels (D4 rows)
+# Backward rows: transmittance, pixel centre x, y, final transmittance, ∂L/∂alpha − bg·∂L/∂image,
+# per-slot terms (weight α·T, ∂L/∂α, e^−σ where the gradient passes the clamp, else 0), then per
+# channel (D4 of them) a row of the colour behind each slot and a row of ∂L/∂image.
+B_T, B_X, B_Y, B_E, B_VA, S_FAC, S_VAL, S_VIS = _offsets(0, 8)
+B_CH = np.uint64(8 * CAP)  # channel k: colour behind at B_CH + 2k·CAP, ∂L/∂image at B_CH + (2k+1)·CAP
+B_BUF0, B_IMG0, B_BUF1, B_IMG1, B_BUF2, B_IMG2, B_BUF3, B_IMG3 = _offsets(8, 8)
+_CAP_U, _CAP2, _CAP3 = np.uint64(CAP), np.uint64(2 * CAP), np.uint64(3 * CAP)
 
 
 @njit(nogil=True, fastmath=False, cache=True)
-def _span(u: float, b: float, dy: float, inv_a: float, det: float, two_a_cut: float, x0: int, x1: int) -> tuple:
-    """Inclusive columns in ``[x0, x1)`` of one row where ``σ ≤ cut`` is possible (empty if x0 > x1).
+def _tile_setup(x0: int, y0: int, tw: int, th: int, ws: np.ndarray, rx: np.uint64, ry: np.uint64,
+                rt: np.uint64, last: np.ndarray) -> None:
+    """Pixel-centre coordinates of a tile's slots (rows ``rx``, ``ry``), T = 1 on the image's pixels and
+    0 on slots outside it (row ``rt``), and no contributor yet."""
+    for q in range(CAP):
+        lx = (q >> 7) << 3 | (q & 7)
+        ly = (q >> 3) & 15
+        qu = np.uint64(q)
+        ws[rx + qu] = np.float32(x0 + lx) + HALF
+        ws[ry + qu] = np.float32(y0 + ly) + HALF
+        ws[rt + qu] = ONE if (lx < tw and ly < th) else ZERO
+        last[q] = -1
 
-    In a row, ``σ ≤ cut`` ⟺ ``|dx + b dy/a| ≤ sqrt(2a·cut − det dy²)/a``; the pixel
-    centre is ``u − dx``.
-    """
-    disc = two_a_cut - det * dy * dy
-    if disc < 0.0:
-        return 1, 0
-    half_w = math.sqrt(disc) * inv_a
-    mid = u - 0.5 + b * dy * inv_a
-    return max(x0, int(math.ceil(mid - half_w))), min(x1 - 1, int(math.floor(mid + half_w)))
 
-
-@njit(nogil=True, fastmath=False, cache=True)
+@njit(nogil=True, fastmath={"contract"}, cache=True)
 def _exp_neg(s: np.float32) -> np.float32:
-    """``exp(−s)`` rounded to float32, for ``s`` clamped to [0, 16]; no branch and no call, so loops vectorise.
+    """``exp(−s)`` in float32 for ``s`` clamped to [0, 16]; no branch and no call, so loops vectorise.
 
-    Computed in float64 as ``(e^{−s/64})^64``: a degree-8 Taylor polynomial (relative error
-    < 3e-12 after the six squarings), so the float32 result is the correctly rounded value
-    except in rare near-ties, where it is one unit in the last place off (libm's ``expf`` and
-    torch's vectorised exp differ from each other in the same way). Beyond 16 the value
-    (≈ 1e-7) is far below the 1/255 cut whatever the opacity.
+    Cephes' ``expf``: ``s = n ln2 + r`` with ``|r| ≤ ½ ln2`` (ln2 split in two so that
+    ``n·ln2_hi`` is exact), a degree-7 polynomial for ``e^{−r}`` (fused multiply-adds) and
+    the exact scale ``2^{−n}`` as an integer converted to float. At most one unit in the
+    last place from the exact value (libm's ``expf`` and torch's vectorised exp differ from
+    each other in the same way). Beyond 16 the value (≈ 1e-7) is far below the 1/255 cut.
     """
-    r = min(max(float(s), 0.0), 16.0) * 0.015625
-    p = 1.0 + r * (-1.0 + r * (0.5 + r * (-1.0 / 6.0 + r * (1.0 / 24.0 + r * (-1.0 / 120.0 + r * (
-        1.0 / 720.0 + r * (-1.0 / 5040.0 + r * (1.0 / 40320.0))))))))
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    return np.float32(p)
+    x = min(max(s, ZERO), EXP_CLAMP)
+    n = np.int32(x * LOG2E + HALF)
+    fn = np.float32(n)
+    y = fn * LN2_HI - x
+    y = y + fn * LN2_LO  # y = −r = −(x − n ln2)
+    z = y * y
+    p = EXP_P0 * y + EXP_P1
+    p = p * y + EXP_P2
+    p = p * y + EXP_P3
+    p = p * y + EXP_P4
+    p = p * y + EXP_P5
+    p = p * z + y + ONE
+    return p * (np.float32(np.int32(1) << ((np.int32(23) - n) & np.int32(31))) * TWO_M23)  # 2^−n, exact: n ≤ 23
 
 
-@njit(nogil=True, fastmath=False, cache=True)
-def _splat_rows(
-    i: int, q0: np.uint64, q1: np.uint64, x0: int, y0: int, tw: np.uint64,
+@njit(nogil=True, fastmath=False, cache=True, inline="always")
+def _composite_slots(
+    i: int, q0: np.uint64, q1: np.uint64,
     u: np.float32, v: np.float32, ca: np.float32, cb: np.float32, cc: np.float32, op: np.float32,
-    trans: np.ndarray, last: np.ndarray, wbuf: np.ndarray,
-) -> int:
-    """Composite splat ``i`` over the tile pixels ``q0 ≤ q < q1`` (whole rows); return how many pixels finished.
+    c0: np.float32, c1: np.float32, c2: np.float32, c3: np.float32,
+    ws: np.ndarray, last: np.ndarray, n_ch: int,
+) -> bool:
+    """Composite splat ``i`` over the tile slots ``q0 ≤ q < q1``; return whether it was used at any of them.
 
-    Every pixel of those rows is evaluated with selects instead of branches, so LLVM
-    vectorises the loop (8–16 pixels per instruction); the exact per-pixel tests decide
-    what changes. Writes the compositing weight ``α·T`` (0 if unused) to ``wbuf``.
+    Every slot is evaluated with selects instead of branches, so LLVM vectorises the loop
+    (16 lanes); the exact per-pixel tests decide what changes. Slots outside the image
+    have ``T = 0`` and never change. The first FUSED channels (``splatfx.raster..c3``) are accumulated
+    here; the weight ``α·T`` (0 if unused) is left in row F_W for any further channels.
     """
-    n_end = 0
-    fx0 = np.float32(x0) + HALF
-    fy0 = np.float32(y0) + HALF
+    used = False
     for q in range(q0, q1):
-        lx = ((q >> _PANEL_SHIFT) << _P_SHIFT) | (q & _P_MASK)
-        dx = u - (fx0 + np.float32(lx))
-        dy = v - (fy0 + np.float32((q >> _P_SHIFT) & _ROW_MASK))
+        dx = u - ws[F_X + q]
+        dy = v - ws[F_Y + q]
         sigma = HALF * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
         alpha = min(ALPHA_MAX, op * _exp_neg(sigma))
-        t = trans[q]
+        t = ws[F_T + q]
         next_t = t * (ONE - alpha)
-        hit = (lx < tw) & (sigma >= ZERO) & (alpha >= ALPHA_MIN) & (t > ZERO)
+        hit = (sigma >= ZERO) & (alpha >= ALPHA_MIN) & (t > ZERO)
         use = hit & (next_t > T_MIN)
         end = hit & (next_t <= T_MIN)
-        wbuf[q] = alpha * t if use else ZERO
-        trans[q] = next_t if use else (-t if end else t)
+        w = alpha * t if use else ZERO
+        ws[F_T + q] = next_t if use else (-t if end else t)
         last[q] = i if use else last[q]
-        n_end += end
-    return n_end
+        ws[F_W + q] = w
+        used |= use
+    for q in range(q0, q1):
+        w = ws[F_W + q]
+        ws[F_C + q] += c0 * w
+        ws[F_C + _CAP_U + q] += c1 * w
+        ws[F_C + _CAP2 + q] += c2 * w
+        if n_ch > 3:
+            ws[F_C + _CAP3 + q] += c3 * w
+    return used
+
+
+@njit(nogil=True, fastmath=False, cache=True)
+def _any_open(ws: np.ndarray) -> bool:
+    """Whether any pixel of the tile is still open (T > 0 in row F_T)."""
+    found = False
+    for q in range(CAP):
+        found |= ws[F_T + np.uint64(q)] > ZERO
+    return found
+
+
+@njit(nogil=True, fastmath=False, cache=True)
+def _blocks(rec: np.ndarray, i: int, x0: int, y0: int, tw: int, th: int) -> tuple:
+    """Panels ``p0..p1`` and buffer offsets ``[q0, q1)`` within each panel that splat ``i`` can reach in a tile.
+
+    The tile is ``[x0, x0+tw) × [y0, y0+th)``. Rows are taken in pairs, so ``[q0, q1)``
+    is a whole number of BLOCKs (2 rows × 8 columns, one 16-lane vector). Empty
+    (``p0 > p1``) when the splat's ellipse misses the tile.
+    """
+    half_h, half_w = float(rec[i, 6]), float(rec[i, 7])
+    if not half_h >= 0.0:
+        return 1, 0, np.uint64(0), np.uint64(0)
+    fu = float(rec[i, 0]) - 0.5 - x0
+    fv = float(rec[i, 1]) - 0.5 - y0
+    r0 = max(0.0, math.ceil(fv - half_h))
+    r1 = min(th - 1.0, math.floor(fv + half_h))
+    c0 = max(0.0, math.ceil(fu - half_w))
+    c1 = min(tw - 1.0, math.floor(fu + half_w))
+    if r0 > r1 or c0 > c1:
+        return 1, 0, np.uint64(0), np.uint64(0)
+    return (
+        int(c0) // PANEL, int(c1) // PANEL,
+        np.uint64((int(r0) // 2) * BLOCK), np.uint64((int(r1) // 2 + 1) * BLOCK),
+    )
 
 
 @njit(nogil=True, fastmath=False, cache=True)
@@ -424,60 +481,62 @@ def _raster_forward_kernel(
     stop: int,
     step: int,
     rec: np.ndarray,
-    rec_col: np.ndarray,
+    rec_col: np.ndarray,  # (n_isects, D4) channels, zero-padded to at least FUSED
+    backgrounds: np.ndarray,  # (C, D) float32
     tile_offsets: np.ndarray,
     width: int,
     height: int,
     tiles_x: int,
     n_tiles: int,
-    out_colors: np.ndarray,  # out (C, H, W, D4) float32, without background
+    out_colors: np.ndarray,  # out (C, H, W, D) float32
     t_final: np.ndarray,  # out (C, H, W) float32
     last_ids: np.ndarray,  # out (C, H, W) int32
+    hits: np.ndarray,  # out (n_isects,) bool, zeroed: whether each intersection was used at any pixel
 ) -> None:
     n_ch = rec_col.shape[1]
-    cap = TILE_SIZE * TILE_SIZE
-    # Per-pixel state of one tile in panel order (see PANEL; edge tiles leave columns ≥ tw
-    # unused). A finished pixel keeps −T, so "still open" is T > 0. Indices are unsigned
+    n_out = out_colors.shape[3]
+    # A finished pixel keeps −T in row F_T, so "still open" is T > 0. Indices are unsigned
     # so numba emits no negative-index wraparound.
-    trans = np.empty(cap, dtype=np.float32)
-    acc = np.empty((n_ch, cap), dtype=np.float32)
-    last = np.empty(cap, dtype=np.int32)
-    wbuf = np.empty(cap, dtype=np.float32)
+    ws = np.empty((F_C // _CAP_U + n_ch) * CAP, dtype=np.float32)
+    last = np.empty(CAP, dtype=np.int32)
     for job in range(start, stop, step):
         cam = job // n_tiles
         tile = job - cam * n_tiles
         x0 = (tile % tiles_x) * TILE_SIZE
         y0 = (tile // tiles_x) * TILE_SIZE
-        x1 = min(x0 + TILE_SIZE, width)
-        y1 = min(y0 + TILE_SIZE, height)
-        tw = x1 - x0
-        trans[:] = ONE
-        last[:] = -1
-        acc[:, :] = ZERO
-        n_open = tw * (y1 - y0)
-        for i in range(tile_offsets[job], tile_offsets[job + 1]):
-            ry0, ry1, cx0, cx1, _, _, _ = _ellipse(rec, i, x0, x1, y0, y1)
-            if ry0 > ry1 or cx0 > cx1:
+        tw = min(TILE_SIZE, width - x0)
+        th = min(TILE_SIZE, height - y0)
+        _tile_setup(x0, y0, tw, th, ws, F_X, F_Y, F_T, last)
+        ws[int(F_C):] = ZERO
+        first = tile_offsets[job]
+        for i in range(first, tile_offsets[job + 1]):
+            p0, p1, q0, q1 = _blocks(rec, i, x0, y0, tw, th)
+            if p0 > p1:
                 continue
-            for panel in range((cx0 - x0) // PANEL, (cx1 - x0) // PANEL + 1):
-                q0, q1 = _panel_range(panel, ry0 - y0, ry1 - y0)
-                n_open -= _splat_rows(
-                    i, q0, q1, x0, y0, np.uint64(tw), rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4],
-                    rec[i, 5], trans, last, wbuf,
+            u, v, ca, cb, cc, op = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
+            c0, c1, c2, c3 = rec_col[i, 0], rec_col[i, 1], rec_col[i, 2], rec_col[i, 3]
+            used = False
+            for panel in range(p0, p1 + 1):
+                base = np.uint64(panel * PANEL * TILE_SIZE)
+                used |= _composite_slots(
+                    i, base + q0, base + q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out
                 )
-                for k in range(n_ch):
+                for k in range(FUSED, n_ch):
                     ck = rec_col[i, k]
-                    for q in range(q0, q1):
-                        acc[k, q] += ck * wbuf[q]
-            if n_open == 0:
+                    row = F_C + np.uint64(k) * _CAP_U
+                    for q in range(base + q0, base + q1):
+                        ws[row + q] += ck * ws[F_W + q]
+            hits[i] = used
+            if (i - first) % OPEN_CHECK == OPEN_CHECK - 1 and not _any_open(ws):
                 break
-        for py in range(y0, y1):
-            for px in range(x0, x1):
-                p = _q(px - x0, py - y0)
-                for k in range(n_ch):
-                    out_colors[cam, py, px, k] = acc[k, p]
-                t_final[cam, py, px] = abs(trans[p])
-                last_ids[cam, py, px] = last[p]
+        for ly in range(th):
+            for lx in range(tw):
+                p = _q(lx, ly)
+                t = abs(ws[F_T + p])
+                for k in range(n_out):
+                    out_colors[cam, y0 + ly, x0 + lx, k] = ws[F_C + np.uint64(k) * _CAP_U + p] + t * backgrounds[cam, k]
+                t_final[cam, y0 + ly, x0 + lx] = t
+                last_ids[cam, y0 + ly, x0 + lx] = last[p]
 
 
 def rasterize_forward(
@@ -486,55 +545,166 @@ def rasterize_forward(
     backgrounds: np.ndarray,  # (C, D) float32
     width: int,
     height: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Composite every (camera, tile) bin front to back.
 
     Returns images (C,H,W,D) including ``T·background``, the final transmittance
-    (C,H,W) (alpha is ``1 − T``) and the last contributing intersection per pixel (C,H,W)
-    int32 (−1 where nothing contributed).
+    (C,H,W) (alpha is ``1 − T``), the last contributing intersection per pixel (C,H,W)
+    int32 (−1 where nothing contributed), and whether each intersection contributed
+    anywhere (n_isects,) bool; the backward pass needs the last two.
     """
     n_cam, n_ch = backgrounds.shape
-    out = np.empty((n_cam, height, width, splats.colors.shape[1]), dtype=np.float32)
+    out = np.empty((n_cam, height, width, n_ch), dtype=np.float32)
     t_final = np.empty((n_cam, height, width), dtype=np.float32)
     last_ids = np.empty((n_cam, height, width), dtype=np.int32)
+    hits = np.zeros(bins.n_isects, dtype=np.bool_)
     n_tiles = bins.tiles_x * bins.tiles_y
     if n_cam * n_tiles:
         parallel_for(
-            _raster_forward_kernel, n_cam * n_tiles, splats.rec, splats.colors, bins.tile_offsets,
-            int(width), int(height), bins.tiles_x, n_tiles, out, t_final, last_ids, interleave=True,
+            _raster_forward_kernel, n_cam * n_tiles, splats.rec, splats.colors, backgrounds, bins.tile_offsets,
+            int(width), int(height), bins.tiles_x, n_tiles, out, t_final, last_ids, hits, interleave=True,
         )
-    images = out[..., :n_ch] + t_final[..., None] * backgrounds[:, None, None, :]
-    return images, t_final, last_ids
+    return out, t_final, last_ids, hits
 
 
-@njit(nogil=True, fastmath=False, cache=True)
-def _falloff_rows(
-    q0: np.uint64, q1: np.uint64, x0: int, y0: int,
-    u: np.float32, v: np.float32, ca: np.float32, cb: np.float32, cc: np.float32,
-    sig: np.ndarray, vis: np.ndarray,
+@njit(nogil=True, fastmath=False, error_model="numpy", cache=True, inline="always")
+def _replay(
+    i: int, q0: np.uint64, q1: np.uint64,
+    u: np.float32, v: np.float32, ca: np.float32, cb: np.float32, cc: np.float32, op: np.float32,
+    c0: np.float32, c1: np.float32, c2: np.float32, c3: np.float32,
+    ws: np.ndarray, last: np.ndarray, n_ch: int,
 ) -> None:
-    """``σ`` and ``exp(−σ)`` of one splat at the tile pixels ``q0 ≤ q < q1`` (whole rows), vectorised.
+    """Undo splat ``i`` at the tile slots ``q0 ≤ q < q1`` and leave its per-slot gradient terms in the S_ rows.
 
-    Bit-identical to what :func:`_splat_rows` computes, so the backward replays exactly
-    the forward's decisions.
+    ``σ``, ``exp(−σ)`` and every decision are computed by the forward's own expressions,
+    so they are bit-identical; a slot counts when the forward used splat ``i`` there,
+    i.e. ``i ≤ last`` and the alpha tests pass (other slots get zero terms). Branch-free,
+    so LLVM vectorises it. The first FUSED channels (``splatfx.raster..c3``) are handled here; for
+    any further ones, row B_T holds T in front of splat i wherever the weight is > 0.
     """
-    fx0 = np.float32(x0) + HALF
-    fy0 = np.float32(y0) + HALF
     for q in range(q0, q1):
-        dx = u - (fx0 + np.float32(((q >> _PANEL_SHIFT) << _P_SHIFT) | (q & _P_MASK)))
-        dy = v - (fy0 + np.float32((q >> _P_SHIFT) & _ROW_MASK))
+        dx = u - ws[B_X + q]
+        dy = v - ws[B_Y + q]
         sigma = HALF * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        sig[q] = sigma
-        vis[q] = _exp_neg(sigma)
+        vis = _exp_neg(sigma)
+        raw = op * vis
+        alpha = min(ALPHA_MAX, raw)
+        valid = (last[q] >= i) & (sigma >= ZERO) & (alpha >= ALPHA_MIN)
+        ra = ONE / (ONE - alpha) if valid else ZERO
+        t = ws[B_T + q] * ra  # transmittance in front of splat i
+        ws[B_T + q] = t if valid else ws[B_T + q]
+        fac = alpha * t
+        # ∂L/∂α: through the alpha output and background, then each channel, where
+        # C_behind/(1−α) is what lies behind splat i as seen through it
+        v_alpha = ws[B_E + q] * ra * ws[B_VA + q]
+        v0 = ws[B_IMG0 + q]
+        v_alpha += (c0 * t - ws[B_BUF0 + q] * ra) * v0
+        ws[B_BUF0 + q] += c0 * fac
+        v1 = ws[B_IMG1 + q]
+        v_alpha += (c1 * t - ws[B_BUF1 + q] * ra) * v1
+        ws[B_BUF1 + q] += c1 * fac
+        v2 = ws[B_IMG2 + q]
+        v_alpha += (c2 * t - ws[B_BUF2 + q] * ra) * v2
+        ws[B_BUF2 + q] += c2 * fac
+        if n_ch > 3:
+            v3 = ws[B_IMG3 + q]
+            v_alpha += (c3 * t - ws[B_BUF3 + q] * ra) * v3
+            ws[B_BUF3 + q] += c3 * fac
+        ws[S_FAC + q] = fac
+        ws[S_VAL + q] = v_alpha
+        ws[S_VIS + q] = vis if valid & (raw <= ALPHA_MAX) else ZERO
 
 
-@njit(nogil=True, fastmath=False, cache=True)
+@njit(nogil=True, fastmath=False, error_model="numpy", cache=True)
+def _replay_channel(q0: np.uint64, q1: np.uint64, ck: np.float32, ws: np.ndarray, buf: np.uint64) -> None:
+    """:func:`_replay`'s channel terms for a channel beyond the first FUSED (colour ``ck``; rows ``buf``, ``buf + CAP``).
+
+    Where the weight ``f = α·T`` is > 0, row B_T holds T, and ``1/(1−α) = T/(T − f)``.
+    """
+    img = buf + _CAP_U
+    for q in range(q0, q1):
+        fac = ws[S_FAC + q]
+        used = fac > ZERO
+        t = ws[B_T + q] if used else ZERO
+        ra = t / (t - fac) if used else ZERO
+        ws[S_VAL + q] += (ck * t - ws[buf + q] * ra) * ws[img + q]
+        ws[buf + q] += ck * fac
+
+
+@njit(nogil=True, fastmath={"reassoc"}, error_model="numpy", cache=True)
+def _grad_sums(
+    q0: np.uint64, q1: np.uint64,
+    u: np.float32, v: np.float32, ca: np.float32, cb: np.float32, cc: np.float32, op: np.float32,
+    ws: np.ndarray, n_ch: int, absgrad: bool, acc: np.ndarray,
+) -> None:
+    """Add one splat's gradients from slots ``q0 ≤ q < q1`` (terms left by :func:`_replay`) to ``acc``.
+
+    ``acc`` (GRAD_ROW + D): d(u, v), d(conic a, b, c), d(opacity), |du|, |dv|, d(channels).
+    Sums are reassociated (``fastmath={"reassoc"}``) so that LLVM vectorises them; the
+    order is fixed by the compiled code and the slot range, so results stay deterministic.
+    """
+    gu = ZERO
+    gv = ZERO
+    ga = ZERO
+    gb = ZERO
+    gc = ZERO
+    go = ZERO
+    au = ZERO
+    av = ZERO
+    g0 = ZERO
+    g1 = ZERO
+    g2 = ZERO
+    g3 = ZERO
+    for q in range(q0, q1):
+        v_alpha = ws[S_VAL + q]
+        vis = ws[S_VIS + q]
+        v_sigma = -(op * vis) * v_alpha  # ∂L/∂σ = −o·e^−σ·∂L/∂α
+        dx = u - ws[B_X + q]
+        dy = v - ws[B_Y + q]
+        du = v_sigma * (ca * dx + cb * dy)
+        dv = v_sigma * (cb * dx + cc * dy)
+        gu += du
+        gv += dv
+        ga += HALF * v_sigma * dx * dx
+        gb += v_sigma * dx * dy
+        gc += HALF * v_sigma * dy * dy
+        go += vis * v_alpha
+        if absgrad:
+            au += abs(du)
+            av += abs(dv)
+        fac = ws[S_FAC + q]
+        g0 += fac * ws[B_IMG0 + q]
+        g1 += fac * ws[B_IMG1 + q]
+        g2 += fac * ws[B_IMG2 + q]
+        if n_ch > 3:
+            g3 += fac * ws[B_IMG3 + q]
+    acc[0] += gu
+    acc[1] += gv
+    acc[2] += ga
+    acc[3] += gb
+    acc[4] += gc
+    acc[5] += go
+    acc[6] += au
+    acc[7] += av
+    acc[GRAD_ROW] += g0  # acc has room for FUSED channels even when D is smaller
+    acc[GRAD_ROW + 1] += g1
+    acc[GRAD_ROW + 2] += g2
+    acc[GRAD_ROW + 3] += g3
+    for k in range(FUSED, n_ch):
+        row = B_IMG0 + np.uint64(2 * k) * _CAP_U
+        g = ZERO
+        for q in range(q0, q1):
+            g += ws[S_FAC + q] * ws[row + q]
+        acc[GRAD_ROW + k] += g
+
+
+@njit(nogil=True, fastmath=False, error_model="numpy", cache=True)
 def _raster_backward_kernel(
     start: int,
     stop: int,
     step: int,
     rec: np.ndarray,
-    rec_col: np.ndarray,
+    rec_col: np.ndarray,  # (n_isects, D4) channels, zero-padded to at least FUSED
     backgrounds: np.ndarray,  # (C, D) float32
     tile_offsets: np.ndarray,
     width: int,
@@ -543,117 +713,64 @@ def _raster_backward_kernel(
     n_tiles: int,
     t_final: np.ndarray,  # (C, H, W) float32 from the forward
     last_ids: np.ndarray,  # (C, H, W) int32 from the forward
+    hits: np.ndarray,  # (n_isects,) bool from the forward
     v_images: np.ndarray,  # (C, H, W, D) float32
     v_alphas: np.ndarray,  # (C, H, W) float32
-    rows: np.ndarray,  # out (n_isects, GRAD_ROW + D4) float32
+    absgrad: bool,  # also sum |∂L/∂u|, |∂L/∂v| (else those columns stay 0)
+    rows: np.ndarray,  # out (n_isects, GRAD_ROW + D) float32
 ) -> None:
     n_ch = rec_col.shape[1]
     n_out = v_images.shape[3]
-    cap = TILE_SIZE * TILE_SIZE
-    trans = np.empty(cap, dtype=np.float32)
-    t_end = np.empty(cap, dtype=np.float32)
-    buf = np.empty((cap, n_ch), dtype=np.float32)
-    v_img = np.empty((cap, n_ch), dtype=np.float32)
-    v_a = np.empty(cap, dtype=np.float32)
-    last = np.empty(cap, dtype=np.int32)
-    g_col = np.empty(n_ch, dtype=np.float64)
-    sig = np.empty(cap, dtype=np.float32)
-    fall = np.empty(cap, dtype=np.float32)
+    ws = np.empty((B_CH // _CAP_U + 2 * n_ch) * CAP, dtype=np.float32)
+    last = np.empty(CAP, dtype=np.int32)
+    acc = np.empty(GRAD_ROW + n_ch, dtype=np.float32)
     for job in range(start, stop, step):
         cam = job // n_tiles
         tile = job - cam * n_tiles
         x0 = (tile % tiles_x) * TILE_SIZE
         y0 = (tile // tiles_x) * TILE_SIZE
-        x1 = min(x0 + TILE_SIZE, width)
-        y1 = min(y0 + TILE_SIZE, height)
+        tw = min(TILE_SIZE, width - x0)
+        th = min(TILE_SIZE, height - y0)
         first = tile_offsets[job]
+        _tile_setup(x0, y0, tw, th, ws, B_X, B_Y, B_T, last)
+        ws[int(B_T) : int(B_T) + CAP] = ZERO
+        ws[int(B_E) : int(B_E) + CAP] = ZERO
+        ws[int(B_VA) : int(B_VA) + CAP] = ZERO
+        ws[int(B_CH):] = ZERO
         max_last = first - 1
-        buf[:, :] = ZERO
-        v_img[:, :] = ZERO
-        for py in range(y0, y1):
-            for px in range(x0, x1):
-                p = _q(px - x0, py - y0)
-                t = t_final[cam, py, px]
-                trans[p] = t
-                t_end[p] = t
-                last[p] = last_ids[cam, py, px]
+        for ly in range(th):
+            for lx in range(tw):
+                p = _q(lx, ly)
+                t = t_final[cam, y0 + ly, x0 + lx]
+                ws[B_T + p] = t
+                ws[B_E + p] = t
+                last[p] = last_ids[cam, y0 + ly, x0 + lx]
                 max_last = max(max_last, last[p])
                 # alpha = 1 − T_final, and the background adds T_final·bg to the image
                 bg_dot = ZERO
                 for k in range(n_out):
-                    v_img[p, k] = v_images[cam, py, px, k]
-                    bg_dot += backgrounds[cam, k] * v_img[p, k]
-                v_a[p] = v_alphas[cam, py, px] - bg_dot
+                    g = v_images[cam, y0 + ly, x0 + lx, k]
+                    ws[B_IMG0 + np.uint64(2 * k) * _CAP_U + p] = g
+                    bg_dot += backgrounds[cam, k] * g
+                ws[B_VA + p] = v_alphas[cam, y0 + ly, x0 + lx] - bg_dot
         for i in range(max_last + 1, tile_offsets[job + 1]):
-            rows[i, :] = 0.0
+            rows[i, :] = ZERO
         for i in range(max_last, first - 1, -1):
-            u, v = rec[i, 0], rec[i, 1]
-            ca, cb, cc = rec[i, 2], rec[i, 3], rec[i, 4]
-            op = rec[i, 5]
-            gu = 0.0
-            gv = 0.0
-            ga = 0.0
-            gb = 0.0
-            gc = 0.0
-            go = 0.0
-            au = 0.0
-            av = 0.0
-            g_col[:] = 0.0
-            ry0, ry1, cx0, cx1, inv_a, det, two_a_cut = _ellipse(rec, i, x0, x1, y0, y1)
-            if cx0 > cx1:
-                ry1 = ry0 - 1
-            for panel in range((cx0 - x0) // PANEL, (cx1 - x0) // PANEL + 1) if ry0 <= ry1 else range(0):
-                q0, q1 = _panel_range(panel, ry0 - y0, ry1 - y0)
-                _falloff_rows(q0, q1, x0, y0, u, v, ca, cb, cc, sig, fall)
-            for py in range(ry0, ry1 + 1):
-                dy = v - (np.float32(py) + HALF)
-                sx0, sx1 = _span(float(u), float(cb), float(dy), inv_a, det, two_a_cut, cx0, cx1 + 1)
-                for px in range(sx0, sx1 + 1):  # within the panels prepared above
-                    p = _q(px - x0, py - y0)
-                    if last[p] < i:
-                        continue
-                    sigma = sig[p]
-                    if sigma < ZERO:
-                        continue
-                    dx = u - (np.float32(px) + HALF)
-                    vis = fall[p]
-                    alpha = min(ALPHA_MAX, op * vis)
-                    if alpha < ALPHA_MIN:
-                        continue
-                    ra = ONE / (ONE - alpha)
-                    t = trans[p] * ra
-                    trans[p] = t
-                    fac = alpha * t
-                    v_alpha = ZERO
-                    for k0 in range(0, n_ch, CH_GROUP):
-                        for j in range(CH_GROUP):
-                            k = np.uint64(k0 + j)
-                            g_col[k] += fac * v_img[p, k]
-                            v_alpha += (rec_col[i, k] * t - buf[p, k] * ra) * v_img[p, k]
-                            buf[p, k] += rec_col[i, k] * fac
-                    v_alpha += t_end[p] * ra * v_a[p]
-                    if op * vis <= ALPHA_MAX:
-                        v_sigma = -op * vis * v_alpha
-                        ga += HALF * v_sigma * dx * dx
-                        gb += v_sigma * dx * dy
-                        gc += HALF * v_sigma * dy * dy
-                        du = v_sigma * (ca * dx + cb * dy)
-                        dv = v_sigma * (cb * dx + cc * dy)
-                        gu += du
-                        gv += dv
-                        au += abs(du)
-                        av += abs(dv)
-                        go += vis * v_alpha
-            rows[i, 0] = gu
-            rows[i, 1] = gv
-            rows[i, 2] = ga
-            rows[i, 3] = gb
-            rows[i, 4] = gc
-            rows[i, 5] = go
-            rows[i, 6] = au
-            rows[i, 7] = av
-            for k in range(n_ch):
-                rows[i, GRAD_ROW + k] = g_col[k]
+            if not hits[i]:
+                rows[i, :] = ZERO
+                continue
+            acc[:] = ZERO
+            p0, p1, q0, q1 = _blocks(rec, i, x0, y0, tw, th)
+            u, v, ca, cb, cc, op = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
+            c0, c1, c2, c3 = rec_col[i, 0], rec_col[i, 1], rec_col[i, 2], rec_col[i, 3]
+            for panel in range(p0, p1 + 1):
+                base = np.uint64(panel * PANEL * TILE_SIZE)
+                _replay(i, base + q0, base + q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out)
+                for k in range(FUSED, n_ch):
+                    _replay_channel(base + q0, base + q1, rec_col[i, k], ws, B_CH + np.uint64(2 * k) * _CAP_U)
+                _grad_sums(base + q0, base + q1, u, v, ca, cb, cc, op, ws, n_out, absgrad, acc)
+            for r in range(GRAD_ROW + n_out):
+                rows[i, r] = acc[r]
 
 
 @njit(nogil=True, fastmath=False, cache=True)
@@ -690,24 +807,28 @@ def rasterize_backward(
     height: int,
     t_final: np.ndarray,
     last_ids: np.ndarray,
+    hits: np.ndarray,
     v_images: np.ndarray,  # (C, H, W, D) float32
     v_alphas: np.ndarray,  # (C, H, W) float32
     n_entries: int,
+    absgrad: bool = False,
 ) -> np.ndarray:
     """Gradients per entry (M, 8 + D) float32: d(u, v), d(conic), d(opacity), |du|, |dv|, d(channels).
+
+    ``|du|, |dv|`` (the per-pixel gradients summed in absolute value) are 0 unless ``absgrad``.
 
     The gradient w.r.t. the backgrounds is ``Σ_pixels v_image·T_final`` and is left to
     the caller (it needs no per-Gaussian work).
     """
     n_cam, n_ch = backgrounds.shape
     n_tiles = bins.tiles_x * bins.tiles_y
-    out = np.zeros((n_entries, GRAD_ROW + splats.colors.shape[1]), dtype=np.float32)
+    out = np.zeros((n_entries, GRAD_ROW + n_ch), dtype=np.float32)
     if bins.n_isects:
         rows = np.empty((bins.n_isects, out.shape[1]), dtype=np.float32)
         parallel_for(
             _raster_backward_kernel, n_cam * n_tiles, splats.rec, splats.colors, backgrounds, bins.tile_offsets,
-            int(width), int(height), bins.tiles_x, n_tiles, t_final, last_ids, v_images, v_alphas, rows,
+            int(width), int(height), bins.tiles_x, n_tiles, t_final, last_ids, hits, v_images, v_alphas, bool(absgrad), rows,
             interleave=True,
         )
-        parallel_for(_reduce_rows_kernel, n_entries, rows, bins.gauss_offsets, bins.isect_pos, out)
-    return out[:, : GRAD_ROW + n_ch]
+        parallel_for(_reduce_rows_kernel, n_entries, rows, bins.gauss_offsets, bins.isect_pos, out, grain=4096)
+    return out

@@ -43,17 +43,20 @@ def _pool(size: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def parallel_for(kernel: Callable[..., None], n: int, *args: Any, interleave: bool = False) -> None:
+def parallel_for(kernel: Callable[..., None], n: int, *args: Any, interleave: bool = False, grain: int = 1) -> None:
     """Cover ``range(n)`` with calls ``kernel(start, stop, step, *args)`` on the thread pool.
 
     ``interleave=False`` gives each task one contiguous block (uniform work per index:
     neighbouring rows stay on one thread); ``interleave=True`` gives task ``k`` the
     indices ``k, k+tasks, …`` (uneven work such as image tiles: every task samples the
-    whole image). With one thread, or at most one index, the kernel runs inline.
+    whole image). The calling thread works too, and the threads take tasks from a shared
+    list as they finish, so a thread that the OS holds back leaves its share to the
+    others. With one thread, or fewer than ``2·grain`` indices (not worth waking a
+    thread for), the kernel runs inline.
     """
-    threads = num_threads()
+    threads = min(num_threads(), n // max(grain, 1))
     tasks = min(n, threads * TASKS_PER_THREAD)
-    if threads == 1 or tasks <= 1:
+    if threads <= 1 or tasks <= 1:
         kernel(0, n, 1, *args)
         return
     if interleave:
@@ -61,7 +64,16 @@ def parallel_for(kernel: Callable[..., None], n: int, *args: Any, interleave: bo
     else:
         bounds = [n * k // tasks for k in range(tasks + 1)]
         calls = [(bounds[k], bounds[k + 1], 1) for k in range(tasks)]
-    pool = _pool(threads)
-    futures = [pool.submit(kernel, *call, *args) for call in calls]
-    for future in futures:
-        future.result()
+    pending = iter(calls)  # next() on a list iterator is atomic under the GIL
+
+    def work() -> None:
+        for call in pending:
+            kernel(*call, *args)
+
+    pool = _pool(num_threads() - 1)
+    futures = [pool.submit(work) for _ in range(threads - 1)]
+    try:
+        work()
+    finally:
+        for future in futures:
+            future.result()

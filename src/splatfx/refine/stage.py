@@ -25,19 +25,24 @@ Per frame:
    (1: from pure noise) in the holes only, and written into ``clean.R,G,B`` with
    ``clean.A = 1`` there, so the comp treats them as solid.
 
-Frames are refined in batches; a frame already refined with the same model, settings and
-render (a key stored in its header) is kept, so an interrupted stage resumes where it
-stopped. :func:`run_refine_train` trains the built-in per-scene model first (``--train``).
+Frames are refined in batches of consecutive frames; a frame already refined with the same
+model, settings and render (a key stored in its header) is kept, so an interrupted stage
+resumes where it stopped. The frames go out in chunks through :func:`splatfx.farm.farm_out`
+as ``[farm]`` says (one pass in this process by default); a chunk replays the noise warp
+over the frames before it (:func:`refine_frames`), so every frame gets the noise, and the
+bits, of one pass. :func:`run_refine_train` trains the built-in per-scene model first
+(``--train``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,7 @@ from scipy import ndimage
 from splatfx.cleanplate import fill_clean_plate, grow_footprint
 from splatfx.color import linear_to_srgb, srgb_to_linear
 from splatfx.errors import InputError
+from splatfx.farm import FrameOutput, ProcessCache, farm_out, folder_stamp, for_workers
 from splatfx.imageio import EXR_COMPRESSIONS, read_exr, write_exr
 from splatfx.progress import track
 from splatfx.refine.builtin import PairSettings, TrainSettings
@@ -75,9 +81,10 @@ _RESERVED = frozenset({"channels", "compression", "dataWindow", "displayWindow",
 
 @dataclass(frozen=True)
 class RefineOptions:
-    """How the frames are refined (``steps``, ``strength``, ``seed`` come from ``[refine]``)."""
+    """How the frames are refined (each field but ``noise_factor`` is a ``[refine]`` key; see
+    :func:`options_from_shot`)."""
 
-    steps: int = 20  # DDIM steps on pixels of full strength
+    steps: int = 4  # DDIM steps on pixels of full strength
     strength: float = 0.3  # how far synthetic pixels may move from the render, 0-1
     seed: int = 0  # noise seed
     fill_holes: bool = False  # paint the clean plate's holes (mask.holes) with the model
@@ -133,15 +140,20 @@ def frame_layers(path: Path, channels: dict[str, np.ndarray]) -> FrameLayers:
                                "rgba and mask passes)")
     rgb = np.stack([channels[c] for c in COLOUR], axis=-1).astype(np.float32)
     alpha = channels["A"].astype(np.float32) if "A" in channels else np.ones(rgb.shape[:2], np.float32)
-    motion = np.stack([channels[c] for c in MOTION], axis=-1).astype(np.float32) \
-        if all(c in channels for c in MOTION) else None
-    layers = FrameLayers(rgb, alpha, channels[SYNTHETIC].astype(np.float32), motion,
-                         channels[DEPTH].astype(np.float32) if DEPTH in channels else None)
+    layers = FrameLayers(rgb, alpha, channels[SYNTHETIC].astype(np.float32), *motion_depth(channels))
     if all(c in channels for c in (*CLEAN, STRUCTURE, HOLES)):
         layers.clean = np.stack([channels[c] for c in CLEAN], axis=-1).astype(np.float32)
         layers.structure = channels[STRUCTURE].astype(np.float32)
         layers.holes = channels[HOLES].astype(np.float32)
     return layers
+
+
+def motion_depth(channels: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A render frame's motion (H, W, 2) and depth (H, W), float32, where it has them: all the
+    noise warp needs of a frame."""
+    motion = np.stack([channels[c] for c in MOTION], axis=-1).astype(np.float32) \
+        if all(c in channels for c in MOTION) else None
+    return motion, channels[DEPTH].astype(np.float32) if DEPTH in channels else None
 
 
 def display_colour(layers: FrameLayers) -> np.ndarray:
@@ -197,6 +209,7 @@ def fill_holes(refiner: Refiner, plate: np.ndarray, layers: FrameLayers, noise: 
 
 @dataclass
 class _Pending:
+    number: int
     path: Path
     out: Path
     channels: dict[str, np.ndarray]
@@ -219,85 +232,154 @@ def refine_key(refiner: Refiner, options: RefineOptions, source: Path, plate: np
     return digest.hexdigest()[:32]
 
 
-def refine_sequence(frames: Sequence[tuple[int, Path]], out_dir: PathLike, refiner: Refiner,
-                    options: RefineOptions, progress: bool = True,
-                    plates: PlateReader | None = None) -> dict[str, Any]:
-    """Refine ``frames`` (from :func:`render_frames`) into ``out_dir``; returns figures.
-    ``plates`` reads the plate of a frame, needed to paint holes (``options.fill_holes``)."""
+class NoiseTrack:
+    """Each frame's noise as one pass over the sequence makes it: a new
+    :class:`~splatfx.refine.noise_warp.NoiseWarper` (seed + frame number) at the first frame,
+    after a gap in the frame numbers or when the noise shape changes; otherwise the previous
+    frame's noise warped along that frame's motion (and depth)."""
+
+    def __init__(self, refiner: Refiner, options: RefineOptions) -> None:
+        self.refiner = refiner
+        self.options = options
+        self.warper: NoiseWarper | None = None
+        self.previous: tuple[int, torch.Tensor | None, torch.Tensor | None] | None = None
+
+    def advance(self, number: int, size: tuple[int, int], motion: np.ndarray | None,
+                depth: np.ndarray | None) -> torch.Tensor:
+        """The noise of frame ``number`` (``size`` = (H, W)); its ``motion`` and ``depth``
+        carry the noise on to the next frame."""
+        shape = self.refiner.noise_shape(*size)
+        previous = self.previous
+        if self.warper is None or self.warper.shape != shape or previous is None or number != previous[0] + 1:
+            self.warper = NoiseWarper(shape, self.options.seed + number, factor=self.options.noise_factor)
+        else:
+            self.warper.step(previous[1] if previous[1] is not None else torch.zeros((*shape[1:], 2)), previous[2])
+        self.previous = (number, *_noise_motion(motion, depth, shape, self.refiner.noise_scale))
+        return self.warper.noise
+
+
+def refine_frames(frames: Sequence[tuple[int, Path]], out_dir: PathLike, refiner: Refiner, options: RefineOptions,
+                  plates: PlateReader | None = None, start: int = 0,
+                  stop: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Refine ``frames[start:stop]`` of the sequence ``frames`` (from :func:`render_frames`)
+    into ``out_dir``; yields ``(frame number, what was done)`` as each frame is written or
+    found up to date. ``plates`` reads a frame's plate, to paint holes (``fill_holes``).
+
+    Frames are refined in groups of ``options.batch`` consecutive positions in ``frames``,
+    one model call per group (fewer frames when some are up to date or have nothing
+    synthetic): a frame's batch, and so its bits (convolutions round differently with the
+    batch's make-up), does not depend on where a farm chunk starts, as long as ``start`` is
+    a multiple of the batch. From ``start > 0`` the noise warp is first replayed over the
+    frames before it, back to the start of their run of consecutive frame numbers (motion
+    and depth only, no model call): every frame's noise is exactly what one pass over the
+    whole sequence gives it. This is why refine chunks replay the warp, at the cost of
+    reading the earlier frames again.
+    """
     if options.fill_holes and plates is None:
         raise ValueError("painting clean-plate holes needs the plates")
     out_dir = Path(out_dir)
-    warper: NoiseWarper | None = None
-    previous: tuple[int, torch.Tensor | None, torch.Tensor | None] | None = None
+    stop = len(frames) if stop is None else stop
+    noise = NoiseTrack(refiner, options)
+    for number, path in frames[_run_start(frames, start):start]:  # the replay: motion and depth only
+        channels, _ = read_exr(path)
+        noise.advance(number, next(iter(channels.values())).shape[:2], *motion_depth(channels))
     pending: list[_Pending] = []
-    figures = {"frames": len(frames), "refined": 0, "kept": 0, "untouched": 0, "holes_filled": 0,
-               "mean_abs_change": []}
-    items = track(frames, "refine") if progress else frames
-    for number, path in items:
+    for position in range(start, stop):
+        if position % options.batch == 0:
+            yield from _flush(pending, refiner, options)
+        number, path = frames[position]
         channels, header = read_exr(path)
         layers = frame_layers(path, channels)
-        shape = refiner.noise_shape(*layers.rgb.shape[:2])
-        if warper is None or warper.shape != shape or previous is None or number != previous[0] + 1:
-            warper = NoiseWarper(shape, options.seed + number, factor=options.noise_factor)
-        else:
-            warper.step(previous[1] if previous[1] is not None else torch.zeros((*shape[1:], 2)), previous[2])
-        previous = (number, *_noise_motion(layers, shape, refiner.noise_scale))
+        current = noise.advance(number, layers.rgb.shape[:2], layers.motion, layers.depth)
         out = out_dir / path.name
         paint = options.fill_holes and layers.has_holes
         plate = plates(number) if paint else None
         key = refine_key(refiner, options, path, plate)
         if _already_refined(out, key):
-            figures["kept"] += 1
+            yield number, {"done": "kept"}
             continue
         if not (layers.synthetic > 0).any() and not paint:
             _write_frame(out, channels, header, key)
-            figures["untouched"] += 1
+            yield number, {"done": "untouched"}
             continue
         if pending and pending[0].layers.rgb.shape != layers.rgb.shape:
-            _flush(pending, refiner, options, figures)
-        pending.append(_Pending(path, out, channels, header, layers, display_colour(layers),
-                                warper.noise.clone(), key, plate))
-        if len(pending) >= options.batch:
-            _flush(pending, refiner, options, figures)
-    _flush(pending, refiner, options, figures)
-    changes = figures.pop("mean_abs_change")
-    figures["mean_abs_change"] = float(np.mean(changes)) if changes else 0.0
-    return figures
+            yield from _flush(pending, refiner, options)
+        pending.append(_Pending(number, path, out, channels, header, layers, display_colour(layers),
+                                current.clone(), key, plate))
+    yield from _flush(pending, refiner, options)
 
 
-def _noise_motion(layers: FrameLayers, shape: tuple[int, int, int],
+def _run_start(frames: Sequence[tuple[int, Path]], position: int) -> int:
+    """First position of the run of consecutive frame numbers holding ``position`` (the noise
+    restarts there)."""
+    while position > 0 and frames[position - 1][0] == frames[position][0] - 1:
+        position -= 1
+    return position
+
+
+class RefineTally:
+    """The stage's figures, summed from what :func:`refine_frames` reports frame by frame."""
+
+    def __init__(self, frames: int) -> None:
+        self.counts = {"frames": frames, "refined": 0, "kept": 0, "untouched": 0, "holes_filled": 0}
+        self.changes: dict[int, float] = {}
+
+    def add(self, number: int, outcome: dict[str, Any]) -> None:
+        self.counts[outcome["done"]] += 1
+        self.counts["holes_filled"] += int(bool(outcome.get("holes_filled")))
+        if outcome.get("change") is not None:
+            self.changes[number] = outcome["change"]
+
+    def figures(self) -> dict[str, Any]:
+        """frames, refined, kept, untouched, holes_filled and the mean colour change on
+        synthetic pixels (over the refined frames, in frame order)."""
+        changes = [self.changes[n] for n in sorted(self.changes)]
+        return {**self.counts, "mean_abs_change": float(np.mean(changes)) if changes else 0.0}
+
+
+def refine_sequence(frames: Sequence[tuple[int, Path]], out_dir: PathLike, refiner: Refiner,
+                    options: RefineOptions, progress: bool = True,
+                    plates: PlateReader | None = None) -> dict[str, Any]:
+    """Refine ``frames`` (from :func:`render_frames`) into ``out_dir`` in one pass (see
+    :func:`refine_frames`); returns figures."""
+    tally = RefineTally(len(frames))
+    items = refine_frames(frames, out_dir, refiner, options, plates)
+    for number, outcome in track(items, "refine", total=len(frames)) if progress else items:
+        tally.add(number, outcome)
+    return tally.figures()
+
+
+def _noise_motion(motion: np.ndarray | None, depth: np.ndarray | None, shape: tuple[int, int, int],
                   cell: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """This frame's motion and depth on the noise grid (for warping to the next frame)."""
-    if layers.motion is None:
+    """A frame's motion and depth on the noise grid (for warping to the next frame)."""
+    if motion is None:
         return None, None
-    depth = None if layers.depth is None else torch.from_numpy(layers.depth)
-    return motion_at(torch.from_numpy(layers.motion), shape[1:], cell, depth)
+    return motion_at(torch.from_numpy(motion), shape[1:], cell, None if depth is None else torch.from_numpy(depth))
 
 
-def _flush(pending: list[_Pending], refiner: Refiner, options: RefineOptions, figures: dict[str, Any]) -> None:
-    """Refine the pending frames in one model call and write them."""
-    if not pending:
+def _flush(pending: list[_Pending], refiner: Refiner, options: RefineOptions) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Refine the pending frames in one model call and write them (emptying ``pending``)."""
+    batch = list(pending)
+    pending.clear()
+    if not batch:
         return
-    images = torch.stack([torch.from_numpy(np.clip(p.colour, 0, 1)).permute(2, 0, 1) for p in pending])
-    strength = torch.stack([torch.from_numpy(strength_map(p.layers, options))[None] for p in pending])
-    noise = torch.stack([p.noise for p in pending])
+    images = torch.stack([torch.from_numpy(np.clip(p.colour, 0, 1)).permute(2, 0, 1) for p in batch])
+    strength = torch.stack([torch.from_numpy(strength_map(p.layers, options))[None] for p in batch])
+    noise = torch.stack([p.noise for p in batch])
     refined = refiner.refine(images, strength, noise, options.steps).permute(0, 2, 3, 1).numpy()
-    for p, result in zip(pending, refined):
+    for p, result in zip(batch, refined):
         rgb = compose(p.layers, p.colour, result, options)
         channels = dict(p.channels)
         for i, name in enumerate(COLOUR):
             channels[name] = rgb[..., i]
         mask = p.layers.synthetic > 0
-        if mask.any():
-            figures["mean_abs_change"].append(float(np.abs(rgb - p.layers.rgb)[mask].mean()))
+        change = float(np.abs(rgb - p.layers.rgb)[mask].mean()) if mask.any() else None
         if p.plate is not None:
             clean = fill_holes(refiner, p.plate, p.layers, p.noise, options)
             for i, name in enumerate(CLEAN):
                 channels[name] = clean[..., i]
-            figures["holes_filled"] += 1
         _write_frame(p.out, channels, p.header, p.key)
-        figures["refined"] += 1
-    pending.clear()
+        yield p.number, {"done": "refined", "change": change, "holes_filled": p.plate is not None}
 
 
 def _already_refined(out: Path, key: str) -> bool:
@@ -345,11 +427,31 @@ def choose_model(shot: Shot, model: PathLike | None = None, trained: bool = Fals
 
 
 def options_from_shot(shot: Shot, **overrides: Any) -> RefineOptions:
-    """:class:`RefineOptions` from ``[refine]`` (seed defaulting to ``[shot] seed``) and overrides."""
-    section = shot.config.refine
-    seed = section.seed if section.seed is not None else shot.config.shot.seed
-    options = RefineOptions(steps=section.steps, strength=section.strength, seed=seed)
+    """:class:`RefineOptions` from ``[refine]`` (seed defaulting to ``[shot] seed``) and the
+    overrides that are not None (command-line flags)."""
+    s = shot.config.refine
+    seed = s.seed if s.seed is not None else shot.config.shot.seed
+    options = RefineOptions(steps=s.steps, strength=s.strength, seed=seed, fill_holes=s.fill_holes,
+                            hole_strength=s.hole_strength, feather=s.feather, batch=s.batch)
     return replace(options, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def model_settings_from_shot(shot: Shot, **overrides: Any) -> dict[str, Any]:
+    """How a local diffusers model is run (``prompt``, ``negative_prompt``, ``guidance``) from
+    ``[refine]`` and the overrides that are not None."""
+    s = shot.config.refine
+    settings = {"prompt": s.prompt, "negative_prompt": s.negative_prompt, "guidance": s.guidance}
+    return settings | {k: v for k, v in overrides.items() if v is not None}
+
+
+def training_from_shot(shot: Shot, **overrides: Any) -> tuple[TrainSettings, PairSettings]:
+    """How the built-in refiner is trained, from ``[refine] train_*`` (seed: ``[shot] seed``);
+    ``overrides`` that are not None replace :class:`TrainSettings` fields (command-line flags)."""
+    s = shot.config.refine
+    settings = TrainSettings(max_steps=s.train_steps, max_minutes=s.train_minutes, patch=s.train_patch,
+                             channels=tuple(s.train_widths), seed=shot.config.shot.seed)
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    return settings, PairSettings(views=s.train_views)
 
 
 def run_refine(shot: Shot, *, model: PathLike | None = None, trained: bool = False,
@@ -359,8 +461,9 @@ def run_refine(shot: Shot, *, model: PathLike | None = None, trained: bool = Fal
     """``splatfx refine``: refine ``render/`` into ``refine/`` (see the module doc)."""
     options = options or options_from_shot(shot)
     folder = choose_model(shot, model, trained)
-    model_kind(folder)
-    model_settings = dict(model_settings or {})
+    model_settings = model_settings_from_shot(shot) if model_settings is None else dict(model_settings)
+    if model_kind(folder) == "builtin":  # it has no prompt: its settings must not make it rerun
+        model_settings = {}
     frames = render_frames(shot.render_dir)
     outputs = [shot.refine_dir / path.name for _, path in frames]
     config = {"model": shot.relative(folder), **asdict(options), **model_settings}
@@ -370,14 +473,68 @@ def run_refine(shot: Shot, *, model: PathLike | None = None, trained: bool = Fal
         inputs["plates"] = shot.plate_files()
 
     def work() -> dict[str, Any]:
-        refiner = load_refiner(folder, device=device, **model_settings)
         _remove_stale(shot.refine_dir, {p.name for p in outputs})
-        with shot.open_plates() if options.fill_holes else contextlib.nullcontext() as plates:
-            reader = None if plates is None else (lambda frame: plate_linear(plates.read(frame), plates.encoding))
-            figures = refine_sequence(frames, shot.refine_dir, refiner, options, progress=progress, plates=reader)
-        return {**figures, "refiner": refiner.describe()}
+        job = RefineJob(for_workers(shot), folder.resolve(), device, model_settings, options,
+                        tuple((n, path.resolve()) for n, path in frames), torch.get_num_threads())
+        tally, described = RefineTally(len(frames)), {}
+
+        def record(number: int, output: FrameOutput) -> None:
+            tally.add(number, output.info)
+            described.update(output.info["refiner"])
+
+        try:  # chunks hold whole batches: a frame is refined in the same model call as in one pass
+            farm = farm_out([n for n, _ in frames], functools.partial(refine_chunk, job), shot.config.farm, record,
+                            description="refine", chunk_multiple=options.batch, progress=progress)
+        finally:
+            _REFINER.clear()  # the model stays loaded only in workers, between their chunks
+        return {**tally.figures(), "refiner": described, "farm": farm}
 
     return run_stage(shot, "refine", config, inputs=inputs, outputs=outputs, fn=work, force=force, seed=options.seed)
+
+
+@dataclass(frozen=True)
+class RefineJob:
+    """What a refine worker needs, as plain picklable data: the shot (folder and settings),
+    the model folder and how to run it, the options, the whole sequence of render frames (a
+    chunk replays the noise warp over the frames before it) and this process's torch thread
+    count, which the workers use too (convolutions round differently with the thread count)."""
+
+    shot: Shot
+    model: Path
+    device: str
+    model_settings: dict[str, Any]
+    options: RefineOptions
+    frames: tuple[tuple[int, Path], ...]
+    threads: int
+
+
+#: The model a worker process loaded, kept between the chunks it refines.
+_REFINER = ProcessCache()
+
+
+def refine_chunk(job: RefineJob, chunk: Sequence[int]) -> Iterator[tuple[int, FrameOutput]]:
+    """Refine the consecutive frames ``chunk`` of ``job`` (in a worker, or in this process):
+    :func:`refine_frames` from the chunk's position in the sequence, with the model loaded
+    once per process; yields ``(frame, its output and what was done)`` frame by frame."""
+    numbers = [n for n, _ in job.frames]
+    start = numbers.index(chunk[0])
+    if numbers[start:start + len(chunk)] != list(chunk):
+        raise ValueError(f"refine chunk {list(chunk)} is not a run of the sequence's frames")
+    names = dict(job.frames)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        key = (str(job.model), folder_stamp(job.model), job.device, json.dumps(job.model_settings, sort_keys=True))
+        refiner = _REFINER.get(key, lambda: load_refiner(job.model, device=job.device, **job.model_settings))
+        described = refiner.describe()
+        with job.shot.open_plates() if job.options.fill_holes else contextlib.nullcontext() as plates:
+            reader = None if plates is None else (lambda frame: plate_linear(plates.read(frame), plates.encoding))
+            for number, outcome in refine_frames(job.frames, job.shot.refine_dir, refiner, job.options, reader,
+                                                 start, start + len(chunk)):
+                yield number, FrameOutput((str(job.shot.refine_dir / names[number].name),),
+                                          {**outcome, "refiner": described})
+    finally:
+        torch.set_num_threads(threads)
 
 
 def plate_linear(pixels: np.ndarray, encoding: str) -> np.ndarray:
@@ -413,8 +570,9 @@ def run_refine_train(shot: Shot, settings: TrainSettings | None = None, pairs: P
     from splatfx.formats import read_gaussians
     from splatfx.refine.builtin import make_pairs, train_refiner
 
-    settings = settings or TrainSettings(seed=shot.config.shot.seed)
-    pairs = pairs or PairSettings()
+    from_shot = training_from_shot(shot)
+    settings = settings or from_shot[0]
+    pairs = pairs or from_shot[1]
     scene_path = shot.scene_dir / "scene.ply"
     if not scene_path.is_file():
         raise InputError(scene_path, "scene.ply does not exist (run `splatfx train` first)")

@@ -40,10 +40,7 @@ from test_comp import make_shot
 from test_fx import shell
 
 CLI = [sys.executable, "-c", "import sys; from splatfx.cli import main; sys.argv[0] = 'splatfx'; main()"]
-#: ``splatfx render SHOT`` is not on the command line yet (commands/render.py has only the
-#: --scene/--data form), so the shot render runs through the function that command will call.
-RENDER_SHOT = [sys.executable, "-c", "import sys; from splatfx.render_shot import render_shot_command; "
-               "render_shot_command(sys.argv[1])"]
+RENDER_SHOT = [*CLI, "render"]
 
 
 # --- helpers ---------------------------------------------------------------------------------------

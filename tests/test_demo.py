@@ -205,5 +205,9 @@ def test_demo_again_and_run_are_up_to_date(demo) -> None:
     again = run_demo(shot.root, settings=REDUCED)
     assert again.ran == []
     assert [s.stage for s in again.stages] == STAGES
-    # `splatfx run` on the demo shot keeps the demo's refiner training settings
+    # The demo's refiner budget went into shot.toml ([refine] train_*), which `splatfx run` reads.
+    trained = Manifest.load(shot.manifest_path).last("refine-train").config
+    assert (trained["training"]["max_steps"], trained["pairs"]["views"]) == (REDUCED.refiner_steps,
+                                                                              REDUCED.refiner_views)
+    assert Shot.open(shot.root).config.refine.train_steps == REDUCED.refiner_steps
     assert run_shot(Shot.open(shot.root)).ran == []

@@ -150,25 +150,26 @@ def test_clean_plate_removes_the_structure(shot):
     from splatfx.cleanplate import fill_clean_plate, grow_footprint
     from splatfx.comp import RenderLayers
 
-    layers = RenderLayers.read(render_frame_path(shot, 1001))
+    # frame 1002: the charge (at 1001) has set every piece moving, so the whole box is taken out
+    layers = RenderLayers.read(render_frame_path(shot, 1002))
     wall, structure = srgb_to_linear(np.array(WALL_COLOUR)), srgb_to_linear(np.array(STRUCTURE_COLOUR))
     seen = (layers.structure > 0.95) & (layers.clean[..., 3] > 0.99)
     assert seen.sum() > 5000  # the wall behind the box, rendered where the box stood
     clean = layers.clean[..., :3][seen] / layers.clean[..., 3:][seen]
     assert np.abs(clean - wall).max() < 0.03 and np.linalg.norm(clean - structure, axis=1).min() > 0.5
     # the gap in the wall behind the box was never seen: a hole, filled by inpainting
-    channels, _ = read_exr(render_frame_path(shot, 1001))
-    cam = plate_camera(0)
+    channels, _ = read_exr(render_frame_path(shot, 1002))
+    cam = plate_camera(1)
     (gx0, gy0), (gx1, gy1) = cam.project(np.array([[GAP[0][0], GAP[1][0], 12.0], [GAP[0][1], GAP[1][1], 12.0]]))[0]
     inner = (slice(int(gy0) + 8, int(gy1) - 8), slice(int(gx0) + 8, int(gx1) - 8))  # blobs reach 4 px in
     assert channels["mask.holes"][inner].min() == 1.0
-    plate = srgb_to_linear(plate_pixels(shot, 1001))
+    plate = srgb_to_linear(plate_pixels(shot, 1002))
     filled = fill_clean_plate(plate, layers.clean, grow_footprint(layers.structure))
-    assert np.abs(filled[inner] - wall).max() < 0.05  # continued from the wall around the hole
+    assert np.abs(filled[inner] - wall).max() < 0.06  # continued from the wall around the hole
 
 
 def test_real_foreground_in_front_of_the_structure_keeps_the_plate(shot):
-    for i, frame in enumerate((1001, 1002, 1003)):
+    for i, frame in ((1, 1002), (2, 1003)):  # the pieces are moving
         channels, _ = read_exr(shot.comp_dir / f"comp.{frame}.exr")
         comp = np.stack([channels[c] for c in "RGB"], axis=2)
         plate = srgb_to_linear(plate_pixels(shot, frame))
@@ -181,8 +182,19 @@ def test_real_foreground_in_front_of_the_structure_keeps_the_plate(shot):
         assert np.array_equal(comp[pillar], plate[pillar])
 
 
+def test_before_any_piece_moves_the_comp_is_the_plate(shot):
+    """On the trigger's own frame no piece has moved yet: the building is the plate's, so
+    nothing is synthetic and every pixel is the plate, bit for bit."""
+    channels, _ = read_exr(render_frame_path(shot, 1001))
+    assert channels["mask.synthetic"].max() == 0 and channels["mask.structure"].max() == 0
+    comp, _ = read_exr(shot.comp_dir / "comp.1001.exr")
+    plate = plate_pixels(shot, 1001)
+    assert np.array_equal(np.stack([comp[c] for c in "RGB"], axis=2), srgb_to_linear(plate))
+    assert np.array_equal(read_image(shot.comp_dir / "comp.1001.png").pixels, plate)
+
+
 def test_outside_the_effect_the_comp_is_the_plate_bit_exact(shot):
-    for frame in (1001, 1002, 1003):
+    for frame in (1002, 1003):
         channels, header = read_exr(shot.comp_dir / f"comp.{frame}.exr")
         assert header.pixel_types["R"] == "float" and header.frame == frame
         untouched = channels["mask.synthetic"] == 0
@@ -207,7 +219,9 @@ def test_movies_contact_sheet_and_provenance(shot):
     assert sorted(per_frame) == ["1001", "1002", "1003"]
     _, header = read_exr(shot.comp_dir / "comp.1002.exr")
     assert header.attributes["splatfx/synthetic_share"] == pytest.approx(per_frame["1002"]["synthetic_share"])
-    assert all(0.02 < f["synthetic_share"] < 0.5 and f["seed"] == 0 for f in per_frame.values())
+    assert per_frame["1001"]["synthetic_share"] == 0  # nothing has moved yet
+    assert all(0.02 < per_frame[f]["synthetic_share"] < 0.5 for f in ("1002", "1003"))
+    assert all(f["seed"] == 0 for f in per_frame.values())
     assert record["config"]["grain"] == 1.0 and record["seed"] == 0
 
 

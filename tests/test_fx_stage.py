@@ -66,17 +66,22 @@ def test_fx_stages_make_a_collapse_and_snow_animation(shot):
     assert report["count"] == 4000 and report["total"] == 7000  # exactly the building
     anim = load_animation(Shot.open(shot.root))
     first, last = anim.at(0), anim.at(23)
-    assert {ELEMENTS["scene"], ELEMENTS["fragment"], ELEMENTS["snow"]} <= set(np.unique(first.element))
+    # before anything moves, the building is the plate's own: drawn as scene, nothing taken out
+    assert set(np.unique(first.element)) == {ELEMENTS["scene"], ELEMENTS["snow"]}
+    assert len(first.removed) == 0
+    scene = first.element == ELEMENTS["scene"]
+    assert scene.sum() == 7000 and np.array_equal(np.sort(first.source_index[scene]), np.arange(7000))
+    # once pieces break loose they are synthetic, and their rows are taken out of the plate
+    moving = last.element == ELEMENTS["fragment"]
+    assert moving.any() and set(last.source_index[moving]) <= set(last.removed) and last.removed.max() < 4000
     # fracture-face fill appears only once the pieces have broken loose
     assert ELEMENTS["fill"] not in first.element and ELEMENTS["fill"] in last.element
-    ground = first.element == ELEMENTS["scene"]
-    assert ground.sum() == 3000 and np.array_equal(first.source_index[ground], np.arange(4000, 7000))
     assert (last.element == ELEMENTS["debris"]).any()
     # the building's remaining pieces have moved down in the world (world = 2 R x)
     def world_z(fg):
-        moved = fg.element == ELEMENTS["fragment"]
-        z = (2.0 * fg.gaussians.means.double().numpy()[moved] @ np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]).T)[:, 2]
-        return dict(zip(fg.source_index[moved], z))
+        piece = (fg.source_index >= 0) & (fg.source_index < 4000)
+        z = (2.0 * fg.gaussians.means.double().numpy()[piece] @ np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]).T)[:, 2]
+        return dict(zip(fg.source_index[piece], z))
     before, after = world_z(first), world_z(last)
     common = sorted(set(before) & set(after))
     assert len(common) > 1000

@@ -40,7 +40,7 @@ from rich.console import Console
 
 from splatfx.atomic import write_text_atomic
 from splatfx.camera import Camera
-from splatfx.cleanplate import render_clean_pass
+from splatfx.cleanplate import CleanPass, render_clean_pass
 from splatfx.config import config_to_dict
 from splatfx.errors import InputError
 from splatfx.farm import FrameOutput, ProcessCache, farm_out, for_workers, with_farm
@@ -60,6 +60,8 @@ FLOAT_CHANNELS = ("depth.Z", "motion.u", "motion.v")
 #: Render EXRs are intermediate files, mostly flat or empty layers: RLE writes them 2-3× faster
 #: than ZIP for about 15 % more bytes (measured on the benchmark shot).
 RENDER_COMPRESSION = "rle"
+#: The last clean pass rendered: its camera, the scene rows it left out, and the pass.
+CleanCache = tuple[Camera, np.ndarray, CleanPass]
 
 
 # --- per-frame bookkeeping ------------------------------------------------------------------------
@@ -296,16 +298,17 @@ def render_chunk(job: RenderJob, frames: Sequence[int]) -> Iterator[tuple[int, F
            len(shot.frames), shot.config.shot.fps)
     with torch_threads(1):
         animation = _ANIMATION.get(key, lambda: load_animation(shot))
-        clean_cache: tuple[Camera, Any] | None = None
+        clean_cache: CleanCache | None = None
         for frame in frames:
             output, clean_cache = render_frame(shot, animation, frame, job.frames[frame], clean_cache)
             yield frame, output
 
 
 def render_frame(shot: Shot, animation: ShotAnimation, frame: int, job: FrameJob,
-                 clean_cache: tuple[Camera, Any] | None) -> tuple[FrameOutput, tuple[Camera, Any] | None]:
+                 clean_cache: CleanCache | None) -> tuple[FrameOutput, CleanCache | None]:
     """Render one frame's passes into its EXR; the clean pass is reused from ``clean_cache``
-    (the previous frame's) when the camera did not move. Returns the output and the cache."""
+    (the previous frame's) when the camera and the removed pieces did not change. Returns
+    the output and the cache."""
     passes = shot.config.render.passes
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -315,11 +318,13 @@ def render_frame(shot: Shot, animation: ShotAnimation, frame: int, job: FrameJob
     layers = render_passes(gaussians, job.camera, job.following)
     channels = layers.channels(passes)
     _lap(timings, "passes", t)
-    if "mask" in passes and animation.removed is not None:
+    if "mask" in passes and gaussians.removed is not None:
         t = time.perf_counter()
-        if clean_cache is None or not _same_camera(clean_cache[0], job.camera):
-            clean_cache = (job.camera, render_clean_pass(animation.scene, animation.removed, job.camera))
-        channels |= clean_cache[1].channels()
+        if clean_cache is None or not _same_camera(clean_cache[0], job.camera) or \
+                not np.array_equal(clean_cache[1], gaussians.removed):
+            clean_cache = (job.camera, gaussians.removed,
+                           render_clean_pass(animation.scene, gaussians.removed, job.camera))
+        channels |= clean_cache[2].channels()
         _lap(timings, "clean", t)
     t = time.perf_counter()
     path = render_frame_path(shot, frame)

@@ -27,13 +27,15 @@ ELEMENTS = {"scene": 0, "fragment": 1, "fill": 2, "debris": 3, "dust": 4, "snow"
 @dataclass
 class FrameGaussians:
     """One frame's Gaussians (solve coordinates), their element id (N,), their motion to
-    the next frame (N,3, solve units per frame), and their row in the source scene (−1 for
-    Gaussians the effect created)."""
+    the next frame (N,3, solve units per frame), their row in the source scene (−1 for
+    Gaussians the effect created), and the scene rows the effect has taken out of the plate
+    by this frame (the pieces that have moved; None without a collapse)."""
 
     gaussians: Gaussians
     element: np.ndarray
     motion: np.ndarray
     source_index: np.ndarray
+    removed: np.ndarray | None = None
 
 
 @dataclass
@@ -95,8 +97,9 @@ class ShotAnimation:
         element = [np.full(len(static), ELEMENTS["scene"], np.int8)]
         motion = [np.zeros((len(static), 3))]
         source = [np.nonzero(keep)[0]]
+        removed = None
         if self.fragments is not None:
-            g, m, e, s = self._fragments_at(t)
+            g, m, e, s, removed = self._fragments_at(t)
             parts.append(g), motion.append(m), element.append(e), source.append(s)
         for name, cache in self.particles.items():
             g, m = self._particles_at(cache, t)
@@ -106,13 +109,17 @@ class ShotAnimation:
         degree = self.scene.sh_degree
         parts = [p if p.sh_degree == degree else _with_degree(p, degree) for p in parts]
         return FrameGaussians(Gaussians.cat(parts), np.concatenate(element), np.concatenate(motion).astype(np.float32),
-                              np.concatenate(source))
+                              np.concatenate(source), removed)
 
     def _fragment_pose(self, t: int, f: int) -> tuple[np.ndarray, np.ndarray]:
         cache = self.fragments.cache
         return self.frame.rigid_to_solve(quat_to_rotmat(cache.quats[t, f]), cache.centroids[f], cache.positions[t, f])
 
-    def _fragments_at(self, t: int) -> tuple[Gaussians, np.ndarray, np.ndarray, np.ndarray]:
+    def _fragments_at(self, t: int) -> tuple[Gaussians, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The fragments' Gaussians at frame ``t``, their motion, element and source row, and
+        the scene rows of the pieces that have moved. A piece still at rest is the plate's
+        own structure: its Gaussians are drawn as ``scene`` (not synthetic), so the comp keeps
+        the plate there until the piece breaks loose."""
         frag = self.fragments
         cache = frag.cache
         g = frag.gaussians
@@ -136,12 +143,19 @@ class ShotAnimation:
                 sh[index] = rotate_sh(g.sh[index], rot)
         # fracture-face fill shows only once its piece has broken loose (moved or turned), so
         # it never shines through the intact structure's translucent surfaces
-        moved = (np.linalg.norm(cache.positions[t] - cache.positions[0], axis=1) > 0.01) | \
-            (np.abs(np.abs((cache.quats[t] * cache.quats[0]).sum(axis=1)) - 1.0) > 1e-5)
-        visible = cache.visible[t][frag.labels] & ((frag.element != ELEMENTS["fill"]) | moved[frag.labels])
-        moved = g.replace(means=torch.from_numpy(out_means).float(), quats=quats, sh=sh)
+        moved = self.pieces_moved(t)[frag.labels]
+        visible = cache.visible[t][frag.labels] & ((frag.element != ELEMENTS["fill"]) | moved)
+        element = np.where(moved, frag.element, ELEMENTS["scene"]).astype(np.int8)
+        removed = np.unique(frag.source_index[moved & (frag.source_index >= 0)])
+        posed = g.replace(means=torch.from_numpy(out_means).float(), quats=quats, sh=sh)
         rows = torch.from_numpy(visible)
-        return moved[rows], (next_means - out_means)[visible], frag.element[visible], frag.source_index[visible]
+        return posed[rows], (next_means - out_means)[visible], element[visible], frag.source_index[visible], removed
+
+    def pieces_moved(self, t: int) -> np.ndarray:
+        """(F,) bool: which pieces have moved (1 cm) or turned away from their rest pose by frame ``t``."""
+        cache = self.fragments.cache
+        return (np.linalg.norm(cache.positions[t] - cache.positions[0], axis=1) > 0.01) | \
+            (np.abs(np.abs((cache.quats[t] * cache.quats[0]).sum(axis=1)) - 1.0) > 1e-5)
 
     def _particles_at(self, cache: ParticleCache, t: int) -> tuple[Gaussians, np.ndarray]:
         live = cache.alive[t] & (cache.opacities[t] > 1e-3)

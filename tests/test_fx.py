@@ -115,6 +115,17 @@ def test_demolition_falls_and_comes_to_rest_on_the_ground(building):
     assert np.median(speed[cache.visible[-1]]) < 0.2  # the pile has settled
 
 
+def test_nothing_moves_before_the_trigger_even_when_the_structure_is_loose(building):
+    """A scan is rarely one welded piece: a loose, unanchored structure still stands as the
+    plates show it until its demolition frame, then falls."""
+    *_, points, labels = building
+    count = int(labels.max()) + 1
+    settings = CollapseSettings(trigger="demolition", trigger_frame=5, anchored=False, glue_strength=0.0)
+    cache = simulate_collapse(points + (0.0, 0.0, 0.5), labels, count, 12, 24.0, settings)  # hovering 0.5 m up
+    assert np.array_equal(cache.positions[:5], np.broadcast_to(cache.positions[0], cache.positions[:5].shape))
+    assert (cache.positions[11, :, 2] < cache.positions[0, :, 2] - 0.05)[cache.visible[11]].all()
+
+
 def test_same_seed_same_cache_and_fall_time_scales_with_sqrt_height():
     block = np.random.default_rng(0).uniform((0, 0, 0), (0.5, 0.5, 0.5), (400, 3))
 

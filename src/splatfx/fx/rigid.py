@@ -8,8 +8,9 @@ exceeds its load at rest (measured by letting the intact structure stand for a m
 first) by more than ``glue_strength`` times the weight of the pair: so any structure
 stands by itself, and only what a trigger adds (a lost support, a hit, a blast) breaks
 it. A step that overloads welds is taken again without them, so a blow is not passed on
-through glue that breaks under it. A structure glued to the ground throughout stands
-still until the trigger, so those frames are not simulated. A trigger starts the collapse:
+through glue that breaks under it. Nothing moves before the trigger (those frames are not
+simulated): the structure stands as the plates show it, even where a scanned structure is
+not one welded piece. A trigger starts the collapse:
 
 - ``demolition``: at frame F the supports (the lowest layer and every piece standing on
   the base) crumble: they lose their welds and collisions and leave the simulation (the
@@ -259,8 +260,10 @@ def simulate_collapse(points: np.ndarray, labels: np.ndarray, count: int, frames
     gone = np.zeros(count, dtype=bool)
     events: list[dict] = []
     touching = np.zeros(count, dtype=bool)
-    # a structure glued to the ground throughout stands still until the trigger: skip those steps
-    standing = bool(len(grounded)) and _all_anchored(count, pairs, grounded)
+    # nothing happens before a trigger fires: the structure stands as the plates show it (a real
+    # scan is rarely one welded piece, and a loose or soft part would sag or drop on its own);
+    # with no trigger, a structure glued to the ground throughout stands still too
+    standing = settings.trigger != "none" or (bool(len(grounded)) and _all_anchored(count, pairs, grounded))
     for frame in range(frames):
         if frame == settings.trigger_frame:
             _fire_trigger(model, data, settings, supports, weld_pairs, bond_limit, hulls, gone, events, frame, count)

@@ -196,6 +196,66 @@ def test_many_channels_match_three_at_a_time():
         assert torch.equal(part_alpha, full_alpha)
 
 
+def test_bins_list_entries_by_depth_then_id():
+    """Every bin holds its entries front to back, ties (and repeated depths) by entry id, negative depths first."""
+    from splatfx.raster._cpu_raster import bin_gaussians
+
+    rng = np.random.default_rng(5)
+    m = 2 * 3000  # two cameras
+    depths = rng.choice(np.array([-3.5, -0.25, 0.5, 2.0, 2.0000002, 7.0], np.float32), m)
+    depths[::3] = rng.uniform(-2.0, 50.0, m)[::3].astype(np.float32)
+    means2d = rng.uniform(-10.0, 74.0, (m, 2)).astype(np.float32)
+    radii = rng.integers(0, 24, (m, 2)).astype(np.int32)
+    bins = bin_gaussians(means2d, radii, depths, 2, 64, 40)
+    ids = bins.flatten_ids.astype(np.int64)
+    assert bins.n_isects == bins.tiles_per_gauss.sum() > 0
+    assert np.array_equal(np.bincount(ids, minlength=m), bins.tiles_per_gauss)
+    for b in range(len(bins.tile_offsets) - 1):
+        seg = ids[bins.tile_offsets[b] : bins.tile_offsets[b + 1]]
+        assert np.all(seg // 3000 == b // (bins.tiles_x * bins.tiles_y)), "an entry of another camera"
+        d = depths[seg]
+        assert np.all((d[1:] > d[:-1]) | ((d[1:] == d[:-1]) & (seg[1:] > seg[:-1]))), f"bin {b} out of order"
+
+
+def test_float32_exp_is_within_one_ulp():
+    """The compositing's inline exp(−s) stays within one float32 ulp of the exact value on [0, 16]."""
+    from numba import njit
+
+    from splatfx.raster._cpu_raster import _exp_neg
+
+    @njit
+    def evaluate(s: np.ndarray, out: np.ndarray) -> None:
+        for k in range(s.shape[0]):
+            out[k] = _exp_neg(s[k])
+
+    s = np.concatenate([np.linspace(0.0, 16.0, 400_001), [-1.0, 20.0]]).astype(np.float32)
+    out = np.empty_like(s)
+    evaluate(s, out)
+    exact = np.exp(-np.clip(s[:-2].astype(np.float64), 0.0, None))
+    ulps = np.abs(out[:-2] - exact) / np.spacing(exact.astype(np.float32))
+    assert ulps.max() <= 1.01
+    assert out[-2] == 1.0 and 0.0 < out[-1] < 2e-7  # clamped below 0, and at 16 above
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+@pytest.mark.parametrize("n", [1, 7, 64, 1000])
+def test_parallel_for_covers_every_index_once(monkeypatch, interleave: bool, n: int):
+    from numba import njit
+
+    from splatfx.raster._cpu_threads import parallel_for
+
+    @njit(nogil=True)
+    def count(start: int, stop: int, step: int, hits: np.ndarray) -> None:
+        for k in range(start, stop, step):
+            hits[k] += 1
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    hits = np.zeros(n, np.int64)
+    parallel_for(count, n, hits, interleave=interleave)
+    parallel_for(count, n, hits, interleave=interleave, grain=300)
+    assert np.all(hits == 2)
+
+
 def test_expected_depth_of_an_opaque_gaussian_is_its_depth():
     viewmats, ks = _pinhole(16, 16, 40.0)
     images, alphas, _ = rasterize(

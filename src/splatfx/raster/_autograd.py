@@ -105,18 +105,18 @@ class RasterizeToPixels(torch.autograd.Function):
             _np32(opacities).reshape(n_cam * n),
         )
         bg = _np32(backgrounds)
-        images, t_final, last_ids, hits = rasterize_forward(splats, bins, bg, width, height)
-        ctx.state = (splats, bins, bg, width, height, t_final, last_ids, hits, absgrad)
+        images, t_final, last_ids, spans = rasterize_forward(splats, bins, bg, width, height)
+        ctx.state = (splats, bins, bg, width, height, t_final, last_ids, spans, absgrad)
         ctx.save_for_backward(means2d)
         return torch.from_numpy(images), torch.from_numpy(1.0 - t_final).unsqueeze(-1)
 
     @staticmethod
     def backward(ctx: Any, v_images: Tensor, v_alphas: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         (means2d,) = ctx.saved_tensors
-        splats, bins, bg, width, height, t_final, last_ids, hits, absgrad = ctx.state
+        splats, bins, bg, width, height, t_final, last_ids, spans, absgrad = ctx.state
         n_cam, n = means2d.shape[:2]
         grads = rasterize_backward(
-            splats, bins, bg, width, height, t_final, last_ids, hits,
+            splats, bins, bg, width, height, t_final, last_ids, spans,
             _np32(v_images), _np32(v_alphas).reshape(t_final.shape), n_cam * n, absgrad,
         )
         grads_t = torch.from_numpy(grads).reshape(n_cam, n, grads.shape[1])

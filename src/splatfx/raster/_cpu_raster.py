@@ -6,27 +6,32 @@ entries ``e = c·N + g`` (gsplat's non-packed ``flatten_ids``). The image is cut
 
 Binning (:func:`bin_gaussians`): each visible entry covers the tiles that hold a pixel
 centre inside its bounding box (``|x + ½ − u| ≤ r_x`` and likewise in y). Entries are
-sorted once by depth (ties by entry id, so by Gaussian id within a camera), then counted
-and scattered into bins chunk by chunk: every bin lists its entries front to back, and
-the result is identical whatever the thread count. :func:`gather_splats` then copies each
-intersection's Gaussian into intersection order, so a tile reads its splats in sequence.
+sorted once by depth (a stable radix sort, so ties stay in entry order, i.e. by Gaussian id
+within a camera), then counted and scattered into bins chunk by chunk: every bin lists its
+entries front to back, and the result is identical whatever the thread count.
+:func:`gather_splats` then copies each intersection's Gaussian into intersection order, so
+a tile reads its splats in sequence.
 
-Compositing (:func:`rasterize_forward`): one task per bin walks its list front to back.
-Each splat touches only the tile rows where its ellipse ``σ ≤ ln(255·o)`` (with a small
-margin) lies, and every pixel of those rows is evaluated branch-free (selects, an inline
-exp), which LLVM vectorises. Per pixel, exactly as gsplat: ``σ = ½(a dx² + c dy²) + b dx dy``
-with ``(dx, dy) = mean − (x+½, y+½)``; skip ``σ < 0``; ``α = min(0.99, o·exp(−σ))``; skip
-``α < 1/255``; stop before a Gaussian that would take the transmittance to ``≤ 1e-4``.
-The pixel values do not depend on the loop order. The forward keeps the final
-transmittance and the index of the last contributing intersection per pixel.
+Compositing (:func:`rasterize_forward`): one task per bin walks its list front to back,
+keeping the tile's per-pixel state in one workspace of fixed rows (see PANEL, BLOCK). Each
+splat is evaluated only on the row pairs of each 8-column panel that its ellipse
+``σ ≤ ln(255·o)`` (with a small margin) can reach, every slot there branch-free (selects,
+an inline float32 exp), which LLVM vectorises 16 lanes at a time. Per pixel, exactly as
+gsplat: ``σ = ½(a dx² + c dy²) + b dx dy`` with ``(dx, dy) = mean − (x+½, y+½)``; skip
+``σ < 0``; ``α = min(0.99, o·exp(−σ))``; skip ``α < 1/255``; stop before a Gaussian that
+would take the transmittance to ``≤ 1e-4``. The pixel values do not depend on the loop
+order. The forward keeps the final transmittance and the last contributing intersection
+per pixel, and for each intersection the BLOCKs where it contributed at all.
 
-Backward (:func:`rasterize_backward`): the same walk back to front from each pixel's last
-contributor, recovering the transmittance by division (``T ← T/(1−α)``) and the colour of
-what lies behind from a running buffer; ``σ`` and ``exp(−σ)`` are recomputed by the same
-vectorised code as the forward, so both passes take identical decisions. Gradients of one
-intersection are summed over its pixels and written to that intersection's own row;
+Backward (:func:`rasterize_backward`): the same walk back to front, but each splat only over
+the BLOCKs where the forward used it; the transmittance is recovered by division
+(``T ← T/(1−α)``) and the colour of what lies behind from a running buffer; ``σ`` and
+``exp(−σ)`` come from the forward's own function (:func:`_falloff`), so both passes take
+identical decisions. A splat's gradients are summed over its pixels in vectorised
+(reassociated, but fixed-order) sums and written to that intersection's own row;
 :func:`_reduce_rows_kernel` then sums each entry's rows in a fixed order. No two threads
-write the same memory, and the result is bit-identical from run to run.
+write the same memory, and the result is bit-identical from run to run and for any
+thread count.
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ REC = 8  # per-intersection record: u, v, conic a, b, c, opacity, ellipse half-h
 PANEL = 8
 BLOCK = 2 * PANEL
 CAP = TILE_SIZE * TILE_SIZE  # buffer slots per tile
+_BLOCK_U = np.uint64(BLOCK)
+_BLOCK_SHIFT = np.uint64(4)  # log2(BLOCK)
+PANEL_BLOCKS = PANEL * TILE_SIZE // BLOCK  # BLOCKs per panel
 OPEN_CHECK = 8  # the forward checks every this many splats whether a tile is finished
 FUSED = 4  # channels handled inside the main per-slot loops (zero-padded); further ones take extra passes
 # exp(−s) (see _exp_neg): Cephes' expf constants
@@ -124,26 +132,102 @@ def _tile_rects_kernel(
     step: int,
     means2d: np.ndarray,  # (M, 2) float32
     radii: np.ndarray,  # (M, 2) int32
+    depth_bits: np.ndarray,  # (M,) uint32: the float32 depths' bit patterns
     width: int,
     height: int,
     tile_size: int,
     rects: np.ndarray,  # out (M, 4) int32: tile x0, x1 (exclusive), y0, y1 (exclusive)
     counts: np.ndarray,  # out (M,) int32
+    keys: np.ndarray,  # out (M,) uint32: depth as an unsigned key in the same order (see _depth_key)
 ) -> None:
     for e in range(start, stop, step):
+        counts[e] = 0
         rx, ry = radii[e, 0], radii[e, 1]
         if rx <= 0 or ry <= 0:
-            counts[e] = 0
             continue
         x0, x1, y0, y1 = _pixel_box(float(means2d[e, 0]), float(means2d[e, 1]), rx, ry, width, height)
         if x0 > x1 or y0 > y1:
-            counts[e] = 0
             continue
         rects[e, 0] = x0 // tile_size
         rects[e, 1] = x1 // tile_size + 1
         rects[e, 2] = y0 // tile_size
         rects[e, 3] = y1 // tile_size + 1
         counts[e] = (rects[e, 1] - rects[e, 0]) * (rects[e, 3] - rects[e, 2])
+        keys[e] = _depth_key(depth_bits[e])
+
+
+@njit(nogil=True, fastmath=False, cache=True)
+def _depth_key(bits: np.uint32) -> np.uint32:
+    """An unsigned integer that orders like the float32 with these bits (negatives reversed below positives)."""
+    if bits >> np.uint32(31):
+        return np.uint32(~bits)
+    return np.uint32(bits | np.uint32(0x80000000))
+
+
+@njit(nogil=True, fastmath=False, cache=True)
+def _depth_order(
+    keys: np.ndarray, counts: np.ndarray, rects: np.ndarray, gauss_offsets: np.ndarray
+) -> tuple:
+    """The entries with ``counts > 0`` sorted by ``keys`` (ties by entry id), their rects and first intersections.
+
+    Also fills ``gauss_offsets`` (M+1) with the running sum of ``counts``. The sort is a
+    stable least-significant-digit radix sort, 8 bits a pass, skipping passes in which
+    every key has the same digit (e.g. the exponent byte of depths within one octave).
+    """
+    m = counts.shape[0]
+    n_vis = 0
+    gauss_offsets[0] = 0
+    for e in range(m):
+        gauss_offsets[e + 1] = gauss_offsets[e] + counts[e]
+        n_vis += counts[e] > 0
+    ids = np.empty(n_vis, dtype=np.int64)
+    key = np.empty(n_vis, dtype=np.uint32)
+    j = 0
+    for e in range(m):
+        if counts[e] > 0:
+            ids[j] = e
+            key[j] = keys[e]
+            j += 1
+    ids_tmp = np.empty_like(ids)
+    key_tmp = np.empty_like(key)
+    hist = np.empty(256, dtype=np.int64)
+    for shift in range(0, 32, 8):
+        hist[:] = 0
+        for j in range(n_vis):
+            hist[(key[j] >> np.uint32(shift)) & np.uint32(255)] += 1
+        if hist.max() == n_vis:
+            continue  # one digit for all: this pass would not move anything
+        total = 0
+        for d in range(256):
+            total, hist[d] = total + hist[d], total
+        for j in range(n_vis):
+            d = (key[j] >> np.uint32(shift)) & np.uint32(255)
+            ids_tmp[hist[d]] = ids[j]
+            key_tmp[hist[d]] = key[j]
+            hist[d] += 1
+        ids, ids_tmp = ids_tmp, ids
+        key, key_tmp = key_tmp, key
+    sorted_rects = np.empty((n_vis, 4), dtype=np.int32)
+    first_isect = np.empty(n_vis, dtype=np.int64)
+    for j in range(n_vis):
+        e = ids[j]
+        for k in range(4):
+            sorted_rects[j, k] = rects[e, k]
+        first_isect[j] = gauss_offsets[e]
+    return ids, sorted_rects, first_isect
+
+
+@njit(nogil=True, fastmath=False, cache=True)
+def _bin_cursors(chunk_counts: np.ndarray, tile_offsets: np.ndarray, cursors: np.ndarray) -> None:
+    """Bin offsets (C·T+1) from the per-chunk counts (K, C·T), and each chunk's first slot in each bin."""
+    n_chunks, n_bins = chunk_counts.shape
+    tile_offsets[0] = 0
+    for b in range(n_bins):
+        p = tile_offsets[b]
+        for k in range(n_chunks):
+            cursors[k, b] = p
+            p += chunk_counts[k, b]
+        tile_offsets[b + 1] = p
 
 
 @njit(nogil=True, fastmath=False, cache=True)
@@ -199,16 +283,6 @@ def _bin_scatter_kernel(
                     j += 1
 
 
-def _depth_order(depths: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``ids`` sorted by depth, ties by id: one unique 64-bit key per entry, so any sort is stable."""
-    bits = depths[ids].view(np.uint32).astype(np.uint64)
-    negative = (bits >> np.uint64(31)) == 1
-    bits = np.where(negative, ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(0x80000000))  # IEEE order
-    keys = (bits << np.uint64(32)) | ids.astype(np.uint64)
-    keys.sort()
-    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-
-
 def bin_gaussians(
     means2d: np.ndarray,  # (M, 2) float32
     radii: np.ndarray,  # (M, 2) int32
@@ -225,20 +299,20 @@ def bin_gaussians(
     tiles_y = -(-height // tile_size)
     n_tiles = tiles_x * tiles_y
     n_bins = n_cameras * n_tiles
-    rects = np.zeros((m, 4), dtype=np.int32)
-    counts = np.zeros(m, dtype=np.int32)
+    rects = np.empty((m, 4), dtype=np.int32)
+    counts = np.empty(m, dtype=np.int32)
+    keys = np.empty(m, dtype=np.uint32)
     if m:
         parallel_for(
-            _tile_rects_kernel, m, means2d, radii, int(width), int(height), int(tile_size), rects, counts, grain=16384
+            _tile_rects_kernel, m, means2d, radii, depths.view(np.uint32), int(width), int(height), int(tile_size),
+            rects, counts, keys, grain=16384,
         )
-    gauss_offsets = np.zeros(m + 1, dtype=np.int64)
-    np.cumsum(counts, out=gauss_offsets[1:])
+    gauss_offsets = np.empty(m + 1, dtype=np.int64)
+    # read in order by the count and scatter passes
+    sorted_ids, sorted_rects, first_isect = _depth_order(keys, counts, rects, gauss_offsets)
     n_isects = int(gauss_offsets[-1])
     if n_isects >= 2**31:
         raise ValueError(f"rasterize: {n_isects} tile intersections exceed the CPU backend's int32 indices")
-    sorted_ids = _depth_order(depths, np.flatnonzero(counts))
-    sorted_rects = rects[sorted_ids]  # read in order by the count and scatter passes
-    first_isect = gauss_offsets[sorted_ids]
     n_chunks = max(1, min(64, sorted_ids.shape[0] // 4096))
     chunk_len = -(-sorted_ids.shape[0] // n_chunks) if sorted_ids.shape[0] else 1
     chunk_counts = np.zeros((n_chunks, n_bins), dtype=np.int64)
@@ -246,9 +320,9 @@ def bin_gaussians(
         parallel_for(
             _bin_count_kernel, n_chunks, sorted_ids, sorted_rects, n_gauss, tiles_x, n_tiles, chunk_len, chunk_counts
         )
-    tile_offsets = np.zeros(n_bins + 1, dtype=np.int64)
-    np.cumsum(chunk_counts.sum(axis=0), out=tile_offsets[1:])
-    cursors = tile_offsets[None, :-1] + np.cumsum(chunk_counts, axis=0) - chunk_counts
+    tile_offsets = np.empty(n_bins + 1, dtype=np.int64)
+    cursors = np.empty((n_chunks, n_bins), dtype=np.int64)
+    _bin_cursors(chunk_counts, tile_offsets, cursors)
     flatten_ids = np.empty(n_isects, dtype=np.int32)
     isect_pos = np.empty(n_isects, dtype=np.int64)
     if n_isects:
@@ -294,39 +368,51 @@ def _half_extents(a: float, b: float, c: float, opacity: float) -> tuple:
 
 
 @njit(nogil=True, fastmath=False, cache=True)
+def _entry_kernel(
+    start: int,
+    stop: int,
+    step: int,
+    counts: np.ndarray,  # (M,) int32: tiles per entry (0: not drawn)
+    means2d: np.ndarray,
+    conics: np.ndarray,
+    opacities: np.ndarray,
+    table: np.ndarray,  # out (M, REC) float32
+) -> None:
+    """The record (see :class:`Splats`) of entries ``start:stop:step`` that are drawn."""
+    for e in range(start, stop, step):
+        if counts[e] == 0:
+            continue
+        half_h, half_w = _half_extents(float(conics[e, 0]), float(conics[e, 1]), float(conics[e, 2]),
+                                       float(opacities[e]))
+        table[e, 0] = means2d[e, 0]
+        table[e, 1] = means2d[e, 1]
+        table[e, 2] = conics[e, 0]
+        table[e, 3] = conics[e, 1]
+        table[e, 4] = conics[e, 2]
+        table[e, 5] = opacities[e]
+        table[e, 6] = half_h
+        table[e, 7] = half_w
+
+
+@njit(nogil=True, fastmath=False, cache=True)
 def _gather_kernel(
     start: int,
     stop: int,
     step: int,
-    gauss_offsets: np.ndarray,  # (M+1,) int64
-    isect_pos: np.ndarray,  # (n_isects,) int64
-    means2d: np.ndarray,
-    conics: np.ndarray,
-    opacities: np.ndarray,
+    flatten_ids: np.ndarray,  # (n_isects,) int32
+    table: np.ndarray,  # (M, REC) float32 entry records
     colors: np.ndarray,  # (M, D)
     rec: np.ndarray,  # out (n_isects, REC) float32
     rec_col: np.ndarray,  # out (n_isects, ≥ D) float32, zeroed
 ) -> None:
-    """Write entries ``start:stop:step`` to each of their intersections (entry data read once, in order)."""
+    """Copy the record and channels of each intersection ``start ≤ p < stop`` (writes in order, reads at random)."""
     n_ch = colors.shape[1]
-    for e in range(start, stop, step):
-        lo, hi = gauss_offsets[e], gauss_offsets[e + 1]
-        if lo == hi:
-            continue
-        half_h, half_w = _half_extents(float(conics[e, 0]), float(conics[e, 1]), float(conics[e, 2]),
-                                       float(opacities[e]))
-        for j in range(lo, hi):
-            p = isect_pos[j]
-            rec[p, 0] = means2d[e, 0]
-            rec[p, 1] = means2d[e, 1]
-            rec[p, 2] = conics[e, 0]
-            rec[p, 3] = conics[e, 1]
-            rec[p, 4] = conics[e, 2]
-            rec[p, 5] = opacities[e]
-            rec[p, 6] = half_h
-            rec[p, 7] = half_w
-            for k in range(n_ch):
-                rec_col[p, k] = colors[e, k]
+    for p in range(start, stop, step):
+        e = flatten_ids[p]
+        for k in range(REC):
+            rec[p, k] = table[e, k]
+        for k in range(n_ch):
+            rec_col[p, k] = colors[e, k]
 
 
 def gather_splats(
@@ -336,10 +422,11 @@ def gather_splats(
     rec = np.empty((bins.n_isects, REC), dtype=np.float32)
     rec_col = np.zeros((bins.n_isects, max(FUSED, colors.shape[1])), dtype=np.float32)
     if bins.n_isects:
+        table = np.empty((means2d.shape[0], REC), dtype=np.float32)
         parallel_for(
-            _gather_kernel, means2d.shape[0], bins.gauss_offsets, bins.isect_pos, means2d, conics, opacities,
-            colors, rec, rec_col, grain=4096,
+            _entry_kernel, means2d.shape[0], bins.tiles_per_gauss, means2d, conics, opacities, table, grain=4096
         )
+        parallel_for(_gather_kernel, bins.n_isects, bins.flatten_ids, table, colors, rec, rec_col, grain=16384)
     return Splats(rec, rec_col)
 
 
@@ -401,26 +488,38 @@ def _exp_neg(s: np.float32) -> np.float32:
     return p * (np.float32(np.int32(1) << ((np.int32(23) - n) & np.int32(31))) * TWO_M23)  # 2^−n, exact: n ≤ 23
 
 
+@njit(nogil=True, fastmath=False, cache=True)
+def _falloff(dx: np.float32, dy: np.float32, ha: np.float32, b: np.float32, hc: np.float32) -> tuple:
+    """``σ = ½(a dx² + c dy²) + b dx dy`` (given ``ha = a/2``, ``hc = c/2``: the same bits) and ``exp(−σ)``.
+
+    The one place both passes take σ from, so the backward replays the forward's exact values.
+    """
+    sigma = ha * dx * dx + hc * dy * dy + b * dx * dy
+    return sigma, _exp_neg(sigma)
+
+
 @njit(nogil=True, fastmath=False, cache=True, inline="always")
 def _composite_slots(
     i: int, q0: np.uint64, q1: np.uint64,
     u: np.float32, v: np.float32, ca: np.float32, cb: np.float32, cc: np.float32, op: np.float32,
     c0: np.float32, c1: np.float32, c2: np.float32, c3: np.float32,
     ws: np.ndarray, last: np.ndarray, n_ch: int,
-) -> bool:
-    """Composite splat ``i`` over the tile slots ``q0 ≤ q < q1``; return whether it was used at any of them.
+) -> tuple:
+    """Composite splat ``i`` over the tile slots ``q0 ≤ q < q1``; return the first and last BLOCK (of the tile)
+    where it was used (first > last if nowhere).
 
     Every slot is evaluated with selects instead of branches, so LLVM vectorises the loop
     (16 lanes); the exact per-pixel tests decide what changes. Slots outside the image
-    have ``T = 0`` and never change. The first FUSED channels (``splatfx.raster..c3``) are accumulated
+    have ``T = 0`` and never change. The first FUSED channels (``c0..c3``) are accumulated
     here; the weight ``α·T`` (0 if unused) is left in row F_W for any further channels.
     """
-    used = False
+    lo = np.int32(CAP)
+    hi = np.int32(-1)
+    ha = HALF * ca
+    hc = HALF * cc
     for q in range(q0, q1):
-        dx = u - ws[F_X + q]
-        dy = v - ws[F_Y + q]
-        sigma = HALF * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        alpha = min(ALPHA_MAX, op * _exp_neg(sigma))
+        sigma, vis = _falloff(u - ws[F_X + q], v - ws[F_Y + q], ha, cb, hc)
+        alpha = min(ALPHA_MAX, op * vis)
         t = ws[F_T + q]
         next_t = t * (ONE - alpha)
         hit = (sigma >= ZERO) & (alpha >= ALPHA_MIN) & (t > ZERO)
@@ -430,7 +529,9 @@ def _composite_slots(
         ws[F_T + q] = next_t if use else (-t if end else t)
         last[q] = i if use else last[q]
         ws[F_W + q] = w
-        used |= use
+        block = np.int32(q >> _BLOCK_SHIFT)  # int32 min/max reductions keep the loop at 16 lanes
+        lo = min(lo, block if use else np.int32(CAP))
+        hi = max(hi, block if use else np.int32(-1))
     for q in range(q0, q1):
         w = ws[F_W + q]
         ws[F_C + q] += c0 * w
@@ -438,7 +539,7 @@ def _composite_slots(
         ws[F_C + _CAP2 + q] += c2 * w
         if n_ch > 3:
             ws[F_C + _CAP3 + q] += c3 * w
-    return used
+    return lo, hi
 
 
 @njit(nogil=True, fastmath=False, cache=True)
@@ -491,7 +592,7 @@ def _raster_forward_kernel(
     out_colors: np.ndarray,  # out (C, H, W, D) float32
     t_final: np.ndarray,  # out (C, H, W) float32
     last_ids: np.ndarray,  # out (C, H, W) int32
-    hits: np.ndarray,  # out (n_isects,) bool, zeroed: whether each intersection was used at any pixel
+    spans: np.ndarray,  # out (n_isects, 4) uint8, zeroed: per panel, the BLOCKs where each intersection was used
 ) -> None:
     n_ch = rec_col.shape[1]
     n_out = out_colors.shape[3]
@@ -515,10 +616,9 @@ def _raster_forward_kernel(
                 continue
             u, v, ca, cb, cc, op = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
             c0, c1, c2, c3 = rec_col[i, 0], rec_col[i, 1], rec_col[i, 2], rec_col[i, 3]
-            used = False
             for panel in range(p0, p1 + 1):
                 base = np.uint64(panel * PANEL * TILE_SIZE)
-                used |= _composite_slots(
+                lo, hi = _composite_slots(
                     i, base + q0, base + q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out
                 )
                 for k in range(FUSED, n_ch):
@@ -526,7 +626,9 @@ def _raster_forward_kernel(
                     row = F_C + np.uint64(k) * _CAP_U
                     for q in range(base + q0, base + q1):
                         ws[row + q] += ck * ws[F_W + q]
-            hits[i] = used
+                if lo <= hi:
+                    spans[i, 2 * panel] = lo - panel * PANEL_BLOCKS
+                    spans[i, 2 * panel + 1] = hi + 1 - panel * PANEL_BLOCKS
             if (i - first) % OPEN_CHECK == OPEN_CHECK - 1 and not _any_open(ws):
                 break
         for ly in range(th):
@@ -550,21 +652,22 @@ def rasterize_forward(
 
     Returns images (C,H,W,D) including ``T·background``, the final transmittance
     (C,H,W) (alpha is ``1 − T``), the last contributing intersection per pixel (C,H,W)
-    int32 (−1 where nothing contributed), and whether each intersection contributed
-    anywhere (n_isects,) bool; the backward pass needs the last two.
+    int32 (−1 where nothing contributed), and per intersection and panel the range of
+    BLOCKs where it contributed (n_isects, 4) uint8 (first, end for panel 0, then panel 1);
+    the backward pass needs the last two.
     """
     n_cam, n_ch = backgrounds.shape
     out = np.empty((n_cam, height, width, n_ch), dtype=np.float32)
     t_final = np.empty((n_cam, height, width), dtype=np.float32)
     last_ids = np.empty((n_cam, height, width), dtype=np.int32)
-    hits = np.zeros(bins.n_isects, dtype=np.bool_)
+    spans = np.zeros((bins.n_isects, 4), dtype=np.uint8)
     n_tiles = bins.tiles_x * bins.tiles_y
     if n_cam * n_tiles:
         parallel_for(
             _raster_forward_kernel, n_cam * n_tiles, splats.rec, splats.colors, backgrounds, bins.tile_offsets,
-            int(width), int(height), bins.tiles_x, n_tiles, out, t_final, last_ids, hits, interleave=True,
+            int(width), int(height), bins.tiles_x, n_tiles, out, t_final, last_ids, spans, interleave=True,
         )
-    return out, t_final, last_ids, hits
+    return out, t_final, last_ids, spans
 
 
 @njit(nogil=True, fastmath=False, error_model="numpy", cache=True, inline="always")
@@ -579,14 +682,13 @@ def _replay(
     ``σ``, ``exp(−σ)`` and every decision are computed by the forward's own expressions,
     so they are bit-identical; a slot counts when the forward used splat ``i`` there,
     i.e. ``i ≤ last`` and the alpha tests pass (other slots get zero terms). Branch-free,
-    so LLVM vectorises it. The first FUSED channels (``splatfx.raster..c3``) are handled here; for
+    so LLVM vectorises it. The first FUSED channels (``c0..c3``) are handled here; for
     any further ones, row B_T holds T in front of splat i wherever the weight is > 0.
     """
+    ha = HALF * ca
+    hc = HALF * cc
     for q in range(q0, q1):
-        dx = u - ws[B_X + q]
-        dy = v - ws[B_Y + q]
-        sigma = HALF * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        vis = _exp_neg(sigma)
+        sigma, vis = _falloff(u - ws[B_X + q], v - ws[B_Y + q], ha, cb, hc)
         raw = op * vis
         alpha = min(ALPHA_MAX, raw)
         valid = (last[q] >= i) & (sigma >= ZERO) & (alpha >= ALPHA_MIN)
@@ -617,7 +719,7 @@ def _replay(
 
 @njit(nogil=True, fastmath=False, error_model="numpy", cache=True)
 def _replay_channel(q0: np.uint64, q1: np.uint64, ck: np.float32, ws: np.ndarray, buf: np.uint64) -> None:
-    """:func:`_replay`'s channel terms for a channel beyond the first FUSED (colour ``ck``; rows ``buf``, ``buf + CAP``).
+    """:func:`_replay`'s terms for a channel beyond the first FUSED (colour ``ck``; rows ``buf``, ``buf + CAP``).
 
     Where the weight ``f = α·T`` is > 0, row B_T holds T, and ``1/(1−α) = T/(T − f)``.
     """
@@ -713,7 +815,7 @@ def _raster_backward_kernel(
     n_tiles: int,
     t_final: np.ndarray,  # (C, H, W) float32 from the forward
     last_ids: np.ndarray,  # (C, H, W) int32 from the forward
-    hits: np.ndarray,  # (n_isects,) bool from the forward
+    spans: np.ndarray,  # (n_isects, 4) uint8 from the forward: where each intersection was used
     v_images: np.ndarray,  # (C, H, W, D) float32
     v_alphas: np.ndarray,  # (C, H, W) float32
     absgrad: bool,  # also sum |∂L/∂u|, |∂L/∂v| (else those columns stay 0)
@@ -756,19 +858,19 @@ def _raster_backward_kernel(
         for i in range(max_last + 1, tile_offsets[job + 1]):
             rows[i, :] = ZERO
         for i in range(max_last, first - 1, -1):
-            if not hits[i]:
-                rows[i, :] = ZERO
-                continue
             acc[:] = ZERO
-            p0, p1, q0, q1 = _blocks(rec, i, x0, y0, tw, th)
             u, v, ca, cb, cc, op = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
             c0, c1, c2, c3 = rec_col[i, 0], rec_col[i, 1], rec_col[i, 2], rec_col[i, 3]
-            for panel in range(p0, p1 + 1):
+            for panel in range(2):
                 base = np.uint64(panel * PANEL * TILE_SIZE)
-                _replay(i, base + q0, base + q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out)
+                q0 = base + np.uint64(spans[i, 2 * panel]) * _BLOCK_U
+                q1 = base + np.uint64(spans[i, 2 * panel + 1]) * _BLOCK_U
+                if q0 == q1:
+                    continue
+                _replay(i, q0, q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out)
                 for k in range(FUSED, n_ch):
-                    _replay_channel(base + q0, base + q1, rec_col[i, k], ws, B_CH + np.uint64(2 * k) * _CAP_U)
-                _grad_sums(base + q0, base + q1, u, v, ca, cb, cc, op, ws, n_out, absgrad, acc)
+                    _replay_channel(q0, q1, rec_col[i, k], ws, B_CH + np.uint64(2 * k) * _CAP_U)
+                _grad_sums(q0, q1, u, v, ca, cb, cc, op, ws, n_out, absgrad, acc)
             for r in range(GRAD_ROW + n_out):
                 rows[i, r] = acc[r]
 
@@ -807,7 +909,7 @@ def rasterize_backward(
     height: int,
     t_final: np.ndarray,
     last_ids: np.ndarray,
-    hits: np.ndarray,
+    spans: np.ndarray,
     v_images: np.ndarray,  # (C, H, W, D) float32
     v_alphas: np.ndarray,  # (C, H, W) float32
     n_entries: int,
@@ -827,8 +929,8 @@ def rasterize_backward(
         rows = np.empty((bins.n_isects, out.shape[1]), dtype=np.float32)
         parallel_for(
             _raster_backward_kernel, n_cam * n_tiles, splats.rec, splats.colors, backgrounds, bins.tile_offsets,
-            int(width), int(height), bins.tiles_x, n_tiles, t_final, last_ids, hits, v_images, v_alphas, bool(absgrad), rows,
-            interleave=True,
+            int(width), int(height), bins.tiles_x, n_tiles, t_final, last_ids, spans, v_images, v_alphas,
+            bool(absgrad), rows, interleave=True,
         )
         parallel_for(_reduce_rows_kernel, n_entries, rows, bins.gauss_offsets, bins.isect_pos, out, grain=4096)
     return out

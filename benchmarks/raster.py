@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _memory import peak_growth_mib  # noqa: E402  (benchmarks/, first on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SPLATFX_DATA", REPO.parent / "shared" / "data"))
 DEPTH_COMPLEXITY = 20.0
@@ -189,15 +191,6 @@ def measure_times(case: Case, repeats: int) -> dict[str, dict]:
     return out
 
 
-def _proc_status_mib(field: str) -> float:
-    """A memory figure (``VmRSS``, ``VmHWM``) of this process from /proc/self/status."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure_memory(case: Case, impl: str) -> float:
     """Peak RSS growth (MiB) of one forward(+backward) of ``case``; call in a fresh process.
 
@@ -208,11 +201,7 @@ def measure_memory(case: Case, impl: str) -> float:
     render = renderer(impl)
     forward_backward(render, synthetic_scene(50, 32, 32))
     scene = make_scene(case)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    base = _proc_status_mib("VmRSS")
-    (forward_backward if case.backward else forward)(render, scene)
-    return _proc_status_mib("VmHWM") - base
+    return peak_growth_mib(lambda: (forward_backward if case.backward else forward)(render, scene))
 
 
 def memory_in_subprocess(case_index: int, impl: str) -> float:

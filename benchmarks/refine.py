@@ -57,6 +57,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from _memory import peak_growth_mib  # noqa: E402  (benchmarks/, first on sys.path)
+
 from splatfx.camera import Camera
 from splatfx.checkpoint import list_checkpoints, load_checkpoint
 from splatfx.dataset import load_dataset
@@ -320,24 +322,6 @@ def time_per_frame(model: BuiltinRefiner, layers: FrameLayers, strength: float, 
     return {"model_s": float(np.median(model_s)), "noise_warp_s": float(np.median(warp_s))}
 
 
-def _proc_status_mib(field: str) -> float:
-    """A memory figure (``VmRSS``, ``VmHWM``) of this process from /proc/self/status."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _peak_growth(fn) -> float:
-    """Peak resident set growth (MiB) while ``fn`` runs (VmHWM reset through clear_refs first)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    base = _proc_status_mib("VmRSS")
-    fn()
-    return _proc_status_mib("VmHWM") - base
-
-
 def memory_worker(model_dir: Path, frame: Path, batch: int, strength: float, steps: int, threads: int) -> None:
     """In a fresh process: peak RSS growth (MiB) of one model call on ``batch`` copies of
     ``frame`` and of one noise warp step; prints them as JSON. A tiny call first loads the
@@ -355,8 +339,8 @@ def memory_worker(model_dir: Path, frame: Path, batch: int, strength: float, ste
     motion, depth = motion_at(torch.from_numpy(layers.motion), shape[1:], model.noise_scale,
                               torch.from_numpy(layers.depth))
     warper = NoiseWarper(shape, 0)
-    refine_mib = _peak_growth(lambda: model.refine(image, strength_map, noise, steps))
-    warp_mib = _peak_growth(lambda: warper.step(motion, depth))
+    refine_mib = peak_growth_mib(lambda: model.refine(image, strength_map, noise, steps))
+    warp_mib = peak_growth_mib(lambda: warper.step(motion, depth))
     print(json.dumps({"refine_mib": refine_mib, "noise_warp_mib": warp_mib}))
 
 

@@ -138,12 +138,14 @@ def test_viewer_shows_the_shot_and_saves_the_selection(fx_shot):
         np.testing.assert_allclose(centres[:, 2], 1.7, atol=1e-6)
 
         # the timeline: the building's pieces fall (world z goes down) between frame 0 and the last
+        # (the moving part of the scene is the building's pieces: "scene" while at rest, then "fragment")
+        pieces = lambda: np.isin(viewer.dynamic_element, [ELEMENTS["scene"], ELEMENTS["fragment"]])  # noqa: E731
         viewer.set_frame(0)
-        z_first = viewer.dynamic_splats.centers[viewer.dynamic_element == ELEMENTS["fragment"], 2].mean()
+        z_first = viewer.dynamic_splats.centers[pieces(), 2].mean()
         viewer.set_frame(viewer.frame_count - 1)
         assert viewer.frame_slider.value == fx_shot.frames.end
         assert f"frame **{fx_shot.frames.end}**" in viewer.time_text.content
-        z_last = viewer.dynamic_splats.centers[viewer.dynamic_element == ELEMENTS["fragment"], 2].mean()
+        z_last = viewer.dynamic_splats.centers[pieces(), 2].mean()
         assert z_last < z_first - 0.2
 
         # plate | comp for the frame that has a comp, nothing for the others; its plate camera lit

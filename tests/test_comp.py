@@ -313,7 +313,7 @@ def test_refined_beauty_reaches_the_effect_colour(tmp_path):
     refined.update({c: base[c] + 0.05 * (synthetic > 0) for c in "RGB"})
     write_exr(tmp_path / "render.exr", base)
     write_exr(tmp_path / "refined.exr", refined)
-    layers = RenderLayers.read(tmp_path / "render.exr").with_refinement(tmp_path / "render.exr", tmp_path / "refined.exr")
+    layers = RenderLayers.read(tmp_path / "render.exr").with_refinement(tmp_path / "refined.exr")
     inside = synthetic > 0
     assert np.allclose(layers.fx[inside], 0.15) and np.array_equal(layers.fx[~inside], np.zeros((int((~inside).sum()), 3)))
 
@@ -338,7 +338,7 @@ def test_refined_clean_pass_fills_the_comp_background(tmp_path):
     write_exr(tmp_path / "refined.exr", refined)
     layers = RenderLayers.read(tmp_path / "render.exr")
     assert not layers.clean[..., 3].any()
-    layers = layers.with_refinement(tmp_path / "render.exr", tmp_path / "refined.exr")
+    layers = layers.with_refinement(tmp_path / "refined.exr")
     assert np.array_equal(layers.clean[..., 3], structure)
     assert np.allclose(layers.clean[structure > 0, :3], 0.3)
 

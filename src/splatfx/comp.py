@@ -78,6 +78,7 @@ class RenderLayers:
     clean: np.ndarray  # (H,W,4) clean render, premultiplied
     structure: np.ndarray  # the structure's footprint in the plate
     render_key: str = ""  # the render's frame key (what made it), from the EXR header
+    beauty: np.ndarray | None = None  # (H,W,3) the render's R,G,B, the base of a refined frame's change
 
     NEEDED = ("fx.R", "fx.G", "fx.B", "mask.synthetic")
 
@@ -94,17 +95,19 @@ class RenderLayers:
             clean, structure = unpack_layer(channels, "clean", "RGBA"), channels["mask.structure"]
         else:
             clean, structure = np.zeros(synthetic.shape + (4,), np.float32), np.zeros_like(synthetic)
+        beauty = np.stack([channels[c] for c in "RGB"], axis=-1) if all(c in channels for c in "RGB") else None
         return cls(unpack_layer(channels, "fx", "RGB"), synthetic, clean, structure,
-                   str(header.attributes.get("splatfx/key", "")))
+                   str(header.attributes.get("splatfx/key", "")), beauty)
 
-    def with_refinement(self, render_path: Path, refined_path: Path) -> RenderLayers:
+    def with_refinement(self, refined_path: Path) -> RenderLayers:
         """These layers with the refiner's change to the beauty (refined − rendered ``R,G,B``,
         nonzero only on synthetic pixels) carried into the effect's colour, and the refined
         clean pass (its holes painted by the model, ``[refine] fill_holes``) in place of the
         rendered one."""
-        rendered, _ = read_exr(render_path)
         refined, _ = read_exr(refined_path)
-        delta = np.stack([refined[c] - rendered[c] for c in "RGB"], axis=-1)
+        if self.beauty is None or not all(c in refined for c in "RGB"):
+            raise InputError(refined_path, "and its render need R,G,B to carry the refinement into the comp")
+        delta = np.stack([refined[c] for c in "RGB"], axis=-1) - self.beauty
         fx = np.maximum(self.fx + delta * (self.synthetic[..., None] > 0), 0.0).astype(np.float32)
         clean = unpack_layer(refined, "clean", "RGBA") if "mask.structure" in refined else self.clean
         return replace(self, fx=fx, clean=clean)
@@ -407,7 +410,7 @@ def comp_frame(job: CompJob, plates: Plates, transform: DisplayTransform, frame:
     plate_display, plate_linear = _plate_rgb(plates.read(frame), plate_is_srgb)
     layers = RenderLayers.read(render_path)
     if plan.refined_path is not None:
-        layers = layers.with_refinement(render_path, plan.refined_path)
+        layers = layers.with_refinement(plan.refined_path)
     _lap(timings, "read", t)
     if layers.synthetic.shape != plate_linear.shape[:2]:
         raise InputError(render_path, f"is {layers.synthetic.shape[1]}x{layers.synthetic.shape[0]} but the "

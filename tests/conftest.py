@@ -40,3 +40,26 @@ def ray_cluster():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def fern_shot(root: Path, data: Path, **train: str) -> Path:
+    """A shot of fern's 20 photos (``images_8``) with their known cameras imported as its solve,
+    made through the CLI; ``train`` sets ``[train]`` keys in shot.toml (each must be there once)."""
+    import re
+
+    from click.testing import CliRunner
+
+    from splatfx.cli import cli
+
+    runner = CliRunner()
+    for args in (["init", str(root), "--plates", str(data / "fern" / "images_8")],
+                 ["solve", str(root), "--import", str(data / "fern")]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    toml = root / "shot.toml"
+    text = toml.read_text()
+    for key, value in train.items():
+        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert count == 1, key
+    toml.write_text(text)
+    return root

@@ -10,6 +10,7 @@ import numpy as np
 import OpenEXR
 import pytest
 import torch
+from conftest import fern_shot
 from splatfx import colmap
 from splatfx.camera import Camera
 from splatfx.color import srgb_to_linear
@@ -389,16 +390,9 @@ def test_without_an_effect_the_render_reproduces_the_plates_and_the_comp_is_the_
     from splatfx.evaluate import evaluate_split
     from splatfx.formats import read_gaussians
 
-    root = tmp_path / "shot"
+    root = fern_shot(tmp_path / "shot", data_dir, max_steps="150", sh_degree="1", downscale="2.0",
+                     outputs='["exr", "png"]')
     runner = CliRunner()
-    for args in (["init", str(root), "--plates", str(data_dir / "fern" / "images_8")],
-                 ["solve", str(root), "--import", str(data_dir / "fern")]):
-        result = runner.invoke(cli, args)
-        assert result.exit_code == 0, result.output
-    text = root.joinpath("shot.toml").read_text()
-    for key, value in (("max_steps", "150"), ("sh_degree", "1"), ("downscale", "2.0")):
-        text = text.replace(next(line for line in text.splitlines() if line.startswith(f"{key} = ")), f"{key} = {value}")
-    root.joinpath("shot.toml").write_text(text.replace('outputs = ["exr", "mp4"]', 'outputs = ["exr", "png"]'))
     for args in (["train", str(root), "--threads", "2"], ["render", str(root)], ["comp", str(root)]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 0, result.output

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import fern_shot
 
 from splatfx.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from splatfx.cli import cli
@@ -194,18 +194,9 @@ def test_train_eval_render_cli_write_their_files(data_dir, tmp_path) -> None:
 def test_train_shot_form_uses_shot_toml_and_skips_when_up_to_date(data_dir, tmp_path) -> None:
     """``splatfx train SHOT``: [train] from shot.toml, held-out views every Nth plate, the manifest
     records the run, a second run is skipped and a changed setting trains again."""
-    shot = tmp_path / "shot"
-    runner = CliRunner()
-    for args in (["init", str(shot), "--plates", str(data_dir / "fern" / "images_8")],
-                 ["solve", str(shot), "--import", str(data_dir / "fern")]):
-        result = runner.invoke(cli, args)
-        assert result.exit_code == 0, result.output
+    shot = fern_shot(tmp_path / "shot", data_dir, max_steps="150", holdout_every="5", sh_degree="1", downscale="2.0")
     toml = shot / "shot.toml"
-    text = toml.read_text()
-    for key, value in (("max_steps", "150"), ("holdout_every", "5"), ("sh_degree", "1"), ("downscale", "2.0")):
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
-        assert count == 1, key
-    toml.write_text(text)
+    runner = CliRunner()
 
     result = runner.invoke(cli, ["train", str(shot), "--threads", "2"])
     assert result.exit_code == 0, result.output

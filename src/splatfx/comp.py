@@ -184,7 +184,7 @@ def measure_grain(display: np.ndarray) -> np.ndarray:
 def plate_grain(plates: Plates, frames: list[int], is_srgb: bool, samples: int = GRAIN_SAMPLES) -> np.ndarray:
     """The plates' noise level: the per-channel median of :func:`measure_grain` over up to
     ``samples`` evenly spaced frames (one level for the shot, so the grain does not flicker)."""
-    picks = sorted({frames[round(i)] for i in np.linspace(0, len(frames) - 1, min(samples, len(frames)))})
+    picks = spread_frames(frames, samples)
     levels = [measure_grain(_plate_rgb(plates.read(f), is_srgb)[0]) for f in picks]
     return np.median(np.stack(levels), axis=0).astype(np.float32)
 
@@ -496,7 +496,7 @@ def write_review(shot: Shot, frames: list[int], section: CompSection, transform:
     :data:`MOVIE_MEMORY_BYTES`, else read again for each movie.
     """
     fps = shot.config.shot.fps
-    picks = sorted({frames[round(i)] for i in np.linspace(0, len(frames) - 1, min(CONTACT_SHEET_FRAMES, len(frames)))})
+    picks = spread_frames(frames, CONTACT_SHEET_FRAMES)
     with shot.open_plates() as plates:
         size = 2 * len(frames) * plates.width * plates.height * 3
     if "mp4" in section.outputs:
@@ -514,6 +514,11 @@ def write_review(shot: Shot, frames: list[int], section: CompSection, transform:
     path = shot.comp_dir / "contact_sheet.png"
     write_png(path, contact_sheet(thumbs))
     return shot.relative(path)
+
+
+def spread_frames(frames: list[int], count: int) -> list[int]:
+    """Up to ``count`` of ``frames``, evenly spread from the first to the last."""
+    return sorted({frames[round(i)] for i in np.linspace(0, len(frames) - 1, min(count, len(frames)))})
 
 
 def contact_sheet(frames: list[tuple[int, np.ndarray]], columns: int = 4, width: int = CONTACT_SHEET_WIDTH) -> np.ndarray:

@@ -24,6 +24,7 @@ from splatfx.comp import (
     comp_frame_path,
     contact_sheet,
     refined_frame_path,
+    spread_frames,
 )
 from splatfx.color import to_uint8
 from splatfx.config import CompSection, config_to_dict
@@ -97,8 +98,7 @@ def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, red
         provenance[str(frame)] = figures
         done += 1
     ledger.prune(frames, lambda f: [comp_frame_path(shot, f, s) for s in ("exr", "png")])
-    for stale in (shot.comp_dir / "review.mp4",):  # left from a plate comp of this shot
-        stale.unlink(missing_ok=True)
+    (shot.comp_dir / "review.mp4").unlink(missing_ok=True)  # left from a plate comp of this shot
     t = time.perf_counter()
     sheet = write_movie_and_sheet(shot, frames, section, transform)
     if signing is not None and "mp4" in section.outputs:
@@ -145,7 +145,7 @@ def _display_frames(shot: Shot, frames: list[int], transform: DisplayTransform):
 
 def write_movie_and_sheet(shot: Shot, frames: list[int], section: CompSection, transform: DisplayTransform) -> str:
     """``shot.mp4`` (when "mp4" is an output) and the contact sheet; returns the sheet's path."""
-    picks = sorted({frames[round(i)] for i in np.linspace(0, len(frames) - 1, min(CONTACT_SHEET_FRAMES, len(frames)))})
+    picks = spread_frames(frames, CONTACT_SHEET_FRAMES)
     if "mp4" in section.outputs:
         write_mp4(shot.comp_dir / MOVIE, _display_frames(shot, frames, transform), shot.config.shot.fps,
                   preset=MOVIE_PRESET)

@@ -63,3 +63,15 @@ def fern_shot(root: Path, data: Path, **train: str) -> Path:
         assert count == 1, key
     toml.write_text(text)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of tiny tensors or models: thread start-up costs more
+    than it saves (a lot on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,13 +12,7 @@ from scipy import stats
 from splatfx.refine.noise_warp import NoiseWarper, motion_at, upsample_noise, warp_noise
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: thread start-up costs more than it saves (a lot on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # these tensors are tiny
 
 
 def _generator(seed: int = 0) -> torch.Generator:

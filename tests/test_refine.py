@@ -37,13 +37,7 @@ SIZE = 46  # not a multiple of the models' size multiples: padding is exercised
 FRAMES = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: thread start-up costs more than it saves (a lot on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # these models are tiny
 
 
 @pytest.fixture()
@@ -252,16 +246,8 @@ def test_fill_holes_paints_the_clean_plate_holes_only(tmp_path, data_dir):
     rgba = _lego(data_dir, 0)
     path = tmp_path / "render" / "frame.1001.exr"
     _render_frame(path, 1001, rgba)
+    hole = _add_holes(path, data_dir)
     channels, _ = read_exr(path)
-    clean = np.concatenate([srgb_to_linear(_lego(data_dir, 1)[..., :3]), np.ones((SIZE, SIZE, 1), np.float32)], -1)
-    structure = np.zeros((SIZE, SIZE), np.float32)
-    structure[4:30, 4:40] = 1.0
-    holes = np.zeros((SIZE, SIZE), np.float32)
-    holes[10:20, 10:30] = 1.0
-    clean[holes > 0] = 0.0  # nothing was ever seen behind the structure there
-    channels |= {"clean.R": clean[..., 0], "clean.G": clean[..., 1], "clean.B": clean[..., 2], "clean.A": clean[..., 3],
-                 "mask.structure": structure, "mask.holes": holes}
-    write_exr(path, channels, frame=1001)
     plate = srgb_to_linear(_lego(data_dir, 2)[..., :3])
     refiner = load_refiner(_tiny_pixel_model(tmp_path / "models"), device="cpu")
     options = RefineOptions(steps=2, strength=0.4, fill_holes=True)
@@ -269,7 +255,6 @@ def test_fill_holes_paints_the_clean_plate_holes_only(tmp_path, data_dir):
                               plates=lambda frame: plate)
     assert figures["holes_filled"] == 1
     after, _ = read_exr(tmp_path / "refine" / path.name)
-    hole = holes > 0
     assert (after["clean.A"][hole] == 1.0).all()
     assert np.abs(np.stack([after[c] for c in ("clean.R", "clean.G", "clean.B")], -1)[hole]).mean() > 1e-3
     for name in ("clean.R", "clean.G", "clean.B", "clean.A"):
@@ -283,7 +268,8 @@ def test_fill_holes_paints_the_clean_plate_holes_only(tmp_path, data_dir):
 # --- shot.toml [refine] --------------------------------------------------------------------------
 
 def _add_holes(path: Path, data_dir: Path) -> np.ndarray:
-    """Give a render frame a clean pass (a removed structure) with a hole; returns the hole mask."""
+    """Give a render frame a clean pass (a removed structure) with a hole where nothing was ever
+    seen behind it; returns the hole mask."""
     channels, header = read_exr(path)
     clean = np.concatenate([srgb_to_linear(_lego(data_dir, 1)[..., :3]), np.ones((SIZE, SIZE, 1), np.float32)], -1)
     structure = np.zeros((SIZE, SIZE), np.float32)

@@ -237,22 +237,25 @@ def test_float32_exp_is_within_one_ulp():
     assert out[-2] == 1.0 and 0.0 < out[-1] < 2e-7  # clamped below 0, and at 16 above
 
 
-@pytest.mark.parametrize("interleave", [False, True])
+@pytest.mark.parametrize("chunk", [None, 1, 5])
 @pytest.mark.parametrize("n", [1, 7, 64, 1000])
-def test_parallel_for_covers_every_index_once(monkeypatch, interleave: bool, n: int):
+def test_parallel_for_covers_every_index_once(monkeypatch, chunk: int | None, n: int):
     from numba import njit
 
-    from splatfx.raster._cpu_threads import parallel_for
+    from splatfx.raster._cpu_threads import claim, parallel_for
 
     @njit(nogil=True)
-    def count(start: int, stop: int, step: int, hits: np.ndarray) -> None:
-        for k in range(start, stop, step):
-            hits[k] += 1
+    def count(work: np.ndarray, hits: np.ndarray) -> None:
+        lo, hi = claim(work)
+        while lo < hi:
+            for k in range(lo, hi):
+                hits[k] += 1
+            lo, hi = claim(work)
 
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
     hits = np.zeros(n, np.int64)
-    parallel_for(count, n, hits, interleave=interleave)
-    parallel_for(count, n, hits, interleave=interleave, grain=300)
+    parallel_for(count, n, hits, chunk=chunk)
+    parallel_for(count, n, hits, chunk=chunk, grain=300)
     assert np.all(hits == 2)
 
 

@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import njit
 
-from splatfx.raster._cpu_threads import parallel_for
+from splatfx.raster._cpu_threads import claim, parallel_for
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 MAX_RADIUS = 1.0e9  # radii of absurdly large Gaussians are clamped to fit int32
@@ -122,9 +122,7 @@ def _cov2d(cc: tuple, j00: float, j02: float, j11: float, j12: float) -> tuple:
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _project_forward_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     means: np.ndarray,
     quats: np.ndarray,
     scales: np.ndarray,
@@ -143,47 +141,50 @@ def _project_forward_kernel(
     conics: np.ndarray,
     comps: np.ndarray,
 ) -> None:
-    """Project Gaussians ``start:stop:step`` into every camera (outputs pre-zeroed by the caller)."""
-    for g in range(start, stop, step):
-        w, x, y, z, _ = _unit_quat(float(quats[g, 0]), float(quats[g, 1]), float(quats[g, 2]), float(quats[g, 3]))
-        m = _scaled_rot(_rotmat(w, x, y, z), float(scales[g, 0]), float(scales[g, 1]), float(scales[g, 2]))
-        cov = _mul33(m, _t33(m))
-        mu0, mu1, mu2 = float(means[g, 0]), float(means[g, 1]), float(means[g, 2])
-        for c in range(viewmats.shape[0]):
-            rot, tr, fx, fy, cx, cy = _camera(viewmats, ks, c)
-            mc0 = rot[0] * mu0 + rot[1] * mu1 + rot[2] * mu2 + tr[0]
-            mc1 = rot[3] * mu0 + rot[4] * mu1 + rot[5] * mu2 + tr[1]
-            mc2 = rot[6] * mu0 + rot[7] * mu1 + rot[8] * mu2 + tr[2]
-            if not (mc2 > near and mc2 < far):
-                continue
-            j00, j02, j11, j12, _, _ = _jacobian(mc0, mc1, mc2, _fov_limits(fx, fy, cx, cy, width, height), fx, fy)
-            s00, s01, s11 = _cov2d(_mul33(_mul33(rot, cov), _t33(rot)), j00, j02, j11, j12)
-            det_orig = s00 * s11 - s01 * s01
-            s00 += eps2d
-            s11 += eps2d
-            det = s00 * s11 - s01 * s01
-            if not det > 0.0:
-                continue
-            comp = math.sqrt(max(0.0, det_orig / det)) if antialiased else 1.0
-            opac = float(opacities[g]) * comp
-            if opac < ALPHA_THRESHOLD:
-                continue
-            extend = min(3.33, math.sqrt(2.0 * math.log(opac / ALPHA_THRESHOLD)))
-            rx = min(math.ceil(extend * math.sqrt(s00)), MAX_RADIUS)
-            ry = min(math.ceil(extend * math.sqrt(s11)), MAX_RADIUS)
-            u = fx * mc0 / mc2 + cx
-            v = fy * mc1 / mc2 + cy
-            if u + rx <= 0 or u - rx >= width or v + ry <= 0 or v - ry >= height:
-                continue
-            radii[c, g, 0] = np.int32(rx)
-            radii[c, g, 1] = np.int32(ry)
-            means2d[c, g, 0] = u
-            means2d[c, g, 1] = v
-            depths[c, g] = mc2
-            conics[c, g, 0] = s11 / det
-            conics[c, g, 1] = -s01 / det
-            conics[c, g, 2] = s00 / det
-            comps[c, g] = comp
+    """Project every Gaussian into every camera (outputs pre-zeroed by the caller)."""
+    start, stop = claim(work)
+    while start < stop:
+        for g in range(start, stop):
+            w, x, y, z, _ = _unit_quat(float(quats[g, 0]), float(quats[g, 1]), float(quats[g, 2]), float(quats[g, 3]))
+            m = _scaled_rot(_rotmat(w, x, y, z), float(scales[g, 0]), float(scales[g, 1]), float(scales[g, 2]))
+            cov = _mul33(m, _t33(m))
+            mu0, mu1, mu2 = float(means[g, 0]), float(means[g, 1]), float(means[g, 2])
+            for c in range(viewmats.shape[0]):
+                rot, tr, fx, fy, cx, cy = _camera(viewmats, ks, c)
+                mc0 = rot[0] * mu0 + rot[1] * mu1 + rot[2] * mu2 + tr[0]
+                mc1 = rot[3] * mu0 + rot[4] * mu1 + rot[5] * mu2 + tr[1]
+                mc2 = rot[6] * mu0 + rot[7] * mu1 + rot[8] * mu2 + tr[2]
+                if not (mc2 > near and mc2 < far):
+                    continue
+                j00, j02, j11, j12, _, _ = _jacobian(mc0, mc1, mc2, _fov_limits(fx, fy, cx, cy, width, height), fx, fy)
+                s00, s01, s11 = _cov2d(_mul33(_mul33(rot, cov), _t33(rot)), j00, j02, j11, j12)
+                det_orig = s00 * s11 - s01 * s01
+                s00 += eps2d
+                s11 += eps2d
+                det = s00 * s11 - s01 * s01
+                if not det > 0.0:
+                    continue
+                comp = math.sqrt(max(0.0, det_orig / det)) if antialiased else 1.0
+                opac = float(opacities[g]) * comp
+                if opac < ALPHA_THRESHOLD:
+                    continue
+                extend = min(3.33, math.sqrt(2.0 * math.log(opac / ALPHA_THRESHOLD)))
+                rx = min(math.ceil(extend * math.sqrt(s00)), MAX_RADIUS)
+                ry = min(math.ceil(extend * math.sqrt(s11)), MAX_RADIUS)
+                u = fx * mc0 / mc2 + cx
+                v = fy * mc1 / mc2 + cy
+                if u + rx <= 0 or u - rx >= width or v + ry <= 0 or v - ry >= height:
+                    continue
+                radii[c, g, 0] = np.int32(rx)
+                radii[c, g, 1] = np.int32(ry)
+                means2d[c, g, 0] = u
+                means2d[c, g, 1] = v
+                depths[c, g] = mc2
+                conics[c, g, 0] = s11 / det
+                conics[c, g, 1] = -s01 / det
+                conics[c, g, 2] = s00 / det
+                comps[c, g] = comp
+        start, stop = claim(work)
 
 
 def project_forward(
@@ -272,9 +273,7 @@ def _conic_vjp(
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _project_backward_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     means: np.ndarray,
     quats: np.ndarray,
     scales: np.ndarray,
@@ -293,106 +292,109 @@ def _project_backward_kernel(
     v_quats: np.ndarray,
     v_scales: np.ndarray,
 ) -> None:
-    """Gradients of Gaussians ``start:stop:step``, their cameras summed in order (pre-zeroed by the caller)."""
-    for g in range(start, stop, step):
-        visible = False
-        for c in range(viewmats.shape[0]):
-            if radii[c, g, 0] > 0 and radii[c, g, 1] > 0:
-                visible = True
-        if not visible:
-            continue
-        sx, sy, sz = float(scales[g, 0]), float(scales[g, 1]), float(scales[g, 2])
-        w, x, y, z, qnorm = _unit_quat(float(quats[g, 0]), float(quats[g, 1]), float(quats[g, 2]), float(quats[g, 3]))
-        rq = _rotmat(w, x, y, z)
-        m = _scaled_rot(rq, sx, sy, sz)
-        cov = _mul33(m, _t33(m))
-        mu0, mu1, mu2 = float(means[g, 0]), float(means[g, 1]), float(means[g, 2])
-        vm0 = 0.0
-        vm1 = 0.0
-        vm2 = 0.0
-        v_cov = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        for c in range(viewmats.shape[0]):
-            if radii[c, g, 0] <= 0 or radii[c, g, 1] <= 0:
+    """Gradients of every Gaussian, its cameras summed in order (outputs pre-zeroed by the caller)."""
+    start, stop = claim(work)
+    while start < stop:
+        for g in range(start, stop):
+            visible = False
+            for c in range(viewmats.shape[0]):
+                if radii[c, g, 0] > 0 and radii[c, g, 1] > 0:
+                    visible = True
+            if not visible:
                 continue
-            rot, tr, fx, fy, cx, cy = _camera(viewmats, ks, c)
-            px = rot[0] * mu0 + rot[1] * mu1 + rot[2] * mu2 + tr[0]
-            py = rot[3] * mu0 + rot[4] * mu1 + rot[5] * mu2 + tr[1]
-            pz = rot[6] * mu0 + rot[7] * mu1 + rot[8] * mu2 + tr[2]
-            lims = _fov_limits(fx, fy, cx, cy, width, height)
-            j00, j02, j11, j12, tx, ty = _jacobian(px, py, pz, lims, fx, fy)
-            cc = _mul33(_mul33(rot, cov), _t33(rot))
-            s00, s01, s11 = _cov2d(cc, j00, j02, j11, j12)
-            g00, g01, g11 = _conic_vjp(
-                s00 + eps2d, s01, s11 + eps2d, eps2d, antialiased,
-                float(v_conics[c, g, 0]), float(v_conics[c, g, 1]), float(v_conics[c, g, 2]), float(v_comps[c, g]),
+            sx, sy, sz = float(scales[g, 0]), float(scales[g, 1]), float(scales[g, 2])
+            w, x, y, z, qnorm = _unit_quat(float(quats[g, 0]), float(quats[g, 1]), float(quats[g, 2]), float(quats[g, 3]))
+            rq = _rotmat(w, x, y, z)
+            m = _scaled_rot(rq, sx, sy, sz)
+            cov = _mul33(m, _t33(m))
+            mu0, mu1, mu2 = float(means[g, 0]), float(means[g, 1]), float(means[g, 2])
+            vm0 = 0.0
+            vm1 = 0.0
+            vm2 = 0.0
+            v_cov = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+            for c in range(viewmats.shape[0]):
+                if radii[c, g, 0] <= 0 or radii[c, g, 1] <= 0:
+                    continue
+                rot, tr, fx, fy, cx, cy = _camera(viewmats, ks, c)
+                px = rot[0] * mu0 + rot[1] * mu1 + rot[2] * mu2 + tr[0]
+                py = rot[3] * mu0 + rot[4] * mu1 + rot[5] * mu2 + tr[1]
+                pz = rot[6] * mu0 + rot[7] * mu1 + rot[8] * mu2 + tr[2]
+                lims = _fov_limits(fx, fy, cx, cy, width, height)
+                j00, j02, j11, j12, tx, ty = _jacobian(px, py, pz, lims, fx, fy)
+                cc = _mul33(_mul33(rot, cov), _t33(rot))
+                s00, s01, s11 = _cov2d(cc, j00, j02, j11, j12)
+                g00, g01, g11 = _conic_vjp(
+                    s00 + eps2d, s01, s11 + eps2d, eps2d, antialiased,
+                    float(v_conics[c, g, 0]), float(v_conics[c, g, 1]), float(v_conics[c, g, 2]), float(v_comps[c, g]),
+                )
+                # Σ₂ = J Σc Jᵀ with J rows (j00, 0, j02), (0, j11, j12): ∂L/∂Σc = Jᵀ G J
+                ja = (j00, 0.0, j02)
+                jb = (0.0, j11, j12)
+                v_cc = (
+                    ja[0] * g00 * ja[0] + (ja[0] * g01 * jb[0]) * 2.0 + jb[0] * g11 * jb[0],
+                    ja[0] * g00 * ja[1] + ja[0] * g01 * jb[1] + jb[0] * g01 * ja[1] + jb[0] * g11 * jb[1],
+                    ja[0] * g00 * ja[2] + ja[0] * g01 * jb[2] + jb[0] * g01 * ja[2] + jb[0] * g11 * jb[2],
+                    ja[1] * g00 * ja[0] + ja[1] * g01 * jb[0] + jb[1] * g01 * ja[0] + jb[1] * g11 * jb[0],
+                    ja[1] * g00 * ja[1] + (ja[1] * g01 * jb[1]) * 2.0 + jb[1] * g11 * jb[1],
+                    ja[1] * g00 * ja[2] + ja[1] * g01 * jb[2] + jb[1] * g01 * ja[2] + jb[1] * g11 * jb[2],
+                    ja[2] * g00 * ja[0] + ja[2] * g01 * jb[0] + jb[2] * g01 * ja[0] + jb[2] * g11 * jb[0],
+                    ja[2] * g00 * ja[1] + ja[2] * g01 * jb[1] + jb[2] * g01 * ja[1] + jb[2] * g11 * jb[1],
+                    ja[2] * g00 * ja[2] + (ja[2] * g01 * jb[2]) * 2.0 + jb[2] * g11 * jb[2],
+                )
+                # ∂L/∂J = (G + Gᵀ) J Σc = 2 G J Σc (G symmetric); only J00, J02, J11, J12 depend on the mean.
+                gj0 = (g00 * ja[0] + g01 * jb[0], g00 * ja[1] + g01 * jb[1], g00 * ja[2] + g01 * jb[2])
+                gj1 = (g01 * ja[0] + g11 * jb[0], g01 * ja[1] + g11 * jb[1], g01 * ja[2] + g11 * jb[2])
+                vj00 = 2.0 * (gj0[0] * cc[0] + gj0[1] * cc[3] + gj0[2] * cc[6])
+                vj02 = 2.0 * (gj0[0] * cc[2] + gj0[1] * cc[5] + gj0[2] * cc[8])
+                vj11 = 2.0 * (gj1[0] * cc[1] + gj1[1] * cc[4] + gj1[2] * cc[7])
+                vj12 = 2.0 * (gj1[0] * cc[2] + gj1[1] * cc[5] + gj1[2] * cc[8])
+                rz = 1.0 / pz
+                rz2 = rz * rz
+                rz3 = rz2 * rz
+                vu, vv = float(v_means2d[c, g, 0]), float(v_means2d[c, g, 1])
+                # u = fx x/z + cx, v = fy y/z + cy (unclamped), plus the depth output z
+                vx = fx * rz * vu
+                vy = fy * rz * vv
+                vz = -(fx * px * vu + fy * py * vv) * rz2 + float(v_depths[c, g])
+                # J02 = −fx tx/z², J12 = −fy ty/z²; tx = x inside the clamp range, z·limit outside
+                if px * rz <= lims[0] and px * rz >= -lims[1]:
+                    vx += -fx * rz2 * vj02
+                else:
+                    vz += -fx * rz3 * vj02 * tx
+                if py * rz <= lims[2] and py * rz >= -lims[3]:
+                    vy += -fy * rz2 * vj12
+                else:
+                    vz += -fy * rz3 * vj12 * ty
+                vz += -fx * rz2 * vj00 - fy * rz2 * vj11 + 2.0 * fx * tx * rz3 * vj02 + 2.0 * fy * ty * rz3 * vj12
+                # μc = R μ + t ; Σc = R Σ Rᵀ
+                vm0 += rot[0] * vx + rot[3] * vy + rot[6] * vz
+                vm1 += rot[1] * vx + rot[4] * vy + rot[7] * vz
+                vm2 += rot[2] * vx + rot[5] * vy + rot[8] * vz
+                d = _mul33(_mul33(_t33(rot), v_cc), rot)
+                v_cov = (
+                    v_cov[0] + d[0], v_cov[1] + d[1], v_cov[2] + d[2], v_cov[3] + d[3], v_cov[4] + d[4],
+                    v_cov[5] + d[5], v_cov[6] + d[6], v_cov[7] + d[7], v_cov[8] + d[8],
+                )
+            # Σ = M Mᵀ: ∂L/∂M = (G + Gᵀ) M ; M = R_q diag(s)
+            sym = (
+                2.0 * v_cov[0], v_cov[1] + v_cov[3], v_cov[2] + v_cov[6],
+                v_cov[3] + v_cov[1], 2.0 * v_cov[4], v_cov[5] + v_cov[7],
+                v_cov[6] + v_cov[2], v_cov[7] + v_cov[5], 2.0 * v_cov[8],
             )
-            # Σ₂ = J Σc Jᵀ with J rows (j00, 0, j02), (0, j11, j12): ∂L/∂Σc = Jᵀ G J
-            ja = (j00, 0.0, j02)
-            jb = (0.0, j11, j12)
-            v_cc = (
-                ja[0] * g00 * ja[0] + (ja[0] * g01 * jb[0]) * 2.0 + jb[0] * g11 * jb[0],
-                ja[0] * g00 * ja[1] + ja[0] * g01 * jb[1] + jb[0] * g01 * ja[1] + jb[0] * g11 * jb[1],
-                ja[0] * g00 * ja[2] + ja[0] * g01 * jb[2] + jb[0] * g01 * ja[2] + jb[0] * g11 * jb[2],
-                ja[1] * g00 * ja[0] + ja[1] * g01 * jb[0] + jb[1] * g01 * ja[0] + jb[1] * g11 * jb[0],
-                ja[1] * g00 * ja[1] + (ja[1] * g01 * jb[1]) * 2.0 + jb[1] * g11 * jb[1],
-                ja[1] * g00 * ja[2] + ja[1] * g01 * jb[2] + jb[1] * g01 * ja[2] + jb[1] * g11 * jb[2],
-                ja[2] * g00 * ja[0] + ja[2] * g01 * jb[0] + jb[2] * g01 * ja[0] + jb[2] * g11 * jb[0],
-                ja[2] * g00 * ja[1] + ja[2] * g01 * jb[1] + jb[2] * g01 * ja[1] + jb[2] * g11 * jb[1],
-                ja[2] * g00 * ja[2] + (ja[2] * g01 * jb[2]) * 2.0 + jb[2] * g11 * jb[2],
-            )
-            # ∂L/∂J = (G + Gᵀ) J Σc = 2 G J Σc (G symmetric); only J00, J02, J11, J12 depend on the mean.
-            gj0 = (g00 * ja[0] + g01 * jb[0], g00 * ja[1] + g01 * jb[1], g00 * ja[2] + g01 * jb[2])
-            gj1 = (g01 * ja[0] + g11 * jb[0], g01 * ja[1] + g11 * jb[1], g01 * ja[2] + g11 * jb[2])
-            vj00 = 2.0 * (gj0[0] * cc[0] + gj0[1] * cc[3] + gj0[2] * cc[6])
-            vj02 = 2.0 * (gj0[0] * cc[2] + gj0[1] * cc[5] + gj0[2] * cc[8])
-            vj11 = 2.0 * (gj1[0] * cc[1] + gj1[1] * cc[4] + gj1[2] * cc[7])
-            vj12 = 2.0 * (gj1[0] * cc[2] + gj1[1] * cc[5] + gj1[2] * cc[8])
-            rz = 1.0 / pz
-            rz2 = rz * rz
-            rz3 = rz2 * rz
-            vu, vv = float(v_means2d[c, g, 0]), float(v_means2d[c, g, 1])
-            # u = fx x/z + cx, v = fy y/z + cy (unclamped), plus the depth output z
-            vx = fx * rz * vu
-            vy = fy * rz * vv
-            vz = -(fx * px * vu + fy * py * vv) * rz2 + float(v_depths[c, g])
-            # J02 = −fx tx/z², J12 = −fy ty/z²; tx = x inside the clamp range, z·limit outside
-            if px * rz <= lims[0] and px * rz >= -lims[1]:
-                vx += -fx * rz2 * vj02
-            else:
-                vz += -fx * rz3 * vj02 * tx
-            if py * rz <= lims[2] and py * rz >= -lims[3]:
-                vy += -fy * rz2 * vj12
-            else:
-                vz += -fy * rz3 * vj12 * ty
-            vz += -fx * rz2 * vj00 - fy * rz2 * vj11 + 2.0 * fx * tx * rz3 * vj02 + 2.0 * fy * ty * rz3 * vj12
-            # μc = R μ + t ; Σc = R Σ Rᵀ
-            vm0 += rot[0] * vx + rot[3] * vy + rot[6] * vz
-            vm1 += rot[1] * vx + rot[4] * vy + rot[7] * vz
-            vm2 += rot[2] * vx + rot[5] * vy + rot[8] * vz
-            d = _mul33(_mul33(_t33(rot), v_cc), rot)
-            v_cov = (
-                v_cov[0] + d[0], v_cov[1] + d[1], v_cov[2] + d[2], v_cov[3] + d[3], v_cov[4] + d[4],
-                v_cov[5] + d[5], v_cov[6] + d[6], v_cov[7] + d[7], v_cov[8] + d[8],
-            )
-        # Σ = M Mᵀ: ∂L/∂M = (G + Gᵀ) M ; M = R_q diag(s)
-        sym = (
-            2.0 * v_cov[0], v_cov[1] + v_cov[3], v_cov[2] + v_cov[6],
-            v_cov[3] + v_cov[1], 2.0 * v_cov[4], v_cov[5] + v_cov[7],
-            v_cov[6] + v_cov[2], v_cov[7] + v_cov[5], 2.0 * v_cov[8],
-        )
-        v_m = _mul33(sym, m)
-        v_scales[g, 0] = rq[0] * v_m[0] + rq[3] * v_m[3] + rq[6] * v_m[6]
-        v_scales[g, 1] = rq[1] * v_m[1] + rq[4] * v_m[4] + rq[7] * v_m[7]
-        v_scales[g, 2] = rq[2] * v_m[2] + rq[5] * v_m[5] + rq[8] * v_m[8]
-        v_rq = _scaled_rot(v_m, sx, sy, sz)
-        vq = _quat_vjp(v_rq, w, x, y, z, qnorm)
-        v_quats[g, 0] = vq[0]
-        v_quats[g, 1] = vq[1]
-        v_quats[g, 2] = vq[2]
-        v_quats[g, 3] = vq[3]
-        v_means[g, 0] = vm0
-        v_means[g, 1] = vm1
-        v_means[g, 2] = vm2
+            v_m = _mul33(sym, m)
+            v_scales[g, 0] = rq[0] * v_m[0] + rq[3] * v_m[3] + rq[6] * v_m[6]
+            v_scales[g, 1] = rq[1] * v_m[1] + rq[4] * v_m[4] + rq[7] * v_m[7]
+            v_scales[g, 2] = rq[2] * v_m[2] + rq[5] * v_m[5] + rq[8] * v_m[8]
+            v_rq = _scaled_rot(v_m, sx, sy, sz)
+            vq = _quat_vjp(v_rq, w, x, y, z, qnorm)
+            v_quats[g, 0] = vq[0]
+            v_quats[g, 1] = vq[1]
+            v_quats[g, 2] = vq[2]
+            v_quats[g, 3] = vq[3]
+            v_means[g, 0] = vm0
+            v_means[g, 1] = vm1
+            v_means[g, 2] = vm2
+        start, stop = claim(work)
 
 
 def project_backward(

@@ -40,9 +40,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
-from splatfx.raster._cpu_threads import parallel_for
+from splatfx.raster._cpu_threads import claim, parallel_for
 
 TILE_SIZE = 16
 ALPHA_MAX = np.float32(0.99)  # gsplat's CUDA kernels use 0.999
@@ -68,7 +70,6 @@ OPEN_CHECK = 8  # the forward checks every this many splats whether a tile is fi
 FUSED = 4  # channels handled inside the main per-slot loops (zero-padded); further ones take extra passes
 # exp(−s) (see _exp_neg): Cephes' expf constants
 EXP_CLAMP = np.float32(16.0)
-TWO_M23 = np.float32(2.0**-23)
 LOG2E = np.float32(1.44269504088896341)
 LN2_HI = np.float32(0.693359375)
 LN2_LO = np.float32(-2.12194440e-4)
@@ -111,6 +112,14 @@ class TileBins:
     def n_isects(self) -> int:
         return int(self.flatten_ids.shape[0])
 
+    def heaviest_first(self) -> np.ndarray:
+        """Bin indices by decreasing number of intersections (ties by index), the order tiles are handed out in.
+
+        The compositing kernels claim one bin at a time; handing out the long lists first
+        leaves only short ones for the end, so the threads finish together.
+        """
+        return np.argsort(-np.diff(self.tile_offsets), kind="stable")
+
 
 # --------------------------------------------------------------------------- binning
 
@@ -127,9 +136,7 @@ def _pixel_box(u: float, v: float, rx: float, ry: float, width: int, height: int
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _tile_rects_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     means2d: np.ndarray,  # (M, 2) float32
     radii: np.ndarray,  # (M, 2) int32
     depth_bits: np.ndarray,  # (M,) uint32: the float32 depths' bit patterns
@@ -140,20 +147,23 @@ def _tile_rects_kernel(
     counts: np.ndarray,  # out (M,) int32
     keys: np.ndarray,  # out (M,) uint32: depth as an unsigned key in the same order (see _depth_key)
 ) -> None:
-    for e in range(start, stop, step):
-        counts[e] = 0
-        rx, ry = radii[e, 0], radii[e, 1]
-        if rx <= 0 or ry <= 0:
-            continue
-        x0, x1, y0, y1 = _pixel_box(float(means2d[e, 0]), float(means2d[e, 1]), rx, ry, width, height)
-        if x0 > x1 or y0 > y1:
-            continue
-        rects[e, 0] = x0 // tile_size
-        rects[e, 1] = x1 // tile_size + 1
-        rects[e, 2] = y0 // tile_size
-        rects[e, 3] = y1 // tile_size + 1
-        counts[e] = (rects[e, 1] - rects[e, 0]) * (rects[e, 3] - rects[e, 2])
-        keys[e] = _depth_key(depth_bits[e])
+    start, stop = claim(work)
+    while start < stop:
+        for e in range(start, stop):
+            counts[e] = 0
+            rx, ry = radii[e, 0], radii[e, 1]
+            if rx <= 0 or ry <= 0:
+                continue
+            x0, x1, y0, y1 = _pixel_box(float(means2d[e, 0]), float(means2d[e, 1]), rx, ry, width, height)
+            if x0 > x1 or y0 > y1:
+                continue
+            rects[e, 0] = x0 // tile_size
+            rects[e, 1] = x1 // tile_size + 1
+            rects[e, 2] = y0 // tile_size
+            rects[e, 3] = y1 // tile_size + 1
+            counts[e] = (rects[e, 1] - rects[e, 0]) * (rects[e, 3] - rects[e, 2])
+            keys[e] = _depth_key(depth_bits[e])
+        start, stop = claim(work)
 
 
 @njit(nogil=True, fastmath=False, cache=True)
@@ -232,9 +242,7 @@ def _bin_cursors(chunk_counts: np.ndarray, tile_offsets: np.ndarray, cursors: np
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _bin_count_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     sorted_ids: np.ndarray,  # (V,) int64 entries in depth order
     rects: np.ndarray,  # (V, 4) their tile rectangles, in the same order
     n_gauss: int,
@@ -243,20 +251,21 @@ def _bin_count_kernel(
     chunk_len: int,
     chunk_counts: np.ndarray,  # out (K, C·T) int64, zeroed
 ) -> None:
-    for k in range(start, stop, step):
-        for s in range(k * chunk_len, min((k + 1) * chunk_len, sorted_ids.shape[0])):
-            e = sorted_ids[s]
-            base = (e // n_gauss) * n_tiles
-            for ty in range(rects[s, 2], rects[s, 3]):
-                for tx in range(rects[s, 0], rects[s, 1]):
-                    chunk_counts[k, base + ty * tiles_x + tx] += 1
+    start, stop = claim(work)
+    while start < stop:
+        for k in range(start, stop):
+            for s in range(k * chunk_len, min((k + 1) * chunk_len, sorted_ids.shape[0])):
+                e = sorted_ids[s]
+                base = (e // n_gauss) * n_tiles
+                for ty in range(rects[s, 2], rects[s, 3]):
+                    for tx in range(rects[s, 0], rects[s, 1]):
+                        chunk_counts[k, base + ty * tiles_x + tx] += 1
+        start, stop = claim(work)
 
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _bin_scatter_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     sorted_ids: np.ndarray,
     rects: np.ndarray,  # (V, 4) in sorted order
     first_isect: np.ndarray,  # (V,) int64: gauss_offsets of the sorted entries
@@ -268,19 +277,22 @@ def _bin_scatter_kernel(
     flatten_ids: np.ndarray,  # out (n_isects,) int32
     isect_pos: np.ndarray,  # out (n_isects,) int64
 ) -> None:
-    for k in range(start, stop, step):
-        for s in range(k * chunk_len, min((k + 1) * chunk_len, sorted_ids.shape[0])):
-            e = sorted_ids[s]
-            base = (e // n_gauss) * n_tiles
-            j = first_isect[s]
-            for ty in range(rects[s, 2], rects[s, 3]):
-                for tx in range(rects[s, 0], rects[s, 1]):
-                    b = base + ty * tiles_x + tx
-                    p = cursors[k, b]
-                    cursors[k, b] = p + 1
-                    flatten_ids[p] = e
-                    isect_pos[j] = p
-                    j += 1
+    start, stop = claim(work)
+    while start < stop:
+        for k in range(start, stop):
+            for s in range(k * chunk_len, min((k + 1) * chunk_len, sorted_ids.shape[0])):
+                e = sorted_ids[s]
+                base = (e // n_gauss) * n_tiles
+                j = first_isect[s]
+                for ty in range(rects[s, 2], rects[s, 3]):
+                    for tx in range(rects[s, 0], rects[s, 1]):
+                        b = base + ty * tiles_x + tx
+                        p = cursors[k, b]
+                        cursors[k, b] = p + 1
+                        flatten_ids[p] = e
+                        isect_pos[j] = p
+                        j += 1
+        start, stop = claim(work)
 
 
 def bin_gaussians(
@@ -369,50 +381,52 @@ def _half_extents(a: float, b: float, c: float, opacity: float) -> tuple:
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _entry_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     counts: np.ndarray,  # (M,) int32: tiles per entry (0: not drawn)
     means2d: np.ndarray,
     conics: np.ndarray,
     opacities: np.ndarray,
     table: np.ndarray,  # out (M, REC) float32
 ) -> None:
-    """The record (see :class:`Splats`) of entries ``start:stop:step`` that are drawn."""
-    for e in range(start, stop, step):
-        if counts[e] == 0:
-            continue
-        half_h, half_w = _half_extents(float(conics[e, 0]), float(conics[e, 1]), float(conics[e, 2]),
-                                       float(opacities[e]))
-        table[e, 0] = means2d[e, 0]
-        table[e, 1] = means2d[e, 1]
-        table[e, 2] = conics[e, 0]
-        table[e, 3] = conics[e, 1]
-        table[e, 4] = conics[e, 2]
-        table[e, 5] = opacities[e]
-        table[e, 6] = half_h
-        table[e, 7] = half_w
+    """The record (see :class:`Splats`) of every entry that is drawn."""
+    start, stop = claim(work)
+    while start < stop:
+        for e in range(start, stop):
+            if counts[e] == 0:
+                continue
+            half_h, half_w = _half_extents(float(conics[e, 0]), float(conics[e, 1]), float(conics[e, 2]),
+                                           float(opacities[e]))
+            table[e, 0] = means2d[e, 0]
+            table[e, 1] = means2d[e, 1]
+            table[e, 2] = conics[e, 0]
+            table[e, 3] = conics[e, 1]
+            table[e, 4] = conics[e, 2]
+            table[e, 5] = opacities[e]
+            table[e, 6] = half_h
+            table[e, 7] = half_w
+        start, stop = claim(work)
 
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _gather_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     flatten_ids: np.ndarray,  # (n_isects,) int32
     table: np.ndarray,  # (M, REC) float32 entry records
     colors: np.ndarray,  # (M, D)
     rec: np.ndarray,  # out (n_isects, REC) float32
     rec_col: np.ndarray,  # out (n_isects, ≥ D) float32, zeroed
 ) -> None:
-    """Copy the record and channels of each intersection ``start ≤ p < stop`` (writes in order, reads at random)."""
+    """Copy the record and channels of each intersection (writes in order, reads at random)."""
     n_ch = colors.shape[1]
-    for p in range(start, stop, step):
-        e = flatten_ids[p]
-        for k in range(REC):
-            rec[p, k] = table[e, k]
-        for k in range(n_ch):
-            rec_col[p, k] = colors[e, k]
+    start, stop = claim(work)
+    while start < stop:
+        for p in range(start, stop):
+            e = flatten_ids[p]
+            for k in range(REC):
+                rec[p, k] = table[e, k]
+            for k in range(n_ch):
+                rec_col[p, k] = colors[e, k]
+        start, stop = claim(work)
 
 
 def gather_splats(
@@ -463,15 +477,33 @@ def _tile_setup(x0: int, y0: int, tw: int, th: int, ws: np.ndarray, rx: np.uint6
         last[q] = -1
 
 
+@intrinsic
+def _pow2_neg(typingctx: object, n: object) -> object:
+    """``2^−n`` in float32 for an int32 ``0 ≤ n ≤ 126``, exactly: the bit pattern ``(127 − n) << 23``.
+
+    Written in LLVM IR because numba widens integer shifts to 64 bits, which turned this
+    into ten vector instructions per 16 pixels instead of two.
+    """
+    if n != types.int32:
+        return None
+
+    def codegen(context: object, builder: object, signature: object, args: object) -> object:
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.sub(ir.Constant(i32, 127), args[0]), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
 @njit(nogil=True, fastmath={"contract"}, cache=True)
 def _exp_neg(s: np.float32) -> np.float32:
     """``exp(−s)`` in float32 for ``s`` clamped to [0, 16]; no branch and no call, so loops vectorise.
 
     Cephes' ``expf``: ``s = n ln2 + r`` with ``|r| ≤ ½ ln2`` (ln2 split in two so that
     ``n·ln2_hi`` is exact), a degree-7 polynomial for ``e^{−r}`` (fused multiply-adds) and
-    the exact scale ``2^{−n}`` as an integer converted to float. At most one unit in the
-    last place from the exact value (libm's ``expf`` and torch's vectorised exp differ from
-    each other in the same way). Beyond 16 the value (≈ 1e-7) is far below the 1/255 cut.
+    the exact scale ``2^{−n}`` from its bit pattern. At most one unit in the last place
+    from the exact value (libm's ``expf`` and torch's vectorised exp differ from each other
+    in the same way). Beyond 16 the value (≈ 1e-7) is far below the 1/255 cut.
     """
     x = min(max(s, ZERO), EXP_CLAMP)
     n = np.int32(x * LOG2E + HALF)
@@ -485,7 +517,7 @@ def _exp_neg(s: np.float32) -> np.float32:
     p = p * y + EXP_P4
     p = p * y + EXP_P5
     p = p * z + y + ONE
-    return p * (np.float32(np.int32(1) << ((np.int32(23) - n) & np.int32(31))) * TWO_M23)  # 2^−n, exact: n ≤ 23
+    return p * _pow2_neg(n)  # n ≤ 23
 
 
 @njit(nogil=True, fastmath=False, cache=True)
@@ -503,7 +535,7 @@ def _composite_slots(
     i: int, q0: np.uint64, q1: np.uint64,
     u: np.float32, v: np.float32, ca: np.float32, cb: np.float32, cc: np.float32, op: np.float32,
     c0: np.float32, c1: np.float32, c2: np.float32, c3: np.float32,
-    ws: np.ndarray, last: np.ndarray, n_ch: int,
+    ws: np.ndarray, last: np.ndarray, blocks: np.ndarray, n_ch: int,
 ) -> tuple:
     """Composite splat ``i`` over the tile slots ``q0 ≤ q < q1``; return the first and last BLOCK (of the tile)
     where it was used (first > last if nowhere).
@@ -529,7 +561,7 @@ def _composite_slots(
         ws[F_T + q] = next_t if use else (-t if end else t)
         last[q] = i if use else last[q]
         ws[F_W + q] = w
-        block = np.int32(q >> _BLOCK_SHIFT)  # int32 min/max reductions keep the loop at 16 lanes
+        block = blocks[q]  # int32 from a table: computing q >> 4 took eight 64-bit vector instructions
         lo = min(lo, block if use else np.int32(CAP))
         hi = max(hi, block if use else np.int32(-1))
     for q in range(q0, q1):
@@ -578,9 +610,8 @@ def _blocks(rec: np.ndarray, i: int, x0: int, y0: int, tw: int, th: int) -> tupl
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _raster_forward_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
+    order: np.ndarray,  # (C·T,) int64: the bins, heaviest first
     rec: np.ndarray,
     rec_col: np.ndarray,  # (n_isects, D4) channels, zero-padded to at least FUSED
     backgrounds: np.ndarray,  # (C, D) float32
@@ -600,45 +631,50 @@ def _raster_forward_kernel(
     # so numba emits no negative-index wraparound.
     ws = np.empty((F_C // _CAP_U + n_ch) * CAP, dtype=np.float32)
     last = np.empty(CAP, dtype=np.int32)
-    for job in range(start, stop, step):
-        cam = job // n_tiles
-        tile = job - cam * n_tiles
-        x0 = (tile % tiles_x) * TILE_SIZE
-        y0 = (tile // tiles_x) * TILE_SIZE
-        tw = min(TILE_SIZE, width - x0)
-        th = min(TILE_SIZE, height - y0)
-        _tile_setup(x0, y0, tw, th, ws, F_X, F_Y, F_T, last)
-        ws[int(F_C):] = ZERO
-        first = tile_offsets[job]
-        for i in range(first, tile_offsets[job + 1]):
-            p0, p1, q0, q1 = _blocks(rec, i, x0, y0, tw, th)
-            if p0 > p1:
-                continue
-            u, v, ca, cb, cc, op = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
-            c0, c1, c2, c3 = rec_col[i, 0], rec_col[i, 1], rec_col[i, 2], rec_col[i, 3]
-            for panel in range(p0, p1 + 1):
-                base = np.uint64(panel * PANEL * TILE_SIZE)
-                lo, hi = _composite_slots(
-                    i, base + q0, base + q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out
-                )
-                for k in range(FUSED, n_ch):
-                    ck = rec_col[i, k]
-                    row = F_C + np.uint64(k) * _CAP_U
-                    for q in range(base + q0, base + q1):
-                        ws[row + q] += ck * ws[F_W + q]
-                if lo <= hi:
-                    spans[i, 2 * panel] = lo - panel * PANEL_BLOCKS
-                    spans[i, 2 * panel + 1] = hi + 1 - panel * PANEL_BLOCKS
-            if (i - first) % OPEN_CHECK == OPEN_CHECK - 1 and not _any_open(ws):
-                break
-        for ly in range(th):
-            for lx in range(tw):
-                p = _q(lx, ly)
-                t = abs(ws[F_T + p])
-                for k in range(n_out):
-                    out_colors[cam, y0 + ly, x0 + lx, k] = ws[F_C + np.uint64(k) * _CAP_U + p] + t * backgrounds[cam, k]
-                t_final[cam, y0 + ly, x0 + lx] = t
-                last_ids[cam, y0 + ly, x0 + lx] = last[p]
+    blocks = np.arange(CAP, dtype=np.int32) // np.int32(BLOCK)  # each slot's BLOCK
+    start, stop = claim(work)
+    while start < stop:
+        for position in range(start, stop):
+            job = order[position]
+            cam = job // n_tiles
+            tile = job - cam * n_tiles
+            x0 = (tile % tiles_x) * TILE_SIZE
+            y0 = (tile // tiles_x) * TILE_SIZE
+            tw = min(TILE_SIZE, width - x0)
+            th = min(TILE_SIZE, height - y0)
+            _tile_setup(x0, y0, tw, th, ws, F_X, F_Y, F_T, last)
+            ws[int(F_C):] = ZERO
+            first = tile_offsets[job]
+            for i in range(first, tile_offsets[job + 1]):
+                p0, p1, q0, q1 = _blocks(rec, i, x0, y0, tw, th)
+                if p0 > p1:
+                    continue
+                u, v, ca, cb, cc, op = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
+                c0, c1, c2, c3 = rec_col[i, 0], rec_col[i, 1], rec_col[i, 2], rec_col[i, 3]
+                for panel in range(p0, p1 + 1):
+                    base = np.uint64(panel * PANEL * TILE_SIZE)
+                    lo, hi = _composite_slots(
+                        i, base + q0, base + q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, blocks, n_out
+                    )
+                    for k in range(FUSED, n_ch):
+                        ck = rec_col[i, k]
+                        row = F_C + np.uint64(k) * _CAP_U
+                        for q in range(base + q0, base + q1):
+                            ws[row + q] += ck * ws[F_W + q]
+                    if lo <= hi:
+                        spans[i, 2 * panel] = lo - panel * PANEL_BLOCKS
+                        spans[i, 2 * panel + 1] = hi + 1 - panel * PANEL_BLOCKS
+                if (i - first) % OPEN_CHECK == OPEN_CHECK - 1 and not _any_open(ws):
+                    break
+            for ly in range(th):
+                for lx in range(tw):
+                    p = _q(lx, ly)
+                    t = abs(ws[F_T + p])
+                    for k in range(n_out):
+                        out_colors[cam, y0 + ly, x0 + lx, k] = ws[F_C + np.uint64(k) * _CAP_U + p] + t * backgrounds[cam, k]
+                    t_final[cam, y0 + ly, x0 + lx] = t
+                    last_ids[cam, y0 + ly, x0 + lx] = last[p]
+        start, stop = claim(work)
 
 
 def rasterize_forward(
@@ -664,8 +700,8 @@ def rasterize_forward(
     n_tiles = bins.tiles_x * bins.tiles_y
     if n_cam * n_tiles:
         parallel_for(
-            _raster_forward_kernel, n_cam * n_tiles, splats.rec, splats.colors, backgrounds, bins.tile_offsets,
-            int(width), int(height), bins.tiles_x, n_tiles, out, t_final, last_ids, spans, interleave=True,
+            _raster_forward_kernel, n_cam * n_tiles, bins.heaviest_first(), splats.rec, splats.colors, backgrounds,
+            bins.tile_offsets, int(width), int(height), bins.tiles_x, n_tiles, out, t_final, last_ids, spans, chunk=1,
         )
     return out, t_final, last_ids, spans
 
@@ -802,9 +838,8 @@ def _grad_sums(
 
 @njit(nogil=True, fastmath=False, error_model="numpy", cache=True)
 def _raster_backward_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
+    order: np.ndarray,  # (C·T,) int64: the bins, heaviest first
     rec: np.ndarray,
     rec_col: np.ndarray,  # (n_isects, D4) channels, zero-padded to at least FUSED
     backgrounds: np.ndarray,  # (C, D) float32
@@ -826,60 +861,62 @@ def _raster_backward_kernel(
     ws = np.empty((B_CH // _CAP_U + 2 * n_ch) * CAP, dtype=np.float32)
     last = np.empty(CAP, dtype=np.int32)
     acc = np.empty(GRAD_ROW + n_ch, dtype=np.float32)
-    for job in range(start, stop, step):
-        cam = job // n_tiles
-        tile = job - cam * n_tiles
-        x0 = (tile % tiles_x) * TILE_SIZE
-        y0 = (tile // tiles_x) * TILE_SIZE
-        tw = min(TILE_SIZE, width - x0)
-        th = min(TILE_SIZE, height - y0)
-        first = tile_offsets[job]
-        _tile_setup(x0, y0, tw, th, ws, B_X, B_Y, B_T, last)
-        ws[int(B_T) : int(B_T) + CAP] = ZERO
-        ws[int(B_E) : int(B_E) + CAP] = ZERO
-        ws[int(B_VA) : int(B_VA) + CAP] = ZERO
-        ws[int(B_CH):] = ZERO
-        max_last = first - 1
-        for ly in range(th):
-            for lx in range(tw):
-                p = _q(lx, ly)
-                t = t_final[cam, y0 + ly, x0 + lx]
-                ws[B_T + p] = t
-                ws[B_E + p] = t
-                last[p] = last_ids[cam, y0 + ly, x0 + lx]
-                max_last = max(max_last, last[p])
-                # alpha = 1 − T_final, and the background adds T_final·bg to the image
-                bg_dot = ZERO
-                for k in range(n_out):
-                    g = v_images[cam, y0 + ly, x0 + lx, k]
-                    ws[B_IMG0 + np.uint64(2 * k) * _CAP_U + p] = g
-                    bg_dot += backgrounds[cam, k] * g
-                ws[B_VA + p] = v_alphas[cam, y0 + ly, x0 + lx] - bg_dot
-        for i in range(max_last + 1, tile_offsets[job + 1]):
-            rows[i, :] = ZERO
-        for i in range(max_last, first - 1, -1):
-            acc[:] = ZERO
-            u, v, ca, cb, cc, op = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
-            c0, c1, c2, c3 = rec_col[i, 0], rec_col[i, 1], rec_col[i, 2], rec_col[i, 3]
-            for panel in range(2):
-                base = np.uint64(panel * PANEL * TILE_SIZE)
-                q0 = base + np.uint64(spans[i, 2 * panel]) * _BLOCK_U
-                q1 = base + np.uint64(spans[i, 2 * panel + 1]) * _BLOCK_U
-                if q0 == q1:
-                    continue
-                _replay(i, q0, q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out)
-                for k in range(FUSED, n_ch):
-                    _replay_channel(q0, q1, rec_col[i, k], ws, B_CH + np.uint64(2 * k) * _CAP_U)
-                _grad_sums(q0, q1, u, v, ca, cb, cc, op, ws, n_out, absgrad, acc)
-            for r in range(GRAD_ROW + n_out):
-                rows[i, r] = acc[r]
+    start, stop = claim(work)
+    while start < stop:
+        for position in range(start, stop):
+            job = order[position]
+            cam = job // n_tiles
+            tile = job - cam * n_tiles
+            x0 = (tile % tiles_x) * TILE_SIZE
+            y0 = (tile // tiles_x) * TILE_SIZE
+            tw = min(TILE_SIZE, width - x0)
+            th = min(TILE_SIZE, height - y0)
+            first = tile_offsets[job]
+            _tile_setup(x0, y0, tw, th, ws, B_X, B_Y, B_T, last)
+            ws[int(B_T) : int(B_T) + CAP] = ZERO
+            ws[int(B_E) : int(B_E) + CAP] = ZERO
+            ws[int(B_VA) : int(B_VA) + CAP] = ZERO
+            ws[int(B_CH):] = ZERO
+            max_last = first - 1
+            for ly in range(th):
+                for lx in range(tw):
+                    p = _q(lx, ly)
+                    t = t_final[cam, y0 + ly, x0 + lx]
+                    ws[B_T + p] = t
+                    ws[B_E + p] = t
+                    last[p] = last_ids[cam, y0 + ly, x0 + lx]
+                    max_last = max(max_last, last[p])
+                    # alpha = 1 − T_final, and the background adds T_final·bg to the image
+                    bg_dot = ZERO
+                    for k in range(n_out):
+                        g = v_images[cam, y0 + ly, x0 + lx, k]
+                        ws[B_IMG0 + np.uint64(2 * k) * _CAP_U + p] = g
+                        bg_dot += backgrounds[cam, k] * g
+                    ws[B_VA + p] = v_alphas[cam, y0 + ly, x0 + lx] - bg_dot
+            for i in range(max_last + 1, tile_offsets[job + 1]):
+                rows[i, :] = ZERO
+            for i in range(max_last, first - 1, -1):
+                acc[:] = ZERO
+                u, v, ca, cb, cc, op = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5]
+                c0, c1, c2, c3 = rec_col[i, 0], rec_col[i, 1], rec_col[i, 2], rec_col[i, 3]
+                for panel in range(2):
+                    base = np.uint64(panel * PANEL * TILE_SIZE)
+                    q0 = base + np.uint64(spans[i, 2 * panel]) * _BLOCK_U
+                    q1 = base + np.uint64(spans[i, 2 * panel + 1]) * _BLOCK_U
+                    if q0 == q1:
+                        continue
+                    _replay(i, q0, q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out)
+                    for k in range(FUSED, n_ch):
+                        _replay_channel(q0, q1, rec_col[i, k], ws, B_CH + np.uint64(2 * k) * _CAP_U)
+                    _grad_sums(q0, q1, u, v, ca, cb, cc, op, ws, n_out, absgrad, acc)
+                for r in range(GRAD_ROW + n_out):
+                    rows[i, r] = acc[r]
+        start, stop = claim(work)
 
 
 @njit(nogil=True, fastmath=False, cache=True)
 def _reduce_rows_kernel(
-    start: int,
-    stop: int,
-    step: int,
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     rows: np.ndarray,  # (n_isects, R) float32
     gauss_offsets: np.ndarray,  # (M+1,) int64
     isect_pos: np.ndarray,  # (n_isects,) int64
@@ -887,18 +924,21 @@ def _reduce_rows_kernel(
 ) -> None:
     n_col = rows.shape[1]
     acc = np.empty(n_col, dtype=np.float64)
-    for e in range(start, stop, step):
-        lo, hi = gauss_offsets[e], gauss_offsets[e + 1]
-        if lo == hi:
-            continue
-        for k in range(n_col):
-            acc[k] = 0.0
-        for j in range(lo, hi):
-            r = isect_pos[j]
+    start, stop = claim(work)
+    while start < stop:
+        for e in range(start, stop):
+            first, end = gauss_offsets[e], gauss_offsets[e + 1]
+            if first == end:
+                continue
             for k in range(n_col):
-                acc[k] += rows[r, k]
-        for k in range(n_col):
-            out[e, k] = acc[k]
+                acc[k] = 0.0
+            for j in range(first, end):
+                r = isect_pos[j]
+                for k in range(n_col):
+                    acc[k] += rows[r, k]
+            for k in range(n_col):
+                out[e, k] = acc[k]
+        start, stop = claim(work)
 
 
 def rasterize_backward(
@@ -928,9 +968,9 @@ def rasterize_backward(
     if bins.n_isects:
         rows = np.empty((bins.n_isects, out.shape[1]), dtype=np.float32)
         parallel_for(
-            _raster_backward_kernel, n_cam * n_tiles, splats.rec, splats.colors, backgrounds, bins.tile_offsets,
-            int(width), int(height), bins.tiles_x, n_tiles, t_final, last_ids, spans, v_images, v_alphas,
-            bool(absgrad), rows, interleave=True,
+            _raster_backward_kernel, n_cam * n_tiles, bins.heaviest_first(), splats.rec, splats.colors, backgrounds,
+            bins.tile_offsets, int(width), int(height), bins.tiles_x, n_tiles, t_final, last_ids, spans, v_images, v_alphas,
+            bool(absgrad), rows, chunk=1,
         )
         parallel_for(_reduce_rows_kernel, n_entries, rows, bins.gauss_offsets, bins.isect_pos, out, grain=4096)
     return out

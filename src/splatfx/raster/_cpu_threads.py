@@ -1,15 +1,18 @@
 """Run a nogil numba kernel over an index range on all CPU threads.
 
-The CPU kernels are serial ``@njit(nogil=True, cache=True)`` functions that process the
-indices ``start, start+step, …`` below ``stop`` and write only rows they own. Python
-threads call them concurrently: numba releases the GIL, so this is real parallelism.
+The CPU kernels are serial ``@njit(nogil=True, cache=True)`` functions. Each takes a
+*work counter* as its first argument and claims indices from it in chunks with an atomic
+fetch-and-add (:func:`claim`) until the range is exhausted. :func:`parallel_for` calls
+the same kernel on the calling thread and on ``NUMBA_NUM_THREADS − 1`` pool threads at
+once (numba releases the GIL, so this is real parallelism); whichever thread is free
+takes the next chunk, without going back to Python. Kernels write only rows they own, so
+results do not depend on which thread ran what.
 
 Why not ``@njit(parallel=True)`` with ``prange``: each parfor wrapper re-optimises its
 callees and adds 2–4 s of first-call compilation per kernel, and its static split of the
 iteration space leaves one core idle when the work is uneven (e.g. an empty sky over a
-dense ground). Interleaved tasks on a shared pool balance the load, compile in a fraction
-of the time, and, since every index is written by exactly one task, results do not depend
-on the schedule.
+dense ground). Claiming small chunks from a shared counter balances the load to within
+one chunk, and a pool thread that wakes late simply claims less.
 """
 
 from __future__ import annotations
@@ -20,16 +23,40 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
 
 _LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
-TASKS_PER_THREAD = 4
+CHUNKS_PER_THREAD = 16  # default chunk size: the range split into this many chunks per thread
 
 
 def num_threads() -> int:
     """Threads used by the CPU kernels (numba's setting: ``NUMBA_NUM_THREADS`` or the core count)."""
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+@intrinsic
+def _fetch_add(typingctx: Any, counter: Any, value: Any) -> Any:
+    """Atomically add ``value`` to ``counter[0]`` (an int64 array) and return the old value."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and isinstance(value, types.Integer)):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        amount = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.atomic_rmw("add", array.data, amount, "monotonic")
+
+    return types.int64(counter, value), codegen
+
+
+@njit(nogil=True, cache=True, inline="always")
+def claim(work: np.ndarray) -> tuple:
+    """The next chunk ``[lo, hi)`` of a work counter ``[next, stop, chunk]`` (``lo ≥ hi`` once all is taken)."""
+    lo = _fetch_add(work, work[2])
+    return lo, min(lo + work[2], work[1])
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
@@ -43,37 +70,25 @@ def _pool(size: int) -> ThreadPoolExecutor:
         return _POOL
 
 
-def parallel_for(kernel: Callable[..., None], n: int, *args: Any, interleave: bool = False, grain: int = 1) -> None:
-    """Cover ``range(n)`` with calls ``kernel(start, stop, step, *args)`` on the thread pool.
+def parallel_for(kernel: Callable[..., None], n: int, *args: Any, chunk: int | None = None, grain: int = 1) -> None:
+    """Cover ``range(n)`` with ``kernel(work, *args)`` running on every thread at once.
 
-    ``interleave=False`` gives each task one contiguous block (uniform work per index:
-    neighbouring rows stay on one thread); ``interleave=True`` gives task ``k`` the
-    indices ``k, k+tasks, …`` (uneven work such as image tiles: every task samples the
-    whole image). The calling thread works too, and the threads take tasks from a shared
-    list as they finish, so a thread that the OS holds back leaves its share to the
-    others. With one thread, or fewer than ``2·grain`` indices (not worth waking a
-    thread for), the kernel runs inline.
+    The kernel loops ``lo, hi = claim(work)`` while ``lo < hi`` and processes indices
+    ``lo..hi−1``. ``chunk`` is the number of indices claimed at a time (default: the range
+    split into CHUNKS_PER_THREAD chunks per thread; 1 for uneven work such as image
+    tiles, best visited heaviest first). With one thread, or fewer than ``2·grain`` indices
+    (not worth waking a thread for), the kernel runs on the calling thread alone.
     """
     threads = min(num_threads(), n // max(grain, 1))
-    tasks = min(n, threads * TASKS_PER_THREAD)
-    if threads <= 1 or tasks <= 1:
-        kernel(0, n, 1, *args)
+    if chunk is None:
+        chunk = max(1, -(-n // (max(threads, 1) * CHUNKS_PER_THREAD)))
+    work = np.array([0, n, chunk], dtype=np.int64)
+    if threads <= 1 or n <= chunk:
+        kernel(work, *args)
         return
-    if interleave:
-        calls = [(k, n, tasks) for k in range(tasks)]
-    else:
-        bounds = [n * k // tasks for k in range(tasks + 1)]
-        calls = [(bounds[k], bounds[k + 1], 1) for k in range(tasks)]
-    pending = iter(calls)  # next() on a list iterator is atomic under the GIL
-
-    def work() -> None:
-        for call in pending:
-            kernel(*call, *args)
-
-    pool = _pool(num_threads() - 1)
-    futures = [pool.submit(work) for _ in range(threads - 1)]
+    futures = [_pool(num_threads() - 1).submit(kernel, work, *args) for _ in range(threads - 1)]
     try:
-        work()
+        kernel(work, *args)
     finally:
         for future in futures:
             future.result()

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/raster.py [--quick] [--repeats N] [--threads N] [--json FILE]
+    python benchmarks/raster.py [--quick] [--only SCENE] [--repeats N] [--threads N] [--json FILE]
 
 Measures, per scene, the median (and best) wall time and the median CPU time of the
 forward pass and of forward + backward, for the compiled CPU kernels and, where affordable,
@@ -41,6 +41,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,12 +160,44 @@ def forward_backward(render, scene: dict) -> None:
     ((images * weights).sum() + alphas.sum()).backward()
 
 
+@contextmanager
+def torch_threads_for(impl: str) -> Iterator[None]:
+    """torch's intra-op threads while ``impl`` runs: all of them for the PyTorch renderer, one for ours.
+
+    Our renderer's threads are numba's; the torch operations around it (loss, autograd
+    glue) are small. Left at two threads, torch's OpenMP workers busy-wait after each of
+    those operations (libgomp's default when the PyTorch renderer runs first and no
+    ``OMP_WAIT_POLICY`` is set) and take a core from our kernels. Users of splatfx do not
+    see this: the package sets ``OMP_WAIT_POLICY=PASSIVE`` when it is imported first.
+    """
+    threads = torch.get_num_threads()
+    if impl == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+SETTLE_S = 0.02  # longer than torch's OpenMP workers busy-wait after their last operation (≈ 8 ms here)
+
+
+def settle(step: Callable, render: Callable, scene: dict) -> None:
+    """Untimed runs of ``step`` for at least SETTLE_S seconds (and at least one)."""
+    until = time.perf_counter() + SETTLE_S
+    step(render, scene)
+    while time.perf_counter() < until:
+        step(render, scene)
+
+
 def measure_times(case: Case, repeats: int) -> dict[str, dict]:
     """Median wall and CPU seconds (and best wall) per renderer and step.
 
     Renderers alternate run by run in this process, so that load from other processes falls
-    on both alike. CPU time (``time.process_time``: all threads of this process) does not
-    count time spent waiting for a core, so it is the steadier figure on a busy machine.
+    on both alike; each timed run follows untimed ones of the same renderer (:func:`settle`),
+    so that neither is timed while the other's threads are still winding down. CPU time
+    (``time.process_time``: all threads of this process) does not count time spent waiting
+    for a core, so it is the steadier figure on a busy machine.
     """
     scene = make_scene(case)
     impls = ("cpu", "torch") if case.baseline else ("cpu",)
@@ -172,15 +206,18 @@ def measure_times(case: Case, repeats: int) -> dict[str, dict]:
     wall: dict = {impl: {step: [] for step in steps} for impl in impls}
     cpu: dict = {impl: {step: [] for step in steps} for impl in impls}
     for impl, render in renders.items():  # warm-up: numba cache load, thread pools, allocator
-        for step in steps.values():
-            step(render, scene)
+        with torch_threads_for(impl):
+            for step in steps.values():
+                step(render, scene)
     for step_name, step in steps.items():
         for _ in range(repeats):
             for impl, render in renders.items():
-                start_wall, start_cpu = time.perf_counter(), time.process_time()
-                step(render, scene)
-                wall[impl][step_name].append(time.perf_counter() - start_wall)
-                cpu[impl][step_name].append(time.process_time() - start_cpu)
+                with torch_threads_for(impl):
+                    settle(step, render, scene)
+                    start_wall, start_cpu = time.perf_counter(), time.process_time()
+                    step(render, scene)
+                    wall[impl][step_name].append(time.perf_counter() - start_wall)
+                    cpu[impl][step_name].append(time.process_time() - start_cpu)
     _, alphas, meta = forward(renders["cpu"], scene)
     out = {}
     for impl in impls:
@@ -245,6 +282,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both renderers (numba and torch); default: all cores")
+    parser.add_argument("--only", default=None, help="run only the scenes whose name starts with this (e.g. 5k)")
     parser.add_argument("--memory-worker", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:  # before numba is imported; inherited by the memory subprocesses
@@ -262,7 +300,7 @@ def main() -> None:
           f"median of {repeats}", flush=True)
     rows = []
     for index, case in enumerate(CASES):
-        if args.quick and case.n >= 500_000:
+        if (args.quick and case.n >= 500_000) or (args.only and not case.name.startswith(args.only)):
             continue
         results = measure_times(case, repeats)
         for impl, label in (("cpu", "splatfx cpu"), ("torch", "tiled PyTorch")):

@@ -352,12 +352,16 @@ def bin_gaussians(
 class Splats:
     """The projected Gaussians gathered into intersection order, so each tile reads memory in sequence.
 
-    ``rec`` (n_isects, 8) float32: u, v, conic a, b, c, opacity, and the half-height and
-    half-width of the ellipse ``σ ≤ ln(255·o)`` (−1 when the conic is degenerate), see
-    :func:`_half_extents`. ``colors`` (n_isects, max(D, FUSED)) float32: the entry's
-    channels, zero-padded.
+    ``table`` (M, 8) float32, per entry: u, v, conic a, b, c, opacity, and the half-height
+    and half-width of the ellipse ``σ ≤ ln(255·o)`` (−1 when the conic is degenerate), see
+    :func:`_half_extents`; ``entry_colors`` (M, D) its channels. ``rec`` (n_isects, 8) and
+    ``colors`` (n_isects, max(D, FUSED), zero-padded) are the same per intersection; the
+    forward kernel fills them tile by tile just before it composites the tile (so the copy
+    runs on all threads and is still in cache when it is read), the backward reads them.
     """
 
+    table: np.ndarray
+    entry_colors: np.ndarray
     rec: np.ndarray
     colors: np.ndarray
 
@@ -408,40 +412,34 @@ def _entry_kernel(
 
 
 @njit(nogil=True, fastmath=False, cache=True)
-def _gather_kernel(
-    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
-    flatten_ids: np.ndarray,  # (n_isects,) int32
-    table: np.ndarray,  # (M, REC) float32 entry records
-    colors: np.ndarray,  # (M, D)
-    rec: np.ndarray,  # out (n_isects, REC) float32
-    rec_col: np.ndarray,  # out (n_isects, ≥ D) float32, zeroed
+def _gather(
+    first: int, end: int, flatten_ids: np.ndarray, table: np.ndarray, colors: np.ndarray,
+    rec: np.ndarray, rec_col: np.ndarray,
 ) -> None:
-    """Copy the record and channels of each intersection (writes in order, reads at random)."""
+    """Copy the record and channels (zero-padded) of intersections ``first ≤ p < end`` (writes in order)."""
     n_ch = colors.shape[1]
-    start, stop = claim(work)
-    while start < stop:
-        for p in range(start, stop):
-            e = flatten_ids[p]
-            for k in range(REC):
-                rec[p, k] = table[e, k]
-            for k in range(n_ch):
-                rec_col[p, k] = colors[e, k]
-        start, stop = claim(work)
+    for p in range(first, end):
+        e = flatten_ids[p]
+        for k in range(REC):
+            rec[p, k] = table[e, k]
+        for k in range(n_ch):
+            rec_col[p, k] = colors[e, k]
+        for k in range(n_ch, rec_col.shape[1]):
+            rec_col[p, k] = ZERO
 
 
 def gather_splats(
     bins: TileBins, means2d: np.ndarray, conics: np.ndarray, colors: np.ndarray, opacities: np.ndarray
 ) -> Splats:
-    """Copy each intersection's Gaussian (M-indexed arrays) into intersection order."""
-    rec = np.empty((bins.n_isects, REC), dtype=np.float32)
-    rec_col = np.zeros((bins.n_isects, max(FUSED, colors.shape[1])), dtype=np.float32)
+    """The entries' records (M-indexed arrays) and room for them in intersection order (see :class:`Splats`)."""
+    table = np.empty((means2d.shape[0], REC), dtype=np.float32)
     if bins.n_isects:
-        table = np.empty((means2d.shape[0], REC), dtype=np.float32)
         parallel_for(
             _entry_kernel, means2d.shape[0], bins.tiles_per_gauss, means2d, conics, opacities, table, grain=4096
         )
-        parallel_for(_gather_kernel, bins.n_isects, bins.flatten_ids, table, colors, rec, rec_col, grain=16384)
-    return Splats(rec, rec_col)
+    rec = np.empty((bins.n_isects, REC), dtype=np.float32)
+    rec_col = np.empty((bins.n_isects, max(FUSED, colors.shape[1])), dtype=np.float32)
+    return Splats(table, colors, rec, rec_col)
 
 
 def _offsets(first: int, count: int) -> tuple:
@@ -612,8 +610,11 @@ def _blocks(rec: np.ndarray, i: int, x0: int, y0: int, tw: int, th: int) -> tupl
 def _raster_forward_kernel(
     work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     order: np.ndarray,  # (C·T,) int64: the bins, heaviest first
-    rec: np.ndarray,
-    rec_col: np.ndarray,  # (n_isects, D4) channels, zero-padded to at least FUSED
+    flatten_ids: np.ndarray,  # (n_isects,) int32
+    table: np.ndarray,  # (M, REC) float32: the entries' records (see Splats)
+    entry_colors: np.ndarray,  # (M, D) float32
+    rec: np.ndarray,  # out (n_isects, REC): filled here from table, tile by tile
+    rec_col: np.ndarray,  # out (n_isects, D4): channels, zero-padded to at least FUSED
     backgrounds: np.ndarray,  # (C, D) float32
     tile_offsets: np.ndarray,
     width: int,
@@ -645,6 +646,7 @@ def _raster_forward_kernel(
             _tile_setup(x0, y0, tw, th, ws, F_X, F_Y, F_T, last)
             ws[int(F_C):] = ZERO
             first = tile_offsets[job]
+            _gather(first, tile_offsets[job + 1], flatten_ids, table, entry_colors, rec, rec_col)
             for i in range(first, tile_offsets[job + 1]):
                 p0, p1, q0, q1 = _blocks(rec, i, x0, y0, tw, th)
                 if p0 > p1:
@@ -700,15 +702,16 @@ def rasterize_forward(
     n_tiles = bins.tiles_x * bins.tiles_y
     if n_cam * n_tiles:
         parallel_for(
-            _raster_forward_kernel, n_cam * n_tiles, bins.heaviest_first(), splats.rec, splats.colors, backgrounds,
-            bins.tile_offsets, int(width), int(height), bins.tiles_x, n_tiles, out, t_final, last_ids, spans, chunk=1,
+            _raster_forward_kernel, n_cam * n_tiles, bins.heaviest_first(), bins.flatten_ids, splats.table,
+            splats.entry_colors, splats.rec, splats.colors, backgrounds, bins.tile_offsets, int(width), int(height),
+            bins.tiles_x, n_tiles, out, t_final, last_ids, spans, chunk=1,
         )
     return out, t_final, last_ids, spans
 
 
 @njit(nogil=True, fastmath=False, error_model="numpy", cache=True, inline="always")
 def _replay(
-    i: int, q0: np.uint64, q1: np.uint64,
+    i: np.int32, q0: np.uint64, q1: np.uint64,
     u: np.float32, v: np.float32, ca: np.float32, cb: np.float32, cc: np.float32, op: np.float32,
     c0: np.float32, c1: np.float32, c2: np.float32, c3: np.float32,
     ws: np.ndarray, last: np.ndarray, n_ch: int,
@@ -769,7 +772,7 @@ def _replay_channel(q0: np.uint64, q1: np.uint64, ck: np.float32, ws: np.ndarray
         ws[buf + q] += ck * fac
 
 
-@njit(nogil=True, fastmath={"reassoc"}, error_model="numpy", cache=True)
+@njit(nogil=True, fastmath={"reassoc", "contract"}, error_model="numpy", cache=True)
 def _grad_sums(
     q0: np.uint64, q1: np.uint64,
     u: np.float32, v: np.float32, ca: np.float32, cb: np.float32, cc: np.float32, op: np.float32,
@@ -778,14 +781,17 @@ def _grad_sums(
     """Add one splat's gradients from slots ``q0 ≤ q < q1`` (terms left by :func:`_replay`) to ``acc``.
 
     ``acc`` (GRAD_ROW + D): d(u, v), d(conic a, b, c), d(opacity), |du|, |dv|, d(channels).
-    Sums are reassociated (``fastmath={"reassoc"}``) so that LLVM vectorises them; the
-    order is fixed by the compiled code and the slot range, so results stay deterministic.
+    With ``g = ∂L/∂σ`` per slot, ``∂L/∂u = a Σ g dx + b Σ g dy`` and ``∂L/∂v = b Σ g dx + c Σ g dy``,
+    so the loop sums ``g dx``, ``g dy`` and their products with ``dx``, ``dy`` (the conic's
+    terms) and applies the conic once. Sums are reassociated and multiply-adds fused
+    (``fastmath={"reassoc", "contract"}``) so that LLVM vectorises them; the order is fixed
+    by the compiled code and the slot range, so results stay deterministic.
     """
-    gu = ZERO
-    gv = ZERO
-    ga = ZERO
-    gb = ZERO
-    gc = ZERO
+    sx = ZERO
+    sy = ZERO
+    sxx = ZERO
+    sxy = ZERO
+    syy = ZERO
     go = ZERO
     au = ZERO
     av = ZERO
@@ -799,28 +805,28 @@ def _grad_sums(
         v_sigma = -(op * vis) * v_alpha  # ∂L/∂σ = −o·e^−σ·∂L/∂α
         dx = u - ws[B_X + q]
         dy = v - ws[B_Y + q]
-        du = v_sigma * (ca * dx + cb * dy)
-        dv = v_sigma * (cb * dx + cc * dy)
-        gu += du
-        gv += dv
-        ga += HALF * v_sigma * dx * dx
-        gb += v_sigma * dx * dy
-        gc += HALF * v_sigma * dy * dy
+        wx = v_sigma * dx
+        wy = v_sigma * dy
+        sx += wx
+        sy += wy
+        sxx += wx * dx
+        sxy += wx * dy
+        syy += wy * dy
         go += vis * v_alpha
         if absgrad:
-            au += abs(du)
-            av += abs(dv)
+            au += abs(ca * wx + cb * wy)
+            av += abs(cb * wx + cc * wy)
         fac = ws[S_FAC + q]
         g0 += fac * ws[B_IMG0 + q]
         g1 += fac * ws[B_IMG1 + q]
         g2 += fac * ws[B_IMG2 + q]
         if n_ch > 3:
             g3 += fac * ws[B_IMG3 + q]
-    acc[0] += gu
-    acc[1] += gv
-    acc[2] += ga
-    acc[3] += gb
-    acc[4] += gc
+    acc[0] += ca * sx + cb * sy
+    acc[1] += cb * sx + cc * sy
+    acc[2] += HALF * sxx
+    acc[3] += sxy
+    acc[4] += HALF * syy
     acc[5] += go
     acc[6] += au
     acc[7] += av
@@ -905,7 +911,7 @@ def _raster_backward_kernel(
                     q1 = base + np.uint64(spans[i, 2 * panel + 1]) * _BLOCK_U
                     if q0 == q1:
                         continue
-                    _replay(i, q0, q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out)
+                    _replay(np.int32(i), q0, q1, u, v, ca, cb, cc, op, c0, c1, c2, c3, ws, last, n_out)
                     for k in range(FUSED, n_ch):
                         _replay_channel(q0, q1, rec_col[i, k], ws, B_CH + np.uint64(2 * k) * _CAP_U)
                     _grad_sums(q0, q1, u, v, ca, cb, cc, op, ws, n_out, absgrad, acc)

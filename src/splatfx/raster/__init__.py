@@ -15,6 +15,7 @@ from torch import Tensor
 
 from splatfx.errors import InputError
 from splatfx.raster._autograd import rasterize_cpu
+from splatfx.raster._cpu_checks import count_nonfinite, count_zero_rows
 from splatfx.raster._gsplat import gsplat_available, rasterize_gsplat
 from splatfx.sh import MAX_SH_DEGREE
 
@@ -260,26 +261,28 @@ def _validate(
     return {("ks" if name == "Ks" else name): (None if t is None else t.to(torch.float32)) for name, t in named.items()}
 
 
+def _numpy_view(t: Tensor) -> np.ndarray | None:
+    """A numpy view of a detached CPU float32/float64 tensor (contiguous), or None for other tensors."""
+    if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return None
+    return t.detach().contiguous().numpy()
+
+
 def _count_zero_rows(q: Tensor) -> int:
-    """Number of all-zero rows of an (N, 4) tensor (column by column: numpy's row-wise ``any`` is slow)."""
-    if q.device.type != "cpu":
-        return int((q == 0).all(dim=-1).sum())
-    a = (q if q.dtype in (torch.float16, torch.float32, torch.float64) else q.to(torch.float32)).numpy()
-    return int(np.count_nonzero((a[:, 0] == 0) & (a[:, 1] == 0) & (a[:, 2] == 0) & (a[:, 3] == 0)))
+    """Number of all-zero rows of an (N, 4) tensor."""
+    a = _numpy_view(q)
+    return int((q == 0).all(dim=-1).sum()) if a is None else count_zero_rows(a)
 
 
 def _require_finite(name: str, t: Tensor) -> None:
     """Raise InputError naming ``name`` and the count when ``t`` holds NaN or ±inf.
 
-    CPU tensors are checked with numpy (one pass, no torch thread pool); the count is
-    taken only when something is wrong.
+    CPU float32/float64 tensors are checked in one compiled pass (no temporaries, no
+    torch thread pool); others with torch.
     """
-    data = t.detach()
-    if data.dtype not in (torch.float16, torch.float32, torch.float64):
-        data = data.to(torch.float32)
-    finite = bool(np.isfinite(data.numpy()).all()) if data.device.type == "cpu" else bool(torch.isfinite(data).all())
-    if not finite:
-        bad = int((~torch.isfinite(data)).sum())
+    a = _numpy_view(t)
+    bad = int((~torch.isfinite(t.detach())).sum()) if a is None else count_nonfinite(a.reshape(-1))
+    if bad:
         raise InputError(_SOURCE, f"{name} contains {bad} non-finite value{'s' if bad != 1 else ''}")
 
 

@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/raster.py [--quick] [--only SCENE] [--repeats N] [--threads N] [--json FILE]
+    python benchmarks/raster.py --stages --threads 1 [--quick]   # CPU time per pipeline stage
 
 Measures, per scene, the median (and best) wall time and the median CPU time of the
 forward pass and of forward + backward, for the compiled CPU kernels and, where affordable,
@@ -247,6 +248,58 @@ def memory_in_subprocess(case_index: int, impl: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+STAGES = ("project_forward", "bin_gaussians", "gather_splats", "rasterize_forward", "rasterize_backward",
+          "project_backward")
+
+
+def measure_stages(case: Case, repeats: int) -> dict[str, float]:
+    """CPU seconds (best of ``repeats``) of each pipeline stage in one forward + backward of ``case``.
+
+    Wraps the stage functions the autograd glue calls (``splatfx.raster._autograd``), so
+    the figures are the stages as the renderer runs them; meant for one thread
+    (``--threads 1``), where CPU time is the work itself. ``intersections`` is the
+    number of (splat, tile) pairs.
+    """
+    from splatfx.raster import _autograd
+
+    times: dict[str, list[float]] = {name: [] for name in STAGES}
+    originals = {name: getattr(_autograd, name) for name in STAGES}
+    found: dict[str, int] = {}
+
+    def timed(name: str) -> Callable:
+        def run(*args: object, **kwargs: object) -> object:
+            start = time.process_time()
+            out = originals[name](*args, **kwargs)
+            times[name].append(time.process_time() - start)
+            if name == "bin_gaussians":
+                found["intersections"] = out.n_isects
+            return out
+        return run
+
+    scene = make_scene(case)
+    step = forward_backward if case.backward else forward
+    render = renderer("cpu")
+    step(render, scene)
+    try:
+        for name in STAGES:
+            setattr(_autograd, name, timed(name))
+        for _ in range(repeats):
+            step(render, scene)
+    finally:
+        for name, function in originals.items():
+            setattr(_autograd, name, function)
+    return {name: min(values) for name, values in times.items() if values} | found
+
+
+def stage_table(rows: list[tuple[str, dict]]) -> str:
+    """A Markdown table of :func:`measure_stages` results."""
+    lines = ["| scene | intersections | " + " | ".join(STAGES) + " |", "|---|---:|" + "---:|" * len(STAGES)]
+    for name, r in rows:
+        cells = [f"{r[s] * 1e3:.2f} ms" if s in r else "–" for s in STAGES]
+        lines.append(f"| {name} | {r['intersections']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -283,6 +336,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both renderers (numba and torch); default: all cores")
     parser.add_argument("--only", default=None, help="run only the scenes whose name starts with this (e.g. 5k)")
+    parser.add_argument("--stages", action="store_true",
+                        help="instead: CPU time per pipeline stage (use with --threads 1), best of the repeats")
     parser.add_argument("--memory-worker", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:  # before numba is imported; inherited by the memory subprocesses
@@ -298,6 +353,11 @@ def main() -> None:
     print(f"# splatfx raster benchmark: {os.cpu_count()} CPUs, numba threads {numba.config.NUMBA_NUM_THREADS}, "
           f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, "
           f"median of {repeats}", flush=True)
+    if args.stages:
+        stage_rows = [(case.name, measure_stages(case, repeats)) for case in CASES
+                      if not ((args.quick and case.n >= 500_000) or (args.only and not case.name.startswith(args.only)))]
+        print(stage_table(stage_rows))
+        return
     rows = []
     for index, case in enumerate(CASES):
         if (args.quick and case.n >= 500_000) or (args.only and not case.name.startswith(args.only)):

@@ -168,7 +168,10 @@ def test_means2d_grad_and_absgrad():
 
 
 def test_deterministic_and_independent_of_thread_count(monkeypatch):
-    """Two runs, and a one-thread run, give bit-identical images and gradients."""
+    """Two runs, a one-thread run and a run that gathers the splats in a pass of its own give
+    bit-identical images and gradients."""
+    from splatfx.raster import _cpu_raster
+
     scene = _random_scene(3000, 64, 48, n_cameras=2, channels=5)
 
     def run() -> list[torch.Tensor]:
@@ -178,10 +181,12 @@ def test_deterministic_and_independent_of_thread_count(monkeypatch):
         return [images, alphas, meta["means2d"].grad] + [leaves[k].grad for k in NAMES]
 
     first, second = run(), run()
+    monkeypatch.setattr(_cpu_raster, "GATHER_APART", 0)
+    apart = run()
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 1)
     single = run()
-    for a, b, c in zip(first, second, single):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    for a, b, c, d in zip(first, second, single, apart):
+        assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
 
 
 def test_many_channels_match_three_at_a_time():
@@ -257,6 +262,64 @@ def test_parallel_for_covers_every_index_once(monkeypatch, chunk: int | None, n:
     parallel_for(count, n, hits, chunk=chunk)
     parallel_for(count, n, hits, chunk=chunk, grain=300)
     assert np.all(hits == 2)
+
+
+def test_parallel_for_raises_a_team_threads_error_and_keeps_working(monkeypatch):
+    """An exception in any thread's share reaches the caller; the team serves the next call."""
+    from numba import njit
+
+    from splatfx.raster._cpu_threads import claim, parallel_for
+
+    @njit(nogil=True)
+    def invert(work: np.ndarray, values: np.ndarray, out: np.ndarray) -> None:
+        lo, hi = claim(work)
+        while lo < hi:
+            for k in range(lo, hi):
+                out[k] = 1 // values[k]
+            lo, hi = claim(work)
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    values = np.ones(4000, np.int64)
+    out = np.zeros(4000, np.int64)
+    for bad in (0, 3999):  # in the first chunk (the caller's) and in the last
+        values[bad] = 0
+        with pytest.raises(ZeroDivisionError):
+            parallel_for(invert, 4000, values, out, chunk=1)
+        values[bad] = 1
+    parallel_for(invert, 4000, values, out, chunk=1)
+    assert np.all(out == 1)
+
+
+def test_parallel_for_works_in_a_forked_child(monkeypatch):
+    """A child forked after the team started gets a team of its own (the parent's threads are not there)."""
+    import multiprocessing
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    test_parallel_for_covers_every_index_once(monkeypatch, 1, 1000)  # starts the parent's team
+    child = multiprocessing.get_context("fork").Process(target=_cover_range_or_exit_1)
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+
+
+def _cover_range_or_exit_1() -> None:
+    from numba import njit
+
+    from splatfx.raster._cpu_threads import claim, parallel_for
+
+    @njit(nogil=True)
+    def count(work: np.ndarray, hits: np.ndarray) -> None:
+        lo, hi = claim(work)
+        while lo < hi:
+            for k in range(lo, hi):
+                hits[k] += 1
+            lo, hi = claim(work)
+
+    hits = np.zeros(1000, np.int64)
+    parallel_for(count, 1000, hits, chunk=1)
+    raise SystemExit(0 if np.all(hits == 1) else 1)
 
 
 def test_expected_depth_of_an_opaque_gaussian_is_its_depth():

@@ -9,11 +9,11 @@ centre inside its bounding box (``|x + ½ − u| ≤ r_x`` and likewise in y). E
 sorted once by depth (a stable radix sort, so ties stay in entry order, i.e. by Gaussian id
 within a camera), then counted and scattered into bins chunk by chunk: every bin lists its
 entries front to back, and the result is identical whatever the thread count.
-:func:`gather_splats` then copies each intersection's Gaussian into intersection order, so
-a tile reads its splats in sequence.
+:func:`gather_splats` computes each entry's record; the forward copies them into
+intersection order, tile by tile, so a tile reads its splats in sequence.
 
-Compositing (:func:`rasterize_forward`): one task per bin walks its list front to back,
-keeping the tile's per-pixel state in one workspace of fixed rows (see PANEL, BLOCK). Each
+Compositing (:func:`rasterize_forward`): threads claim bins one at a time, heaviest first
+(:meth:`TileBins.heaviest_first`), and walk each bin's list front to back, keeping the tile's per-pixel state in one workspace of fixed rows (see PANEL, BLOCK). Each
 splat is evaluated only on the row pairs of each 8-column panel that its ellipse
 ``σ ≤ ln(255·o)`` (with a small margin) can reach, every slot there branch-free (selects,
 an inline float32 exp), which LLVM vectorises 16 lanes at a time. Per pixel, exactly as
@@ -67,6 +67,7 @@ _BLOCK_U = np.uint64(BLOCK)
 _BLOCK_SHIFT = np.uint64(4)  # log2(BLOCK)
 PANEL_BLOCKS = PANEL * TILE_SIZE // BLOCK  # BLOCKs per panel
 OPEN_CHECK = 8  # the forward checks every this many splats whether a tile is finished
+GATHER_APART = 1 << 16  # intersections from which records are gathered in a pass of their own (see Splats)
 FUSED = 4  # channels handled inside the main per-slot loops (zero-padded); further ones take extra passes
 # exp(−s) (see _exp_neg): Cephes' expf constants
 EXP_CLAMP = np.float32(16.0)
@@ -355,15 +356,18 @@ class Splats:
     ``table`` (M, 8) float32, per entry: u, v, conic a, b, c, opacity, and the half-height
     and half-width of the ellipse ``σ ≤ ln(255·o)`` (−1 when the conic is degenerate), see
     :func:`_half_extents`; ``entry_colors`` (M, D) its channels. ``rec`` (n_isects, 8) and
-    ``colors`` (n_isects, max(D, FUSED), zero-padded) are the same per intersection; the
-    forward kernel fills them tile by tile just before it composites the tile (so the copy
-    runs on all threads and is still in cache when it is read), the backward reads them.
+    ``colors`` (n_isects, max(D, FUSED), zero-padded) are the same per intersection, read
+    by both passes. ``gathered`` tells whether they are filled already (large frames: one
+    parallel pass, whose tight loop keeps many random reads in flight) or left to the
+    forward kernel, which fills them tile by tile just before it composites the tile
+    (small frames: no extra hand-off, and the copy is still in cache when it is read).
     """
 
     table: np.ndarray
     entry_colors: np.ndarray
     rec: np.ndarray
     colors: np.ndarray
+    gathered: bool
 
 
 @njit(nogil=True, fastmath=False, cache=True)
@@ -416,7 +420,7 @@ def _gather(
     first: int, end: int, flatten_ids: np.ndarray, table: np.ndarray, colors: np.ndarray,
     rec: np.ndarray, rec_col: np.ndarray,
 ) -> None:
-    """Copy the record and channels (zero-padded) of intersections ``first ≤ p < end`` (writes in order)."""
+    """Copy the record and channels (zero-padded) of intersections ``first ≤ p < end`` (writes in order, reads at random)."""
     n_ch = colors.shape[1]
     for p in range(first, end):
         e = flatten_ids[p]
@@ -439,7 +443,26 @@ def gather_splats(
         )
     rec = np.empty((bins.n_isects, REC), dtype=np.float32)
     rec_col = np.empty((bins.n_isects, max(FUSED, colors.shape[1])), dtype=np.float32)
-    return Splats(table, colors, rec, rec_col)
+    gathered = bins.n_isects >= GATHER_APART
+    if gathered:
+        parallel_for(_gather_kernel, bins.n_isects, bins.flatten_ids, table, colors, rec, rec_col)
+    return Splats(table, colors, rec, rec_col, gathered)
+
+
+@njit(nogil=True, fastmath=False, cache=True)
+def _gather_kernel(
+    work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
+    flatten_ids: np.ndarray,
+    table: np.ndarray,
+    colors: np.ndarray,
+    rec: np.ndarray,  # out
+    rec_col: np.ndarray,  # out
+) -> None:
+    """:func:`_gather` over the whole intersection list."""
+    start, stop = claim(work)
+    while start < stop:
+        _gather(start, stop, flatten_ids, table, colors, rec, rec_col)
+        start, stop = claim(work)
 
 
 def _offsets(first: int, count: int) -> tuple:
@@ -610,11 +633,12 @@ def _blocks(rec: np.ndarray, i: int, x0: int, y0: int, tw: int, th: int) -> tupl
 def _raster_forward_kernel(
     work: np.ndarray,  # [next, stop, chunk]: claimed with claim() (see parallel_for)
     order: np.ndarray,  # (C·T,) int64: the bins, heaviest first
+    gathered: bool,  # rec and rec_col are filled already (else: filled here from table, tile by tile)
     flatten_ids: np.ndarray,  # (n_isects,) int32
     table: np.ndarray,  # (M, REC) float32: the entries' records (see Splats)
     entry_colors: np.ndarray,  # (M, D) float32
-    rec: np.ndarray,  # out (n_isects, REC): filled here from table, tile by tile
-    rec_col: np.ndarray,  # out (n_isects, D4): channels, zero-padded to at least FUSED
+    rec: np.ndarray,  # (n_isects, REC) records in intersection order
+    rec_col: np.ndarray,  # (n_isects, D4): channels, zero-padded to at least FUSED
     backgrounds: np.ndarray,  # (C, D) float32
     tile_offsets: np.ndarray,
     width: int,
@@ -646,7 +670,8 @@ def _raster_forward_kernel(
             _tile_setup(x0, y0, tw, th, ws, F_X, F_Y, F_T, last)
             ws[int(F_C):] = ZERO
             first = tile_offsets[job]
-            _gather(first, tile_offsets[job + 1], flatten_ids, table, entry_colors, rec, rec_col)
+            if not gathered:
+                _gather(first, tile_offsets[job + 1], flatten_ids, table, entry_colors, rec, rec_col)
             for i in range(first, tile_offsets[job + 1]):
                 p0, p1, q0, q1 = _blocks(rec, i, x0, y0, tw, th)
                 if p0 > p1:
@@ -702,9 +727,9 @@ def rasterize_forward(
     n_tiles = bins.tiles_x * bins.tiles_y
     if n_cam * n_tiles:
         parallel_for(
-            _raster_forward_kernel, n_cam * n_tiles, bins.heaviest_first(), bins.flatten_ids, splats.table,
-            splats.entry_colors, splats.rec, splats.colors, backgrounds, bins.tile_offsets, int(width), int(height),
-            bins.tiles_x, n_tiles, out, t_final, last_ids, spans, chunk=1,
+            _raster_forward_kernel, n_cam * n_tiles, bins.heaviest_first(), splats.gathered, bins.flatten_ids,
+            splats.table, splats.entry_colors, splats.rec, splats.colors, backgrounds, bins.tile_offsets, int(width),
+            int(height), bins.tiles_x, n_tiles, out, t_final, last_ids, spans, chunk=1,
         )
     return out, t_final, last_ids, spans
 

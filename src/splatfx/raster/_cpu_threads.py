@@ -38,7 +38,7 @@ from numba.extending import intrinsic
 
 CHUNKS_PER_THREAD = 16  # default chunk size: the range split into this many chunks per thread
 IDLE_SPINS = 1 << 21  # atomic loads (≈ 1 ms) a team thread spins for its next job before it sleeps
-DONE_SPINS = 1 << 24  # atomic loads the caller spins for the team before it polls with sleeps
+DONE_SPINS = 1 << 21  # atomic loads (≈ 1 ms) the caller spins for the team before it polls with sleeps
 # Team mailbox (int64): job generation, finished (thread, job) pairs, then the job's work counter.
 _GEN, _DONE, _WORK = 0, 1, 2
 

@@ -789,7 +789,7 @@ CORPUS_ERRORS: dict[str, str] = {
     "colmap_points3D_txt/track_image_id_minus_1.txt": "line 1: track entry (image id, point2D index) -1 is outside",
     "colmap_points3D_txt/rgb_300.txt": "line 1: colour value 300 is outside 0..255",
     "colmap_images_txt/point3D_id_beyond_int64.txt": "line 2: POINT3D_ID 99999999999999999999 is outside",
-    "colmap_images_txt/zero_quaternion.txt": "image 'image000.png' (camera 1 of cameras.txt): camera has non-finite",
+    "colmap_images_txt/zero_quaternion.txt": "image 'image000.png' (camera 1 of cameras.txt): camera has a zero or non-finite rotation quaternion",
     "colmap_cameras_txt/zero_width.txt": "image size must be positive",
     "colmap_cameras_txt/negative_focal.txt": "focal lengths must be positive",
     "poses_bounds/shape_claims_10_7_rows.npy": "header claims 10000000 rows (1360000000 bytes)",

@@ -12,6 +12,7 @@ only through the named converters here:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -165,7 +166,11 @@ class Camera:
     def from_colmap(cls, qvec: np.ndarray, tvec: np.ndarray, width: int, height: int, fx: float, fy: float,
                     cx: float, cy: float, dist: np.ndarray | None = None) -> "Camera":
         """From COLMAP's world-to-camera ``qvec`` (wxyz) and ``tvec`` (OpenCV axes already)."""
-        return cls(width, height, fx, fy, cx, cy, quat_to_rotmat(np.asarray(qvec, dtype=np.float64)), tvec, dist)
+        qvec = np.asarray(qvec, dtype=np.float64)
+        norm = float(np.linalg.norm(qvec))
+        if not (math.isfinite(norm) and norm > 0.0):
+            raise ValueError(f"camera has a zero or non-finite rotation quaternion (qvec {qvec.tolist()})")
+        return cls(width, height, fx, fy, cx, cy, quat_to_rotmat(qvec), tvec, dist)
 
     def to_colmap(self) -> tuple[np.ndarray, np.ndarray]:
         """COLMAP ``(qvec wxyz, tvec)`` of this camera."""
@@ -186,6 +191,8 @@ class Camera:
         gl_c2w = np.eye(4)
         gl_c2w[:3, :3] = np.stack([right, -down, back], axis=1)  # OpenGL columns: right, up, back
         gl_c2w[:3, 3] = center
+        if not (1.0 <= full_w < 1e9 and 1.0 <= full_h < 1e9):
+            raise ValueError(f"LLFF image size (hwf) {full_w:g}x{full_h:g} is not a plausible image size")
         width = int(round(full_w)) if width is None else width
         height = int(round(full_h)) if height is None else height
         sx, sy = width / full_w, height / full_h

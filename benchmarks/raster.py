@@ -328,6 +328,11 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def selected(case: Case, args: argparse.Namespace) -> bool:
+    """Whether the command line asks for ``case`` (``--quick`` skips 500k, ``--only`` picks by name)."""
+    return not (args.quick and case.n >= 500_000) and (not args.only or case.name.startswith(args.only))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats, skip the 500k case")
@@ -354,13 +359,12 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, "
           f"median of {repeats}", flush=True)
     if args.stages:
-        stage_rows = [(case.name, measure_stages(case, repeats)) for case in CASES
-                      if not ((args.quick and case.n >= 500_000) or (args.only and not case.name.startswith(args.only)))]
+        stage_rows = [(case.name, measure_stages(case, repeats)) for case in CASES if selected(case, args)]
         print(stage_table(stage_rows))
         return
     rows = []
     for index, case in enumerate(CASES):
-        if (args.quick and case.n >= 500_000) or (args.only and not case.name.startswith(args.only)):
+        if not selected(case, args):
             continue
         results = measure_times(case, repeats)
         for impl, label in (("cpu", "splatfx cpu"), ("torch", "tiled PyTorch")):

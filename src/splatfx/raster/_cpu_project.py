@@ -303,7 +303,9 @@ def _project_backward_kernel(
             if not visible:
                 continue
             sx, sy, sz = float(scales[g, 0]), float(scales[g, 1]), float(scales[g, 2])
-            w, x, y, z, qnorm = _unit_quat(float(quats[g, 0]), float(quats[g, 1]), float(quats[g, 2]), float(quats[g, 3]))
+            w, x, y, z, qnorm = _unit_quat(
+                float(quats[g, 0]), float(quats[g, 1]), float(quats[g, 2]), float(quats[g, 3])
+            )
             rq = _rotmat(w, x, y, z)
             m = _scaled_rot(rq, sx, sy, sz)
             cov = _mul33(m, _t33(m))

@@ -13,15 +13,16 @@ entries front to back, and the result is identical whatever the thread count.
 intersection order, tile by tile, so a tile reads its splats in sequence.
 
 Compositing (:func:`rasterize_forward`): threads claim bins one at a time, heaviest first
-(:meth:`TileBins.heaviest_first`), and walk each bin's list front to back, keeping the tile's per-pixel state in one workspace of fixed rows (see PANEL, BLOCK). Each
-splat is evaluated only on the row pairs of each 8-column panel that its ellipse
-``σ ≤ ln(255·o)`` (with a small margin) can reach, every slot there branch-free (selects,
-an inline float32 exp), which LLVM vectorises 16 lanes at a time. Per pixel, exactly as
-gsplat: ``σ = ½(a dx² + c dy²) + b dx dy`` with ``(dx, dy) = mean − (x+½, y+½)``; skip
-``σ < 0``; ``α = min(0.99, o·exp(−σ))``; skip ``α < 1/255``; stop before a Gaussian that
-would take the transmittance to ``≤ 1e-4``. The pixel values do not depend on the loop
-order. The forward keeps the final transmittance and the last contributing intersection
-per pixel, and for each intersection the BLOCKs where it contributed at all.
+(:meth:`TileBins.heaviest_first`), and walk each bin's list front to back, keeping the
+tile's per-pixel state in one workspace of fixed rows (see PANEL, BLOCK). Each splat is
+evaluated only on the row pairs of each 8-column panel that its ellipse ``σ ≤ ln(255·o)``
+(with a small margin) can reach, every slot there branch-free (selects, an inline float32
+exp), which LLVM vectorises 16 lanes at a time. Per pixel, exactly as gsplat:
+``σ = ½(a dx² + c dy²) + b dx dy`` with ``(dx, dy) = mean − (x+½, y+½)``; skip ``σ < 0``;
+``α = min(0.99, o·exp(−σ))``; skip ``α < 1/255``; stop before a Gaussian that would take
+the transmittance to ``≤ 1e-4``. The pixel values do not depend on the loop order. The
+forward keeps the final transmittance and the last contributing intersection per pixel,
+and for each intersection the BLOCKs where it contributed at all.
 
 Backward (:func:`rasterize_backward`): the same walk back to front, but each splat only over
 the BLOCKs where the forward used it; the transmittance is recovered by division
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -420,7 +422,7 @@ def _gather(
     first: int, end: int, flatten_ids: np.ndarray, table: np.ndarray, colors: np.ndarray,
     rec: np.ndarray, rec_col: np.ndarray,
 ) -> None:
-    """Copy the record and channels (zero-padded) of intersections ``first ≤ p < end`` (writes in order, reads at random)."""
+    """Copy the record and zero-padded channels of intersections ``first ≤ p < end`` (sequential writes)."""
     n_ch = colors.shape[1]
     for p in range(first, end):
         e = flatten_ids[p]
@@ -455,10 +457,10 @@ def _gather_kernel(
     flatten_ids: np.ndarray,
     table: np.ndarray,
     colors: np.ndarray,
-    rec: np.ndarray,  # out
-    rec_col: np.ndarray,  # out
+    rec: np.ndarray,  # out (n_isects, REC)
+    rec_col: np.ndarray,  # out (n_isects, D4)
 ) -> None:
-    """:func:`_gather` over the whole intersection list."""
+    """:func:`_gather` over the whole intersection list (the arguments are those of :func:`_gather`)."""
     start, stop = claim(work)
     while start < stop:
         _gather(start, stop, flatten_ids, table, colors, rec, rec_col)
@@ -499,7 +501,7 @@ def _tile_setup(x0: int, y0: int, tw: int, th: int, ws: np.ndarray, rx: np.uint6
 
 
 @intrinsic
-def _pow2_neg(typingctx: object, n: object) -> object:
+def _pow2_neg(typingctx: Any, n: Any) -> Any:
     """``2^−n`` in float32 for an int32 ``0 ≤ n ≤ 126``, exactly: the bit pattern ``(127 − n) << 23``.
 
     Written in LLVM IR because numba widens integer shifts to 64 bits, which turned this
@@ -508,7 +510,7 @@ def _pow2_neg(typingctx: object, n: object) -> object:
     if n != types.int32:
         return None
 
-    def codegen(context: object, builder: object, signature: object, args: object) -> object:
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         i32 = ir.IntType(32)
         bits = builder.shl(builder.sub(ir.Constant(i32, 127), args[0]), ir.Constant(i32, 23))
         return builder.bitcast(bits, ir.FloatType())
@@ -698,7 +700,8 @@ def _raster_forward_kernel(
                     p = _q(lx, ly)
                     t = abs(ws[F_T + p])
                     for k in range(n_out):
-                        out_colors[cam, y0 + ly, x0 + lx, k] = ws[F_C + np.uint64(k) * _CAP_U + p] + t * backgrounds[cam, k]
+                        channel = ws[F_C + np.uint64(k) * _CAP_U + p]
+                        out_colors[cam, y0 + ly, x0 + lx, k] = channel + t * backgrounds[cam, k]
                     t_final[cam, y0 + ly, x0 + lx] = t
                     last_ids[cam, y0 + ly, x0 + lx] = last[p]
         start, stop = claim(work)
@@ -1000,8 +1003,8 @@ def rasterize_backward(
         rows = np.empty((bins.n_isects, out.shape[1]), dtype=np.float32)
         parallel_for(
             _raster_backward_kernel, n_cam * n_tiles, bins.heaviest_first(), splats.rec, splats.colors, backgrounds,
-            bins.tile_offsets, int(width), int(height), bins.tiles_x, n_tiles, t_final, last_ids, spans, v_images, v_alphas,
-            bool(absgrad), rows, chunk=1,
+            bins.tile_offsets, int(width), int(height), bins.tiles_x, n_tiles, t_final, last_ids, spans, v_images,
+            v_alphas, bool(absgrad), rows, chunk=1,
         )
         parallel_for(_reduce_rows_kernel, n_entries, rows, bins.gauss_offsets, bins.isect_pos, out, grain=4096)
     return out

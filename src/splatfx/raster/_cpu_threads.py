@@ -148,9 +148,10 @@ class _Team:
             finished = True
 
     def run(self, kernel: Callable[..., None], n: int, chunk: int, args: tuple) -> None:
-        """Run ``kernel(work, *args)`` over ``range(n)`` on the caller and every team thread; return when all are done."""
+        """Run ``kernel(work, *args)`` over ``range(n)`` on the caller and every team thread, until all are done."""
         self.job = (kernel, args)
         self.work[:] = (0, n, chunk)
+        self.errors.clear()  # a team thread's error from a job whose caller raised its own
         generation = int(self.mailbox[_GEN]) + 1
         with self.wake:
             self.mailbox[_GEN] = generation
@@ -163,9 +164,7 @@ class _Team:
                 while self.mailbox[_DONE] < target:  # a team thread was held back: stop spinning
                     time.sleep(50e-6)
         if self.errors:
-            error = self.errors.pop()
-            self.errors.clear()
-            raise error
+            raise self.errors[0]
 
 
 _TEAM: _Team | None = None

@@ -242,12 +242,11 @@ def test_float32_exp_is_within_one_ulp():
     assert out[-2] == 1.0 and 0.0 < out[-1] < 2e-7  # clamped below 0, and at 16 above
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 5])
-@pytest.mark.parametrize("n", [1, 7, 64, 1000])
-def test_parallel_for_covers_every_index_once(monkeypatch, chunk: int | None, n: int):
+def _hit_counter():
+    """A parallel_for kernel that adds 1 to ``hits`` at every index it claims."""
     from numba import njit
 
-    from splatfx.raster._cpu_threads import claim, parallel_for
+    from splatfx.raster._cpu_threads import claim
 
     @njit(nogil=True)
     def count(work: np.ndarray, hits: np.ndarray) -> None:
@@ -257,6 +256,15 @@ def test_parallel_for_covers_every_index_once(monkeypatch, chunk: int | None, n:
                 hits[k] += 1
             lo, hi = claim(work)
 
+    return count
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 5])
+@pytest.mark.parametrize("n", [1, 7, 64, 1000])
+def test_parallel_for_covers_every_index_once(monkeypatch, chunk: int | None, n: int):
+    from splatfx.raster._cpu_threads import parallel_for
+
+    count = _hit_counter()
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
     hits = np.zeros(n, np.int64)
     parallel_for(count, n, hits, chunk=chunk)
@@ -305,18 +313,9 @@ def test_parallel_for_works_in_a_forked_child(monkeypatch):
 
 
 def _cover_range_or_exit_1() -> None:
-    from numba import njit
+    from splatfx.raster._cpu_threads import parallel_for
 
-    from splatfx.raster._cpu_threads import claim, parallel_for
-
-    @njit(nogil=True)
-    def count(work: np.ndarray, hits: np.ndarray) -> None:
-        lo, hi = claim(work)
-        while lo < hi:
-            for k in range(lo, hi):
-                hits[k] += 1
-            lo, hi = claim(work)
-
+    count = _hit_counter()
     hits = np.zeros(1000, np.int64)
     parallel_for(count, 1000, hits, chunk=1)
     raise SystemExit(0 if np.all(hits == 1) else 1)

@@ -486,6 +486,16 @@ _CAP_U, _CAP2, _CAP3 = np.uint64(CAP), np.uint64(2 * CAP), np.uint64(3 * CAP)
 
 
 @njit(nogil=True, fastmath=False, cache=True)
+def _bin_rect(job: int, n_tiles: int, tiles_x: int, width: int, height: int) -> tuple:
+    """Camera, top-left pixel (x0, y0) and size (tw, th) of bin ``job`` = camera·n_tiles + tile."""
+    cam = job // n_tiles
+    tile = job - cam * n_tiles
+    x0 = (tile % tiles_x) * TILE_SIZE
+    y0 = (tile // tiles_x) * TILE_SIZE
+    return cam, x0, y0, min(TILE_SIZE, width - x0), min(TILE_SIZE, height - y0)
+
+
+@njit(nogil=True, fastmath=False, cache=True)
 def _tile_setup(x0: int, y0: int, tw: int, th: int, ws: np.ndarray, rx: np.uint64, ry: np.uint64,
                 rt: np.uint64, last: np.ndarray) -> None:
     """Pixel-centre coordinates of a tile's slots (rows ``rx``, ``ry``), T = 1 on the image's pixels and
@@ -663,12 +673,7 @@ def _raster_forward_kernel(
     while start < stop:
         for position in range(start, stop):
             job = order[position]
-            cam = job // n_tiles
-            tile = job - cam * n_tiles
-            x0 = (tile % tiles_x) * TILE_SIZE
-            y0 = (tile // tiles_x) * TILE_SIZE
-            tw = min(TILE_SIZE, width - x0)
-            th = min(TILE_SIZE, height - y0)
+            cam, x0, y0, tw, th = _bin_rect(job, n_tiles, tiles_x, width, height)
             _tile_setup(x0, y0, tw, th, ws, F_X, F_Y, F_T, last)
             ws[int(F_C):] = ZERO
             first = tile_offsets[job]
@@ -899,12 +904,7 @@ def _raster_backward_kernel(
     while start < stop:
         for position in range(start, stop):
             job = order[position]
-            cam = job // n_tiles
-            tile = job - cam * n_tiles
-            x0 = (tile % tiles_x) * TILE_SIZE
-            y0 = (tile // tiles_x) * TILE_SIZE
-            tw = min(TILE_SIZE, width - x0)
-            th = min(TILE_SIZE, height - y0)
+            cam, x0, y0, tw, th = _bin_rect(job, n_tiles, tiles_x, width, height)
             first = tile_offsets[job]
             _tile_setup(x0, y0, tw, th, ws, B_X, B_Y, B_T, last)
             ws[int(B_T) : int(B_T) + CAP] = ZERO

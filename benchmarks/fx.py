@@ -23,7 +23,7 @@ from splatfx.fx.debris import DebrisSettings, DustSettings, simulate_debris, sim
 from splatfx.fx.fracture import fill_fracture_faces, voronoi_fracture
 from splatfx.fx.rigid import CollapseSettings, simulate_collapse
 from splatfx.fx.stage import load_frame, load_scene, load_selection, world_means
-from splatfx.shot import Shot
+from splatfx.shot.folder import Shot
 
 
 def main() -> None:

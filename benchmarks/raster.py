@@ -98,9 +98,9 @@ def synthetic_scene(n: int, width: int, height: int, seed: int = 0) -> dict:
 
 def fern_scene(width: int = 512, height: int = 512, per_point: int = 10, seed: int = 0) -> dict:
     """A trained-looking 100k-Gaussian scene grown from fern's sparse points (see module doc)."""
-    from splatfx.camera import Camera
-    from splatfx.colmap import read_points3D
-    from splatfx.sh import rgb_to_sh
+    from splatfx.core.camera import Camera
+    from splatfx.io.colmap import read_points3D
+    from splatfx.core.sh import rgb_to_sh
 
     gen = torch.Generator().manual_seed(seed)
     points = read_points3D(DATA / "fern" / "sparse" / "0" / "points3D.bin")
@@ -381,7 +381,7 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
     print(table(rows))
     if args.json:
-        from splatfx.atomic import write_text_atomic
+        from splatfx.core.atomic import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(rows, indent=2))
 

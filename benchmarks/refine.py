@@ -10,7 +10,7 @@ Usage::
 
 **Quality** (``--parts quality``), for each capture:
 
-1. **An under-trained reconstruction**: ``splatfx.train`` for ``--recon-steps`` steps on the
+1. **An under-trained reconstruction**: ``splatfx.recon.train`` for ``--recon-steps`` steps on the
    train split (SH degree 1; checkpoints every fifth of the run, kept as the "early
    checkpoints" degradation). Kept in ``--work`` and reused by later runs.
 2. **Unrefined**: its renders of the held-out views (lego: the 200 ``test`` views on white;
@@ -23,7 +23,7 @@ Usage::
    independent noise per view), PSNR and SSIM against the same images.
 
 **Stability** (``--stability``): the capture's reconstruction (as above; reused) rendered by
-the render stage's :func:`splatfx.passes.render_passes` along a camera trucking from the
+the render stage's :func:`splatfx.render.passes.render_passes` along a camera trucking from the
 middle training view past its nearest neighbour (``--stability-travel`` times their distance,
 ``--stability-frames`` frames at ``--stability-size``), every Gaussian marked synthetic, into
 render-stage EXRs with exact ``motion.u/v`` and ``depth.Z``. The refiner the quality part
@@ -59,21 +59,21 @@ from scipy import ndimage
 
 from _memory import peak_growth_mib  # noqa: E402  (benchmarks/, first on sys.path)
 
-from splatfx.camera import Camera
-from splatfx.checkpoint import list_checkpoints, load_checkpoint
-from splatfx.dataset import load_dataset
-from splatfx.evaluate import render_view
-from splatfx.formats import read_gaussians
+from splatfx.core.camera import Camera
+from splatfx.recon.checkpoint import list_checkpoints, load_checkpoint
+from splatfx.io.dataset import load_dataset
+from splatfx.recon.evaluate import render_view
+from splatfx.io.formats import read_gaussians
 from splatfx.fx.animation import ELEMENTS, FrameGaussians
-from splatfx.imageio import read_exr, write_exr
-from splatfx.metrics import MetricSummary
-from splatfx.passes import render_passes
+from splatfx.io.images import read_exr, write_exr
+from splatfx.recon.metrics import MetricSummary
+from splatfx.render.passes import render_passes
 from splatfx.refine.builtin import BuiltinRefiner, PairSettings, TrainSettings, make_pairs, train_refiner
 from splatfx.refine.noise_warp import NoiseWarper, motion_at, warp_noise
 from splatfx.refine.pipeline import BUILTIN_CONFIG
 from splatfx.refine.stage import FrameLayers, RefineOptions, display_colour, frame_layers, refine_sequence
-from splatfx.render_shot import FLOAT_CHANNELS, RENDER_COMPRESSION
-from splatfx.train import TrainConfig, gaussians_from_params, train
+from splatfx.render.stage import FLOAT_CHANNELS, RENDER_COMPRESSION
+from splatfx.recon.train import TrainConfig, gaussians_from_params, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ def camera_path(cameras: list[Camera], frames: int, size: tuple[int, int], trave
 
 
 def render_sequence(scene, cameras: list[Camera], folder: Path, first: int = 1001) -> list[tuple[int, Path]]:
-    """Render-stage EXRs of ``scene`` along ``cameras`` (:func:`splatfx.passes.render_passes`:
+    """Render-stage EXRs of ``scene`` along ``cameras`` (:func:`splatfx.render.passes.render_passes`:
     colour, depth, motion to the next frame, masks), every Gaussian marked synthetic so the
     whole frame is refined; written as the render stage writes them."""
     element = np.full(len(scene), ELEMENTS["fragment"], np.int64)

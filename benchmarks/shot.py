@@ -42,8 +42,8 @@ def parse_args() -> argparse.Namespace:
 
 def make_shot(work: Path, frames: int):
     """The shot folder with plates, solve, scene and selection (reused when present)."""
-    from splatfx.shot import Shot, create_shot
-    from splatfx.solve import solve_shot
+    from splatfx.shot.folder import Shot, create_shot
+    from splatfx.recon.solve import solve_shot
 
     plates = work / "plates"
     plates.mkdir(parents=True, exist_ok=True)
@@ -61,10 +61,10 @@ def grow_scene(shot, per_point: int, seed: int = 0) -> int:
     import numpy as np
     import torch
 
-    from splatfx.colmap import read_points3D
-    from splatfx.formats import read_gaussians, write_gaussians
-    from splatfx.gaussians import Gaussians
-    from splatfx.sh import rgb_to_sh
+    from splatfx.io.colmap import read_points3D
+    from splatfx.io.formats import read_gaussians, write_gaussians
+    from splatfx.core.gaussians import Gaussians
+    from splatfx.core.sh import rgb_to_sh
 
     path = shot.scene_dir / "scene.ply"
     if path.is_file():
@@ -94,9 +94,9 @@ def configure_fx(shot) -> None:
     """A box around the middle of the building, collapsed by demolition (settings in shot.toml)."""
     import numpy as np
 
-    from splatfx.colmap import read_points3D
-    from splatfx.config import config_from_dict, config_to_dict, save_config
-    from splatfx.orient import SceneFrame
+    from splatfx.io.colmap import read_points3D
+    from splatfx.shot.config import config_from_dict, config_to_dict, save_config
+    from splatfx.recon.orient import SceneFrame
 
     frame = SceneFrame.load(shot.solve_dir / "scene.json")
     world = frame.points_to_world(read_points3D(shot.solve_dir / "sparse" / "0" / "points3D.bin").xyz)
@@ -118,10 +118,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from splatfx.comp import run_comp
+    from splatfx.comp.stage import run_comp
     from splatfx.fx.stage import run_collapse, run_select
-    from splatfx.render_shot import render_shot
-    from splatfx.shot import Shot
+    from splatfx.render.stage import render_shot
+    from splatfx.shot.folder import Shot
 
     shot = make_shot(args.work, args.frames)
     gaussians = grow_scene(shot, args.per_point)

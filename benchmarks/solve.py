@@ -1,4 +1,4 @@
-"""Benchmark of the camera solve ``splatfx.solve.solve_images`` on south_building.
+"""Benchmark of the camera solve ``splatfx.recon.solve.solve_images`` on south_building.
 
 Usage::
 
@@ -25,8 +25,8 @@ import time
 import warnings
 from pathlib import Path
 
-from splatfx.orient import SceneFrame
-from splatfx.solve import SCENE_JSON, SolveConfig, solve_images
+from splatfx.recon.orient import SceneFrame
+from splatfx.recon.solve import SCENE_JSON, SolveConfig, solve_images
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_REGISTERED = 120

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splatfx.camera import Camera, look_at
-from splatfx.colmap import read_points3D
+from splatfx.core.camera import Camera, look_at
+from splatfx.io.colmap import read_points3D
 
 
 @dataclass

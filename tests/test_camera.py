@@ -9,7 +9,7 @@ import numpy as np
 import pycolmap
 import pytest
 
-from splatfx.camera import Camera
+from splatfx.core.camera import Camera
 
 TOL = 1e-9
 

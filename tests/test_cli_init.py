@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from splatfx.commands.init import command
-from splatfx.config import FrameRange, load_config
-from splatfx.errors import ConfigError, InputError
-from splatfx.shot import Shot
+from splatfx.shot.config import FrameRange, load_config
+from splatfx.core.errors import ConfigError, InputError
+from splatfx.shot.folder import Shot
 
 SPLATFX = Path(sys.executable).parent / "splatfx"
 

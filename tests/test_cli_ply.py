@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from splatfx.cli import cli
-from splatfx.errors import InputError
-from splatfx.formats import ply, read_gaussians, spz, write_gaussians
+from splatfx.core.errors import InputError
+from splatfx.io.formats import ply, read_gaussians, spz, write_gaussians
 from test_formats_ply import fern_gaussians, random_arrays
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pycolmap
 import pytest
 
-from splatfx import colmap
-from splatfx.camera import Camera
-from splatfx.colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints
-from splatfx.errors import InputError
-from splatfx.rotation import quat_to_rotmat
+from splatfx.io import colmap
+from splatfx.core.camera import Camera
+from splatfx.io.colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints
+from splatfx.core.errors import InputError
+from splatfx.core.rotation import quat_to_rotmat
 
 
 def random_model(seed: int = 0) -> ColmapModel:

@@ -11,21 +11,21 @@ import OpenEXR
 import pytest
 import torch
 from conftest import fern_shot
-from splatfx import colmap
-from splatfx.camera import Camera
-from splatfx.color import srgb_to_linear
-from splatfx.comp import measure_grain, run_comp
-from splatfx.config import config_from_dict, config_to_dict, save_config
-from splatfx.errors import InputError
-from splatfx.formats import write_gaussians
+from splatfx.io import colmap
+from splatfx.core.camera import Camera
+from splatfx.core.color import srgb_to_linear
+from splatfx.comp.stage import measure_grain, run_comp
+from splatfx.shot.config import config_from_dict, config_to_dict, save_config
+from splatfx.core.errors import InputError
+from splatfx.io.formats import write_gaussians
 from splatfx.fx.stage import run_collapse, run_select
-from splatfx.gaussians import Gaussians
-from splatfx.imageio import read_exr, read_image
-from splatfx.orient import Plane, SceneFrame
-from splatfx.render_shot import render_frame_path, render_shot
-from splatfx.sh import rgb_to_sh
-from splatfx.shot import Shot, create_shot
-from splatfx.video import VideoReader
+from splatfx.core.gaussians import Gaussians
+from splatfx.io.images import read_exr, read_image
+from splatfx.recon.orient import Plane, SceneFrame
+from splatfx.render.stage import render_frame_path, render_shot
+from splatfx.core.sh import rgb_to_sh
+from splatfx.shot.folder import Shot, create_shot
+from splatfx.io.video import VideoReader
 
 WIDTH, HEIGHT, FOCAL = 768, 576, 600.0
 #: solve (OpenCV camera axes of the first plate) → world z-up: x stays, world y = z, world z = −y.
@@ -148,8 +148,8 @@ def test_render_writes_one_multilayer_exr_per_frame(shot):
 
 
 def test_clean_plate_removes_the_structure(shot):
-    from splatfx.cleanplate import fill_clean_plate, grow_footprint
-    from splatfx.comp import RenderLayers
+    from splatfx.render.cleanplate import fill_clean_plate, grow_footprint
+    from splatfx.comp.stage import RenderLayers
 
     # frame 1002: the charge (at 1001) has set every piece moving, so the whole box is taken out
     layers = RenderLayers.read(render_frame_path(shot, 1002))
@@ -238,7 +238,7 @@ def test_grain_measurement_recovers_a_known_noise_level(data_dir):
 
 def test_ocio_config_sets_the_display_encoding(tmp_path):
     ocio = pytest.importorskip("PyOpenColorIO")
-    from splatfx.comp import DisplayTransform
+    from splatfx.comp.stage import DisplayTransform
 
     path = tmp_path / "config.ocio"
     path.write_text(ocio.Config.CreateFromFile("ocio://default").serialize())  # OCIO's built-in ACES config
@@ -256,7 +256,7 @@ def test_ocio_config_sets_the_display_encoding(tmp_path):
 def test_virtual_orbit_camera_is_built_in_the_world_frame(shot):
     from dataclasses import replace
 
-    from splatfx.render_shot import shot_cameras
+    from splatfx.render.stage import shot_cameras
 
     (shot.root / "orbit.json").write_text(json.dumps({"preset": "orbit", "center": [0, 7, 2], "radius": 5,
                                                       "height": 1.0, "degrees": 30}))
@@ -271,8 +271,8 @@ def test_virtual_orbit_camera_is_built_in_the_world_frame(shot):
 
 
 def test_comp_refuses_renders_without_its_layers(shot, tmp_path):
-    from splatfx.comp import RenderLayers
-    from splatfx.imageio import write_exr
+    from splatfx.comp.stage import RenderLayers
+    from splatfx.io.images import write_exr
 
     channels, _ = read_exr(render_frame_path(shot, 1001))
     bare = tmp_path / "frame.exr"
@@ -284,7 +284,7 @@ def test_comp_refuses_renders_without_its_layers(shot, tmp_path):
 
 def test_comp_command_and_resume_redo_only_what_changed(shot):
     from splatfx.cli import main
-    from splatfx.render_shot import render_shot_command
+    from splatfx.render.stage import render_shot_command
 
     assert not render_shot_command(shot.root).ran  # what `splatfx render SHOT` runs: up to date
     main(["comp", str(shot.root)])  # up to date: returns normally
@@ -301,8 +301,8 @@ def test_comp_command_and_resume_redo_only_what_changed(shot):
 
 def test_refined_beauty_reaches_the_effect_colour(tmp_path):
     """The refiner's change to R,G,B on synthetic pixels is carried into the comp's fx layer."""
-    from splatfx.comp import RenderLayers
-    from splatfx.imageio import write_exr
+    from splatfx.comp.stage import RenderLayers
+    from splatfx.io.images import write_exr
 
     h, w = 4, 5
     synthetic = np.zeros((h, w), np.float32)
@@ -321,8 +321,8 @@ def test_refined_beauty_reaches_the_effect_colour(tmp_path):
 
 def test_refined_clean_pass_fills_the_comp_background(tmp_path):
     """Holes the refiner painted in the clean pass (alpha 1 there) replace the classical fill."""
-    from splatfx.comp import RenderLayers
-    from splatfx.imageio import write_exr
+    from splatfx.comp.stage import RenderLayers
+    from splatfx.io.images import write_exr
 
     h, w = 6, 6
     synthetic = np.zeros((h, w), np.float32)
@@ -347,7 +347,7 @@ def test_refined_clean_pass_fills_the_comp_background(tmp_path):
 def test_virtual_camera_shot_is_composited_as_fully_synthetic_frames(tmp_path, data_dir):
     """A virtual camera's comp: the render itself (no plate), every pixel marked synthetic,
     PNG frames that are its display transform, shot.mp4 and a contact sheet, no review movie."""
-    from splatfx.color import linear_to_srgb
+    from splatfx.core.color import linear_to_srgb
 
     shot = make_shot(tmp_path, data_dir, frames=2)
     (shot.root / "camera.json").write_text(json.dumps({"keyframes": [
@@ -386,9 +386,9 @@ def test_without_an_effect_the_render_reproduces_the_plates_and_the_comp_is_the_
     from click.testing import CliRunner
 
     from splatfx.cli import cli
-    from splatfx.color import linear_to_srgb
-    from splatfx.evaluate import evaluate_split
-    from splatfx.formats import read_gaussians
+    from splatfx.core.color import linear_to_srgb
+    from splatfx.recon.evaluate import evaluate_split
+    from splatfx.io.formats import read_gaussians
 
     root = fern_shot(tmp_path / "shot", data_dir, max_steps="150", sh_degree="1", downscale="2.0",
                      outputs='["exr", "png"]')

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from splatfx.config import (
+from splatfx.shot.config import (
     FrameRange,
     ShotConfig,
     TrainSection,
@@ -20,7 +20,7 @@ from splatfx.config import (
     save_config,
     toml_value,
 )
-from splatfx.errors import ConfigError
+from splatfx.core.errors import ConfigError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "shot.md"
 
@@ -234,6 +234,6 @@ def test_docs_list_every_key_with_its_default() -> None:
 
 
 def test_scale_assumption_matches_the_solve() -> None:
-    from splatfx.orient import DEFAULT_CAMERA_HEIGHT_M, ScaleMeasure
+    from splatfx.recon.orient import DEFAULT_CAMERA_HEIGHT_M, ScaleMeasure
     assert ShotConfig().solve.scale.metres == DEFAULT_CAMERA_HEIGHT_M
     assert ShotConfig().solve.scale.kind == ScaleMeasure().kind

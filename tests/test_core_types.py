@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from splatfx.errors import InputError
-from splatfx.gaussians import Gaussians
-from splatfx.rotation import quat_to_rotmat, rotmat_to_quat
-from splatfx.sh import eval_sh, rotate_sh
+from splatfx.core.errors import InputError
+from splatfx.core.gaussians import Gaussians
+from splatfx.core.rotation import quat_to_rotmat, rotmat_to_quat
+from splatfx.core.sh import eval_sh, rotate_sh
 
 
 def random_rotation(seed: int) -> np.ndarray:

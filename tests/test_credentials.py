@@ -21,20 +21,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from test_comp import make_shot
 
-from splatfx.comp import run_comp
-from splatfx.config import config_from_dict, config_to_dict, save_config
-from splatfx.credentials import (
+from splatfx.comp.stage import run_comp
+from splatfx.shot.config import config_from_dict, config_to_dict, save_config
+from splatfx.comp.credentials import (
     DIGITAL_SOURCE_TYPE,
     Signing,
     build_manifest,
     comp_actions,
     read_credentials,
 )
-from splatfx.errors import ConfigError, InputError
-from splatfx.imageio import write_png
-from splatfx.render_shot import render_shot
-from splatfx.shot import Shot
-from splatfx.video import VideoReader
+from splatfx.core.errors import ConfigError, InputError
+from splatfx.io.images import write_png
+from splatfx.render.stage import render_shot
+from splatfx.shot.folder import Shot
+from splatfx.io.video import VideoReader
 
 UNTRUSTED = ("signingCredential.untrusted",)  # an on-the-fly root is in no trust list
 
@@ -297,7 +297,7 @@ def test_refined_frames_declare_the_edit(signed_shot):
 
 
 def test_virtual_camera_shot_is_signed_as_trained_algorithmic_media(tmp_path, data_dir):
-    from splatfx.credentials import SYNTHETIC_SOURCE_TYPE
+    from splatfx.comp.credentials import SYNTHETIC_SOURCE_TYPE
 
     shot = make_shot(tmp_path, data_dir, frames=2)
     (shot.root / "camera.json").write_text(json.dumps({"keyframes": [

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from splatfx import colmap, dataset
-from splatfx.dataset import load_dataset
-from splatfx.errors import ConfigError, InputError
+from splatfx.io import colmap
+
+from splatfx.io import dataset
+from splatfx.io.dataset import load_dataset
+from splatfx.core.errors import ConfigError, InputError
 
 
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from splatfx.camera import look_at
-from splatfx.cleanplate import grow_footprint
+from splatfx.core.camera import look_at
+from splatfx.render.cleanplate import grow_footprint
 from splatfx.demo import ATTRIBUTION, CAPTURE, DemoSettings, run_demo
 from splatfx.demo.presets import ABOVE_GROUND_M, Box, PresetError, building_box, virtual_path
-from splatfx.imageio import read_exr, read_image
-from splatfx.manifest import Manifest
+from splatfx.io.images import read_exr, read_image
+from splatfx.shot.manifest import Manifest
 from splatfx.pipeline import run_shot
-from splatfx.shot import Shot
-from splatfx.video import VideoReader
+from splatfx.shot.folder import Shot
+from splatfx.io.video import VideoReader
 
 FRAMES = 10
 REDUCED = DemoSettings(frames=FRAMES, train_steps=150, train_minutes=0.5, max_gaussians=20_000, fragments=12,

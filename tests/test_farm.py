@@ -1,4 +1,4 @@
-"""splatfx.farm: per-frame work in chunks on a process pool and on a (local) Ray cluster.
+"""splatfx.shot.farm: per-frame work in chunks on a process pool and on a (local) Ray cluster.
 
 The per-frame work is real: each frame is a south_building photo turned into a quarter-size
 scene-linear EXR, written atomically, as a plate ingest does.
@@ -17,10 +17,10 @@ import pytest
 
 from conftest import data_root
 
-from splatfx.color import srgb_to_linear
-from splatfx.errors import SplatfxError
-from splatfx.farm import FarmError, make_chunks, run_frames
-from splatfx.imageio import pack_rgba, read_exr, read_image, write_exr
+from splatfx.core.color import srgb_to_linear
+from splatfx.core.errors import SplatfxError
+from splatfx.shot.farm import FarmError, make_chunks, run_frames
+from splatfx.io.images import pack_rgba, read_exr, read_image, write_exr
 
 DATA = data_root()
 PLATES = sorted((DATA / "south_building" / "images").iterdir())

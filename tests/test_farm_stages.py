@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from splatfx.cli import cli
-from splatfx.comp import run_comp
-from splatfx.farm import with_farm
-from splatfx.imageio import write_png
+from splatfx.comp.stage import run_comp
+from splatfx.shot.farm import with_farm
+from splatfx.io.images import write_png
 from splatfx.refine.stage import RefineOptions, run_refine
-from splatfx.render_shot import FrameLedger, render_shot
-from splatfx.shot import Shot, create_shot
+from splatfx.render.stage import FrameLedger, render_shot
+from splatfx.shot.folder import Shot, create_shot
 
 from test_comp import make_shot
 from test_refine import _lego, _render_frame, _tiny_pixel_model

@@ -1,4 +1,4 @@
-"""3DGS PLY reading, writing and linting (splatfx.formats.ply)."""
+"""3DGS PLY reading, writing and linting (splatfx.io.formats.ply)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import plyfile
 import pytest
 import torch
 
-from splatfx.errors import InputError
-from splatfx.formats import GaussianArrays, read_gaussians, write_gaussians
-from splatfx.formats import ply
-from splatfx.gaussians import Gaussians
-from splatfx.sh import SH_C0
+from splatfx.core.errors import InputError
+from splatfx.io.formats import GaussianArrays, read_gaussians, write_gaussians
+from splatfx.io.formats import ply
+from splatfx.core.gaussians import Gaussians
+from splatfx.core.sh import SH_C0
 
 REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]

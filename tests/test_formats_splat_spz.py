@@ -1,4 +1,4 @@
-"""The lossy web formats: ``.splat`` and Niantic ``.spz`` (splatfx.formats.splat/spz)."""
+"""The lossy web formats: ``.splat`` and Niantic ``.spz`` (splatfx.io.formats.splat/spz)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from splatfx.errors import InputError
-from splatfx.formats import GaussianArrays, read_gaussians, spz, splat, write_gaussians
-from splatfx.sh import SH_C0, sh_basis
+from splatfx.core.errors import InputError
+from splatfx.io.formats import GaussianArrays, read_gaussians, spz, splat, write_gaussians
+from splatfx.core.sh import SH_C0, sh_basis
 from test_formats_ply import fern_gaussians, random_arrays
 
 

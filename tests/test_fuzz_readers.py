@@ -5,7 +5,7 @@ hypothesis mutates them (bit flips, truncations, inserted and deleted bytes, abs
 integers written over header fields, text tokens swapped for hostile values) or
 generates structured garbage (PLY headers, PNG chunks, COLMAP lines, JSON, TOML, .npy
 headers, spz headers). The property: the reader either succeeds or raises a
-:class:`~splatfx.errors.SplatfxError` whose one-line message names the file; and the
+:class:`~splatfx.core.errors.SplatfxError` whose one-line message names the file; and the
 Python-level memory it allocates (tracemalloc peak) stays bounded by the input's size,
 whatever counts the header claims. C libraries (Pillow, OpenEXR) are checked for bounded
 memory in a child process (peak RSS).
@@ -50,15 +50,17 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splatfx import colmap, imageio
-from splatfx.config import ShotConfig, config_to_dict, dumps_config, iter_settings, load_config
-from splatfx.dataset import load_dataset
-from splatfx.errors import SplatfxError
-from splatfx.formats import GaussianArrays, describe, read_gaussians, spz, splat
-from splatfx.formats.ply import lint, table_from_arrays
-from splatfx.imageio import (image_size, pack_rgba, read_exr, read_image, write_exr, write_image, write_jpeg,
+from splatfx.io import colmap
+
+from splatfx.io import images as imageio
+from splatfx.shot.config import ShotConfig, config_to_dict, dumps_config, iter_settings, load_config
+from splatfx.io.dataset import load_dataset
+from splatfx.core.errors import SplatfxError
+from splatfx.io.formats import GaussianArrays, describe, read_gaussians, spz, splat
+from splatfx.io.formats.ply import lint, table_from_arrays
+from splatfx.io.images import (image_size, pack_rgba, read_exr, read_image, write_exr, write_image, write_jpeg,
                              write_png)
-from splatfx.plates import open_plates
+from splatfx.io.plates import open_plates
 
 DATA = data_root()
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
@@ -358,7 +360,7 @@ def _shot_seed() -> list[bytes]:
     settings_["shot"].update(frames="1001-1024", plates="plates/plate.####.exr")
     settings_["fx"]["effects"] = ["collapse", "snow"]
     settings_["solve"]["import_cameras"] = "solve/import"
-    from splatfx.config import config_from_dict
+    from splatfx.shot.config import config_from_dict
     return [dumps_config(config_from_dict(settings_)).encode(), b"[shot]\nfps = 25\n"]
 
 
@@ -858,8 +860,8 @@ def test_absurd_sizes_stay_bounded(name, workdirs):
 
 _RSS_CHILD = textwrap.dedent("""
     import json, resource, sys
-    from splatfx.errors import SplatfxError
-    from splatfx.imageio import image_size, read_image
+    from splatfx.core.errors import SplatfxError
+    from splatfx.io.images import image_size, read_image
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     results = {}
     for path in sys.argv[1:]:

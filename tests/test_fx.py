@@ -13,9 +13,9 @@ from splatfx.fx.fracture import fill_fracture_faces, fill_gaussian_params, voron
 from splatfx.fx.rigid import CollapseSettings, fragment_hulls, simulate_collapse
 from splatfx.fx.selection import BoxSelection, PolygonSelection, require_selection, select_by_masks
 from splatfx.fx.snow import HeightMap, SnowSettings, Volume, simulate_snow
-from splatfx.camera import look_at
-from splatfx.errors import ConfigError
-from splatfx.gaussians import Gaussians
+from splatfx.core.camera import look_at
+from splatfx.core.errors import ConfigError
+from splatfx.core.gaussians import Gaussians
 
 
 def shell(size=(4.0, 3.0, 6.0), n=6000, seed=0) -> np.ndarray:
@@ -104,7 +104,7 @@ def test_demolition_falls_and_comes_to_rest_on_the_ground(building):
 
     assert centre_of_mass(95)[2] < centre_of_mass(0)[2] - 0.5
     assert any(e["kind"] == "crumble" for e in cache.events) and any(e["kind"] == "impact" for e in cache.events)
-    from splatfx.rotation import quat_to_rotmat
+    from splatfx.core.rotation import quat_to_rotmat
     lowest = []
     for f in np.nonzero(cache.visible[-1])[0]:
         own = points[labels == f]
@@ -268,7 +268,7 @@ def test_a_piece_lands_on_a_static_box_and_a_far_box_changes_nothing():
     from dataclasses import replace
 
     from splatfx.fx.colliders import StaticBox
-    from splatfx.rotation import quat_to_rotmat
+    from splatfx.core.rotation import quat_to_rotmat
 
     block = np.random.default_rng(0).uniform((0, 0, 0), (0.5, 0.5, 0.5), (400, 3)) + (0.0, 0.0, 3.0)
     labels = np.zeros(len(block), int)

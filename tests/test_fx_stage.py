@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 from splatfx.cli import main
-from splatfx.config import config_from_dict, config_to_dict, save_config
-from splatfx.formats import write_gaussians
+from splatfx.shot.config import config_from_dict, config_to_dict, save_config
+from splatfx.io.formats import write_gaussians
 from splatfx.fx.animation import ELEMENTS
 from splatfx.fx.stage import load_animation
-from splatfx.gaussians import Gaussians
-from splatfx.orient import Plane, SceneFrame
-from splatfx.shot import Shot, create_shot
-from splatfx.sh import rgb_to_sh
+from splatfx.core.gaussians import Gaussians
+from splatfx.recon.orient import Plane, SceneFrame
+from splatfx.shot.folder import Shot, create_shot
+from splatfx.core.sh import rgb_to_sh
 
 from test_fx import shell
 
@@ -150,7 +150,7 @@ def _fragment_points(shot: Shot) -> np.ndarray:
 
 def _add_neighbour(shot: Shot) -> None:
     """A lower building (3 × 3 × 2 m) beside the one that collapses, 1 m east of it."""
-    from splatfx.formats import read_gaussians
+    from splatfx.io.formats import read_gaussians
 
     scene = read_gaussians(shot.scene_dir / "scene.ply")
     rotation = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
@@ -165,7 +165,7 @@ def _add_neighbour(shot: Shot) -> None:
 
 
 def test_auto_colliders_let_pieces_land_on_a_neighbouring_building(shot):
-    from splatfx.rotation import quat_to_rotmat
+    from splatfx.core.rotation import quat_to_rotmat
 
     _add_neighbour(shot)
     main(["fx", "select", str(shot.root)])

@@ -11,9 +11,9 @@ import OpenEXR
 import pytest
 from PIL import Image as PILImage
 
-from splatfx import color
-from splatfx.errors import InputError
-from splatfx.imageio import (
+from splatfx.core import color
+from splatfx.core.errors import InputError
+from splatfx.io.images import (
     image_size,
     layers,
     pack_layer,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from splatfx.dataset import load_dataset
-from splatfx.losses import dssim, gaussian_window_1d, l1, photometric_loss, ssim, ssim_map
-from splatfx.metrics import MetricSummary, psnr
-from splatfx.metrics import ssim as ssim_metric
+from splatfx.io.dataset import load_dataset
+from splatfx.recon.losses import dssim, gaussian_window_1d, l1, photometric_loss, ssim, ssim_map
+from splatfx.recon.metrics import MetricSummary, psnr
+from splatfx.recon.metrics import ssim as ssim_metric
 
 
 def reference_ssim(a: np.ndarray, b: np.ndarray, size: int = 11, sigma: float = 1.5) -> float:

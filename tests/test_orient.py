@@ -1,12 +1,12 @@
-"""Ground plane, up direction, metric scale and the z-up world frame (splatfx.orient)."""
+"""Ground plane, up direction, metric scale and the z-up world frame (splatfx.recon.orient)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from splatfx.camera import look_at
-from splatfx.orient import (
+from splatfx.core.camera import look_at
+from splatfx.recon.orient import (
     Plane,
     ScaleMeasure,
     SceneFrame,

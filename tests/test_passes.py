@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from splatfx.camera import Camera, look_at
-from splatfx.color import srgb_to_linear
+from splatfx.core.camera import Camera, look_at
+from splatfx.core.color import srgb_to_linear
 from splatfx.fx.animation import ELEMENTS, FrameGaussians
-from splatfx.gaussians import Gaussians
-from splatfx.passes import ALPHA_EMPTY, NO_ELEMENT, render_passes
-from splatfx.sh import rgb_to_sh
+from splatfx.core.gaussians import Gaussians
+from splatfx.render.passes import ALPHA_EMPTY, NO_ELEMENT, render_passes
+from splatfx.core.sh import rgb_to_sh
 
 W, H, F = 192, 144, 160.0
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from splatfx.config import config_from_dict, config_to_dict
+from splatfx.shot.config import config_from_dict, config_to_dict
 from splatfx.demo import CAPTURE
-from splatfx.errors import InputError
-from splatfx.manifest import Manifest
+from splatfx.core.errors import InputError
+from splatfx.shot.manifest import Manifest
 from splatfx.pipeline import STEPS, planned_steps, run_shot
-from splatfx.shot import Shot, create_shot
+from splatfx.shot.folder import Shot, create_shot
 
 FRAMES = 8
 ALL_STAGES = ["solve", "orient", "train", "fx.snow", "render", "comp"]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from splatfx import plates as plates_module
-from splatfx.errors import InputError
-from splatfx.imageio import read_image, write_exr, write_png
-from splatfx.plates import open_plates, parse_pattern
-from splatfx.video import VideoReader, write_mp4
+from splatfx.io import plates as plates_module
+from splatfx.core.errors import InputError
+from splatfx.io.images import read_image, write_exr, write_png
+from splatfx.io.plates import open_plates, parse_pattern
+from splatfx.io.video import VideoReader, write_mp4
 
 
 def assert_one_line_naming(err: pytest.ExceptionInfo[InputError], path: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from raster_checks import assert_matches_dense, render_cpu
 from raster_scenes import Scene, fern_scene, random_scene, with_culled_gaussians
-from splatfx.errors import InputError
+from splatfx.core.errors import InputError
 from splatfx.raster import rasterize
 from splatfx.raster.reference import ALPHA_MAX
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from splatfx.camera import Camera
-from splatfx.colmap import read_points3D
-from splatfx.errors import InputError
+from splatfx.core.camera import Camera
+from splatfx.io.colmap import read_points3D
+from splatfx.core.errors import InputError
 from splatfx.raster import rasterize
 
 NAMES = ("means", "quats", "scales", "opacities", "features", "backgrounds")

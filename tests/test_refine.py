@@ -23,15 +23,15 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 
-from splatfx.color import linear_to_srgb, srgb_to_linear
-from splatfx.errors import InputError
-from splatfx.imageio import read_exr, write_exr, write_png
+from splatfx.core.color import linear_to_srgb, srgb_to_linear
+from splatfx.core.errors import InputError
+from splatfx.io.images import read_exr, write_exr, write_png
 from splatfx.refine.builtin import (BuiltinRefiner, PairSettings, RefinerTrainer, TrainingPairs, TrainSettings,
                                     make_pairs)
 from splatfx.refine.pipeline import load_refiner
 from splatfx.refine.stage import (FrameLayers, RefineOptions, blend_weight, choose_model, compose, refine_sequence,
                                   render_frames)
-from splatfx.shot import Shot, create_shot
+from splatfx.shot.folder import Shot, create_shot
 
 SIZE = 46  # not a multiple of the models' size multiples: padding is exercised
 FRAMES = 4
@@ -285,7 +285,7 @@ def _add_holes(path: Path, data_dir: Path) -> np.ndarray:
 
 def test_shot_refine_keys_reach_the_model_and_the_frames_and_flags_override_them(tmp_path, shot, data_dir, offline):
     from splatfx.cli import cli
-    from splatfx.manifest import Manifest
+    from splatfx.shot.manifest import Manifest
 
     hole = _add_holes(shot.render_dir / "frame.1002.exr", data_dir)
     _tiny_sd(shot.root / "models")
@@ -317,8 +317,8 @@ def test_shot_refine_keys_reach_the_model_and_the_frames_and_flags_override_them
 
 
 def test_shot_training_keys_set_the_builtin_refiners_training(shot):
-    from splatfx.config import config_from_dict, config_to_dict
-    from splatfx.errors import ConfigError
+    from splatfx.shot.config import config_from_dict, config_to_dict
+    from splatfx.core.errors import ConfigError
     from splatfx.refine.stage import training_from_shot
 
     section = replace(shot.config.refine, train_steps=120, train_minutes=0.5, train_patch=32, train_widths=(8, 16),
@@ -340,7 +340,7 @@ def test_shot_training_keys_set_the_builtin_refiners_training(shot):
 
 def _blur_pairs(data_dir: Path, views: range) -> TrainingPairs:
     """Real lego training images against their half-resolution (blurred) versions."""
-    from splatfx.dataset import load_dataset
+    from splatfx.io.dataset import load_dataset
 
     dataset = load_dataset(data_dir / "lego_200", "train", downscale=2)
     pairs = TrainingPairs()
@@ -405,8 +405,8 @@ def test_builtin_training_resumes_from_its_checkpoint_exactly(tmp_path, data_dir
 
 
 def test_training_pairs_are_rendered_from_degraded_reconstructions(data_dir):
-    from splatfx.dataset import load_dataset
-    from splatfx.gaussians import Gaussians
+    from splatfx.io.dataset import load_dataset
+    from splatfx.core.gaussians import Gaussians
 
     dataset = load_dataset(data_dir / "lego_200", "train", downscale=4)
     g = torch.Generator().manual_seed(0)

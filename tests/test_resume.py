@@ -26,15 +26,15 @@ import pytest
 import torch
 
 from splatfx.cli import main
-from splatfx.comp import run_comp
-from splatfx.config import config_from_dict, config_to_dict, save_config
-from splatfx.formats import write_gaussians
-from splatfx.gaussians import Gaussians
-from splatfx.imageio import read_exr, read_image
-from splatfx.orient import Plane, SceneFrame
-from splatfx.render_shot import render_frame_path, render_shot
-from splatfx.sh import rgb_to_sh
-from splatfx.shot import Shot, create_shot
+from splatfx.comp.stage import run_comp
+from splatfx.shot.config import config_from_dict, config_to_dict, save_config
+from splatfx.io.formats import write_gaussians
+from splatfx.core.gaussians import Gaussians
+from splatfx.io.images import read_exr, read_image
+from splatfx.recon.orient import Plane, SceneFrame
+from splatfx.render.stage import render_frame_path, render_shot
+from splatfx.core.sh import rgb_to_sh
+from splatfx.shot.folder import Shot, create_shot
 
 from test_comp import make_shot
 from test_fx import shell

@@ -92,7 +92,7 @@ def test_no_pickle_is_ever_loaded_in_src():
 def test_the_viewer_listens_on_localhost_by_default(tmp_path):
     pytest.importorskip("viser")
     from splatfx.commands.view import command
-    from splatfx.formats import GaussianArrays, write_arrays
+    from splatfx.io.formats import GaussianArrays, write_arrays
     from splatfx.viewer.app import ShotViewer, is_loopback
 
     host_option = next(p for p in command.params if p.name == "host")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import splatfx.manifest as manifest_module
-from splatfx.config import FrameRange, ShotConfig, ShotSection
-from splatfx.errors import ConfigError, InputError
-from splatfx.manifest import HashCache, Manifest, fingerprint
-from splatfx.shot import Shot
-from splatfx.stage import StageError, run_stage
+import splatfx.shot.manifest as manifest_module
+from splatfx.shot.config import FrameRange, ShotConfig, ShotSection
+from splatfx.core.errors import ConfigError, InputError
+from splatfx.shot.manifest import HashCache, Manifest, fingerprint
+from splatfx.shot.folder import Shot
+from splatfx.shot.runner import StageError, run_stage
 
 
 @pytest.fixture
@@ -247,7 +247,7 @@ def test_manifest_write_is_atomic(shot: Shot, monkeypatch: pytest.MonkeyPatch) -
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("splatfx.atomic.os.replace", broken_replace)
+    monkeypatch.setattr("splatfx.core.atomic.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         toy.run(force=True)
     assert shot.manifest_path.read_bytes() == before

@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from splatfx import colmap
-from splatfx.camera import Camera, look_at
-from splatfx.config import FrameRange
-from splatfx.errors import InputError
+from splatfx.io import colmap
+from splatfx.core.camera import Camera, look_at
+from splatfx.shot.config import FrameRange
+from splatfx.core.errors import InputError
 from splatfx.fx.animation import Similarity
-from splatfx.gaussians import Gaussians
-from splatfx.passes import render_features
-from splatfx.shotcam import (CameraPath, dolly_cameras, interpolate_positions, interpolate_rotations, lens_warp,
+from splatfx.core.gaussians import Gaussians
+from splatfx.render.passes import render_features
+from splatfx.render.cameras import (CameraPath, dolly_cameras, interpolate_positions, interpolate_rotations, lens_warp,
                              load_virtual_cameras, orbit_cameras, plate_cameras)
 from scipy.spatial.transform import Rotation
 

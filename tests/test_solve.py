@@ -10,16 +10,16 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from splatfx import colmap
+from splatfx.io import colmap
 from splatfx.commands.solve import command
-from splatfx.dataset import load_dataset
-from splatfx.color import srgb_to_linear
-from splatfx.errors import ConfigError, InputError
-from splatfx.imageio import write_image
-from splatfx.manifest import Manifest
-from splatfx.orient import SceneFrame, cameras_mean_up
-from splatfx.shot import Shot, create_shot
-from splatfx.solve import SolveConfig, feature_count, image_pairs, import_cameras, solve_images
+from splatfx.io.dataset import load_dataset
+from splatfx.core.color import srgb_to_linear
+from splatfx.core.errors import ConfigError, InputError
+from splatfx.io.images import write_image
+from splatfx.shot.manifest import Manifest
+from splatfx.recon.orient import SceneFrame, cameras_mean_up
+from splatfx.shot.folder import Shot, create_shot
+from splatfx.recon.solve import SolveConfig, feature_count, image_pairs, import_cameras, solve_images
 
 FAST = ["--max-image-size", "512"]  # features on 512-px images keep the test quick
 

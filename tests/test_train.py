@@ -10,13 +10,13 @@ import torch
 from click.testing import CliRunner
 from conftest import fern_shot
 
-from splatfx.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from splatfx.recon.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from splatfx.cli import cli
-from splatfx.dataset import Dataset, load_dataset
-from splatfx.densify import ADCStrategy, MCMCStrategy, relocation_correction
-from splatfx.evaluate import evaluate_split
-from splatfx.formats.ply import read_ply
-from splatfx.train import TrainConfig, Trainer, gaussians_from_params
+from splatfx.io.dataset import Dataset, load_dataset
+from splatfx.recon.densify import ADCStrategy, MCMCStrategy, relocation_correction
+from splatfx.recon.evaluate import evaluate_split
+from splatfx.io.formats.ply import read_ply
+from splatfx.recon.train import TrainConfig, Trainer, gaussians_from_params
 
 # Measured: 300 MCMC steps on 20 lego views at 50×50 give 19.4 dB on 10 held-out views
 # (the random initialisation scores ≈ 11 dB).

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splatfx.errors import InputError
-from splatfx.imageio import read_image
-from splatfx.video import VideoReader, pick_encoder, write_mp4
+from splatfx.core.errors import InputError
+from splatfx.io.images import read_image
+from splatfx.io.video import VideoReader, pick_encoder, write_mp4
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,18 +12,18 @@ import torch
 pytest.importorskip("viser")
 
 from splatfx import cli
-from splatfx.camera import look_at
+from splatfx.core.camera import look_at
 from splatfx.cli import main
-from splatfx.colmap import model_from_cameras, write_model
-from splatfx.errors import InputError
-from splatfx.formats import read_gaussians
+from splatfx.io.colmap import model_from_cameras, write_model
+from splatfx.core.errors import InputError
+from splatfx.io.formats import read_gaussians
 from splatfx.fx.animation import ELEMENTS, Similarity
 from splatfx.fx.stage import load_frame, run_collapse, run_select, run_snow
-from splatfx.gaussians import Gaussians
-from splatfx.imageio import write_png
-from splatfx.rotation import quat_to_rotmat
-from splatfx.sh import SH_C0
-from splatfx.shot import Shot
+from splatfx.core.gaussians import Gaussians
+from splatfx.io.images import write_png
+from splatfx.core.rotation import quat_to_rotmat
+from splatfx.core.sh import SH_C0
+from splatfx.shot.folder import Shot
 from splatfx.viewer.app import ShotViewer
 from splatfx.viewer.content import STAGES, stage_function
 from splatfx.viewer.selection import euler_xyz_from_matrix, euler_xyz_matrix

@@ -1,6 +1,6 @@
 """splatfx: Gaussian-splatting visual effects from real footage.
 
-Core types live in :mod:`splatfx.gaussians` and :mod:`splatfx.camera`; the one
+Core types live in :mod:`splatfx.core.gaussians` and :mod:`splatfx.core.camera`; the one
 differentiable renderer is :func:`splatfx.raster.rasterize`.
 """
 

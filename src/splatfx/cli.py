@@ -15,7 +15,7 @@ import traceback
 import click
 
 from splatfx import __version__
-from splatfx.errors import SplatfxError
+from splatfx.core.errors import SplatfxError
 
 # Modules under splatfx.commands whose ``command`` is added to the CLI, in help order.
 COMMAND_MODULES = ["init", "solve", "train", "eval", "render", "fx", "refine", "comp", "run", "demo", "view", "ply"]

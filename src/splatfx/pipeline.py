@@ -5,7 +5,7 @@
     solve ─▶ train ─▶ fx (select, then [fx] effects in order) ─▶ render ─▶ refine ─▶ comp
 
 Each stage is the same function its own command runs (``splatfx solve``, ``train``, …),
-so it skips itself when its inputs and settings did not change (see :mod:`splatfx.stage`)
+so it skips itself when its inputs and settings did not change (see :mod:`splatfx.shot.runner`)
 and resumes where an interrupted run stopped. The pipeline adds only the order and the
 choices between stages:
 
@@ -17,7 +17,7 @@ choices between stages:
   those settings are unchanged).
 * **comp** composites over the plates; for a virtual camera (``[render] camera =
   "virtual"``), whose frames do not match the plates, it writes the fully synthetic
-  shot instead (:mod:`splatfx.comp_virtual`).
+  shot instead (:mod:`splatfx.comp.virtual`).
 
 At the end it prints a table of the stages (ran or up to date, seconds) and where the
 outputs are.
@@ -33,9 +33,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from splatfx.errors import InputError
-from splatfx.shot import Shot
-from splatfx.stage import StageResult
+from splatfx.core.errors import InputError
+from splatfx.shot.folder import Shot
+from splatfx.shot.runner import StageResult
 
 #: The pipeline's steps, in order (``until`` names one of them).
 STEPS = ("solve", "train", "fx", "render", "refine", "comp")
@@ -132,13 +132,13 @@ def run_shot(shot: Shot, force: bool = False, until: str | None = None, *, start
 # --- the steps -------------------------------------------------------------------------------------
 
 def _solve(shot: Shot, force: bool) -> list[StageResult]:
-    from splatfx.solve import solve_shot
+    from splatfx.recon.solve import solve_shot
 
     return solve_shot(shot, force=force)
 
 
 def _train(shot: Shot, force: bool) -> list[StageResult]:
-    from splatfx.train import train_shot
+    from splatfx.recon.train import train_shot
 
     return [train_shot(shot, force=force)]
 
@@ -157,7 +157,7 @@ def _fx(shot: Shot, force: bool) -> list[StageResult]:
 
 
 def _render(shot: Shot, force: bool) -> list[StageResult]:
-    from splatfx.render_shot import render_shot
+    from splatfx.render.stage import render_shot
 
     return [render_shot(shot, force=force)]
 
@@ -176,7 +176,7 @@ def _refine(shot: Shot, force: bool) -> list[StageResult]:
 
 
 def _comp(shot: Shot, force: bool) -> list[StageResult]:
-    from splatfx.comp import run_comp
+    from splatfx.comp.stage import run_comp
 
     return [run_comp(shot, force=force)]
 

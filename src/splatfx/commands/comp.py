@@ -1,4 +1,4 @@
-"""``splatfx comp SHOT``: composite the rendered effect into the plates (see splatfx.comp)."""
+"""``splatfx comp SHOT``: composite the rendered effect into the plates (see splatfx.comp.stage)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import click
 from rich.console import Console
 
 from splatfx.commands.farm_options import farm_options, with_farm
-from splatfx.config import override
-from splatfx.shot import Shot
+from splatfx.shot.config import override
+from splatfx.shot.folder import Shot
 
 
 @click.command(name="comp")
@@ -33,7 +33,7 @@ def command(shot: Path, grain: float | None, light_wrap: float | None, ocio: str
     processes or a Ray cluster (--executor, --workers, [farm]); the movies and the contact
     sheet are made here once every frame is done.
     """
-    from splatfx.comp import run_comp
+    from splatfx.comp.stage import run_comp
 
     opened = with_farm(Shot.open(shot), **farm)
     listed = None if outputs is None else tuple(o.strip() for o in outputs.split(",") if o.strip())

@@ -16,8 +16,8 @@ import click
 from rich.console import Console
 
 from splatfx.commands.train import background_option
-from splatfx.evaluate import write_eval
-from splatfx.formats.ply import read_ply
+from splatfx.recon.evaluate import write_eval
+from splatfx.io.formats.ply import read_ply
 
 
 @click.command(name="eval")

@@ -1,6 +1,6 @@
 """The ``--executor``, ``--ray-address``, ``--chunk-size`` and ``--workers`` flags shared by
 ``splatfx render``, ``refine``, ``comp`` and ``run``: they override ``[farm]`` in shot.toml
-for one run (see :mod:`splatfx.farm` and docs/robustness.md)."""
+for one run (see :mod:`splatfx.shot.farm` and docs/robustness.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import click
 
-from splatfx.farm import with_farm
+from splatfx.shot.farm import with_farm
 
 __all__ = ["farm_options", "with_farm"]
 

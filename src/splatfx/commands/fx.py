@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from splatfx.shot import Shot
+from splatfx.shot.folder import Shot
 
 _shot_argument = click.argument("shot", type=click.Path(file_okay=False, path_type=Path))
 _force_option = click.option("--force", is_flag=True, help="Run even if the outputs are up to date.")

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from splatfx.config import FrameRange
-from splatfx.shot import Shot, create_shot
+from splatfx.shot.config import FrameRange
+from splatfx.shot.folder import Shot, create_shot
 
 
 class FrameRangeParam(click.ParamType):

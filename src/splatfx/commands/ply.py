@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from splatfx.formats import describe, format_of, read_arrays, read_gaussians, write_gaussians
-from splatfx.formats.ply import LintReport, lint as lint_file
-from splatfx.gaussians import Gaussians
+from splatfx.io.formats import describe, format_of, read_arrays, read_gaussians, write_gaussians
+from splatfx.io.formats.ply import LintReport, lint as lint_file
+from splatfx.core.gaussians import Gaussians
 
 PATH = click.Path(dir_okay=False, path_type=Path)
 

@@ -57,7 +57,7 @@ def command(shot: Path, train: bool, model: Path | None, steps: int | None, stre
     """
     from splatfx.refine.stage import (model_settings_from_shot, options_from_shot, run_refine, run_refine_train,
                                       training_from_shot)
-    from splatfx.shot import Shot
+    from splatfx.shot.folder import Shot
 
     opened = with_farm(Shot.open(shot), **farm)
     console = Console()

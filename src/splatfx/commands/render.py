@@ -6,8 +6,8 @@ capture's own cameras.
     splatfx render SHOT [--force] [--executor local|ray] [--ray-address ADDR] [--chunk-size N] [--workers N]
     splatfx render --scene scene.ply --data DIR --split test --out DIR   # PNGs of a capture's views
 
-The shot form is the render stage (splatfx.render_shot), its frames spread as ``[farm]`` or
-the farm flags say (splatfx.farm); the standalone form writes one
+The shot form is the render stage (splatfx.render.stage), its frames spread as ``[farm]`` or
+the farm flags say (splatfx.shot.farm); the standalone form writes one
 ``<frame>.png`` per view of the split, over the capture's background (or --background).
 """
 
@@ -21,8 +21,8 @@ from rich.console import Console
 
 from splatfx.commands.farm_options import farm_options
 from splatfx.commands.train import background_option
-from splatfx.evaluate import render_split
-from splatfx.formats.ply import read_ply
+from splatfx.recon.evaluate import render_split
+from splatfx.io.formats.ply import read_ply
 
 
 @click.command(name="render")
@@ -48,7 +48,7 @@ def command(shot: Path | None, force: bool, scene: Path | None, data: Path | Non
     if shot is not None:
         if scene or data or out:
             raise click.UsageError("give SHOT, or --scene/--data/--out, not both")
-        from splatfx.render_shot import render_shot_command
+        from splatfx.render.stage import render_shot_command
 
         render_shot_command(shot, force=force, **farm)
         return

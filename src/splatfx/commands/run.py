@@ -28,6 +28,6 @@ def command(shot: Path, until: str | None, force: bool, **farm: Any) -> None:
     apply to render, refine and comp, overriding [farm].
     """
     from splatfx.pipeline import run_shot
-    from splatfx.shot import Shot
+    from splatfx.shot.folder import Shot
 
     run_shot(with_farm(Shot.open(shot), **farm), force=force, until=until)

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from splatfx.orient import ScaleMeasure, SceneFrame
-from splatfx.shot import Shot
-from splatfx.solve import (
+from splatfx.recon.orient import ScaleMeasure, SceneFrame
+from splatfx.shot.folder import Shot
+from splatfx.recon.solve import (
     REPORT_JSON,
     SCENE_JSON,
     SolveConfig,

@@ -5,7 +5,7 @@ Two forms::
     splatfx train SHOT [options]             # SHOT/solve -> SHOT/scene, settings from [train]
     splatfx train --data DIR --out DIR [options]
 
-``DIR`` is any capture :func:`splatfx.dataset.load_dataset` reads (NeRF ``transforms*.json``,
+``DIR`` is any capture :func:`splatfx.io.dataset.load_dataset` reads (NeRF ``transforms*.json``,
 COLMAP, LLFF). Options override the shot's ``[train]`` table for one run. See docs/train.md.
 """
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from splatfx.dataset import parse_background
-from splatfx.errors import ConfigError
-from splatfx.shot import Shot
-from splatfx.train import TrainConfig, config_from_section, train, train_shot
+from splatfx.io.dataset import parse_background
+from splatfx.core.errors import ConfigError
+from splatfx.shot.folder import Shot
+from splatfx.recon.train import TrainConfig, config_from_section, train, train_shot
 
 
 def background_option(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float, float] | None:

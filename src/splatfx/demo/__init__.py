@@ -12,7 +12,7 @@ The capture is 32 photos of COLMAP's South Building (C. Zach; see
    (trained on the shot, then applied), and comp (EXR and PNG frames, ``shot.mp4``, the
    side-by-side ``review.mp4``, the contact sheet, the manifest). The ``virtual`` preset
    renders a camera move with no plates in it, so its comp is the refined render itself
-   (:mod:`splatfx.comp_virtual`: frames, ``shot.mp4``, contact sheet).
+   (:mod:`splatfx.comp.virtual`: frames, ``shot.mp4``, contact sheet).
 
 Running it again on the same folder skips every stage that is up to date.
 """
@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from splatfx.atomic import write_text_atomic
-from splatfx.config import config_from_dict, config_to_dict
-from splatfx.errors import InputError
+from splatfx.core.atomic import write_text_atomic
+from splatfx.shot.config import config_from_dict, config_to_dict
+from splatfx.core.errors import InputError
 from splatfx.pipeline import PipelineRun, print_summary, run_shot
-from splatfx.shot import SHOT_TOML, Shot, create_shot
+from splatfx.shot.folder import SHOT_TOML, Shot, create_shot
 
 PathLike = str | os.PathLike[str]
 
@@ -141,9 +141,9 @@ def configure_from_scene(shot: Shot, preset: str) -> Shot:
     """Save the building box (and, for ``virtual``, the camera move) derived from the trained
     scene into the shot."""
     from splatfx.demo.presets import PresetError, building_box, virtual_path
-    from splatfx.formats import read_gaussians
-    from splatfx.orient import SceneFrame
-    from splatfx.shotcam import plate_cameras
+    from splatfx.io.formats import read_gaussians
+    from splatfx.recon.orient import SceneFrame
+    from splatfx.render.cameras import plate_cameras
 
     frame = SceneFrame.load(shot.solve_dir / "scene.json")
     scene = read_gaussians(shot.scene_dir / "scene.ply")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from splatfx.camera import Camera
+from splatfx.core.camera import Camera
 
 PRESETS = ("collapse", "virtual")
 

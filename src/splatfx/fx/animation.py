@@ -2,7 +2,7 @@
 motion to the next frame.
 
 Effects are simulated in the physics frame (world: z-up metres); the reconstruction lives
-in solve coordinates. ``world = s·R·x + t`` (:class:`splatfx.orient.SceneFrame`) links
+in solve coordinates. ``world = s·R·x + t`` (:class:`splatfx.recon.orient.SceneFrame`) links
 them, and every pose and particle is mapped back to solve coordinates here, so renders
 use the plates' cameras unchanged.
 """
@@ -16,9 +16,9 @@ import torch
 
 from splatfx.fx.particles import ParticleCache
 from splatfx.fx.rigid import RigidCache
-from splatfx.gaussians import Gaussians
-from splatfx.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat
-from splatfx.sh import rotate_sh
+from splatfx.core.gaussians import Gaussians
+from splatfx.core.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat
+from splatfx.core.sh import rotate_sh
 
 #: Element ids written per Gaussian (and rendered as the id layer).
 ELEMENTS = {"scene": 0, "fragment": 1, "fill": 2, "debris": 3, "dust": 4, "snow": 5}

@@ -18,8 +18,8 @@ from scipy.spatial import cKDTree
 from splatfx.fx.colliders import FloorMap
 from splatfx.fx.particles import CurlNoise, ParticleCache, bounce_on_ground
 from splatfx.fx.rigid import GRAVITY, RigidCache
-from splatfx.rotation import quat_to_rotmat
-from splatfx.sh import SH_C0
+from splatfx.core.rotation import quat_to_rotmat
+from splatfx.core.sh import SH_C0
 
 _EVENT_WEIGHT = {"crumble": 6.0, "impact": 2.0, "break": 1.0}
 

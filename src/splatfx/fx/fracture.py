@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import ConvexHull, Delaunay, QhullError, cKDTree
 
-from splatfx.rotation import rotmats_to_quats
+from splatfx.core.rotation import rotmats_to_quats
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from splatfx.fx.colliders import StaticBox
-from splatfx.rotation import rotmats_to_quats
+from splatfx.core.rotation import rotmats_to_quats
 
 GRAVITY = 9.81
 CONCRETE_DENSITY = 2400.0  # kg/m³

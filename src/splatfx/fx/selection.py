@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from splatfx.camera import Camera
-from splatfx.errors import ConfigError
+from splatfx.core.camera import Camera
+from splatfx.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from splatfx.fx.particles import CurlNoise, ParticleCache
-from splatfx.sh import SH_C0
+from splatfx.core.sh import SH_C0
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splatfx.atomic import atomic_path, write_text_atomic
-from splatfx.config import CollapseSection, SelectSection, SnowSection
-from splatfx.errors import ConfigError, InputError
-from splatfx.formats import read_gaussians
+from splatfx.core.atomic import atomic_path, write_text_atomic
+from splatfx.shot.config import CollapseSection, SelectSection, SnowSection
+from splatfx.core.errors import ConfigError, InputError
+from splatfx.io.formats import read_gaussians
 from splatfx.fx.animation import ELEMENTS, Fragments, ShotAnimation, Similarity
 from splatfx.fx.colliders import FloorMap, StaticBox, fit_static_boxes
 from splatfx.fx.debris import DebrisSettings, DustSettings, simulate_debris, simulate_dust
@@ -28,12 +28,12 @@ from splatfx.fx.particles import ParticleCache
 from splatfx.fx.rigid import CollapseSettings, RigidCache, collision_hulls, simulate_collapse
 from splatfx.fx.selection import BoxSelection, PolygonSelection, require_selection, select_by_masks, selection_report
 from splatfx.fx.snow import HeightMap, SnowSettings, Volume, simulate_snow
-from splatfx.gaussians import Gaussians
-from splatfx.orient import SceneFrame
-from splatfx.progress import progress_callback
-from splatfx.sh import SH_C0
-from splatfx.shot import Shot
-from splatfx.stage import StageResult, run_stage
+from splatfx.core.gaussians import Gaussians
+from splatfx.recon.orient import SceneFrame
+from splatfx.core.progress import progress_callback
+from splatfx.core.sh import SH_C0
+from splatfx.shot.folder import Shot
+from splatfx.shot.runner import StageResult, run_stage
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -82,8 +82,8 @@ def selection_mask(shot: Shot, settings: SelectSection, points_world: np.ndarray
 
 def _mask_votes(shot: Shot, settings: SelectSection, points_world: np.ndarray) -> np.ndarray:
     """Vote with the PNG masks in ``[fx.select] masks`` (named like the plate images)."""
-    from splatfx.dataset import load_dataset
-    from splatfx.imageio import read_image
+    from splatfx.io.dataset import load_dataset
+    from splatfx.io.images import read_image
 
     folder = shot.path(settings.masks)
     if not folder.is_dir():
@@ -228,7 +228,7 @@ def frame_solve_param(name: str, value: np.ndarray, frame: Similarity) -> np.nda
     if name == "log_scales":
         return value - np.log(frame.scale)
     if name == "quats":
-        from splatfx.rotation import quat_to_rotmat, rotmats_to_quats
+        from splatfx.core.rotation import quat_to_rotmat, rotmats_to_quats
         return rotmats_to_quats(frame.rotation.T @ quat_to_rotmat(value))
     return value
 

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from splatfx.errors import InputError
+from splatfx.core.errors import InputError
 from splatfx.raster._autograd import rasterize_cpu
 from splatfx.raster._cpu_checks import count_nonfinite, count_zero_rows
 from splatfx.raster._gsplat import gsplat_available, rasterize_gsplat
-from splatfx.sh import MAX_SH_DEGREE
+from splatfx.core.sh import MAX_SH_DEGREE
 
 __all__ = ["rasterize", "RENDER_MODES", "BACKENDS"]
 
@@ -68,7 +68,7 @@ def rasterize(
         renders D > 32 in chunks). With ``sh_degree=d``, ``features`` are SH coefficients
         ``(N, K, 3)`` or ``(C, N, K, 3)`` with ``K ≥ (d+1)²`` (only the first (d+1)² are
         used): colour is evaluated per camera along ``mean − camera centre`` with
-        :func:`splatfx.sh.eval_sh`, plus 0.5, clamped at 0.
+        :func:`splatfx.core.sh.eval_sh`, plus 0.5, clamped at 0.
 
     .. note::
         **Render modes.** ``"RGB"`` renders ``features``; ``"D"`` the accumulated z-depth

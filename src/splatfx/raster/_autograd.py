@@ -30,7 +30,7 @@ from splatfx.raster._cpu_raster import (
     rasterize_backward,
     rasterize_forward,
 )
-from splatfx.sh import eval_sh
+from splatfx.core.sh import eval_sh
 
 
 def _np32(t: Tensor) -> np.ndarray:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from splatfx.sh import eval_sh
+from splatfx.core.sh import eval_sh
 
 ALPHA_MIN = 1.0 / 255.0  # contributions below this are skipped
 ALPHA_MAX = 0.99  # per-Gaussian alpha is clamped to this

@@ -52,12 +52,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from splatfx.atomic import atomic_path, write_text_atomic
-from splatfx.camera import Camera
-from splatfx.errors import InputError
-from splatfx.gaussians import Gaussians
-from splatfx.losses import dssim
-from splatfx.progress import make_progress
+from splatfx.core.atomic import atomic_path, write_text_atomic
+from splatfx.core.camera import Camera
+from splatfx.core.errors import InputError
+from splatfx.core.gaussians import Gaussians
+from splatfx.recon.losses import dssim
+from splatfx.core.progress import make_progress
 from splatfx.refine.pipeline import BUILTIN_CONFIG, Refiner, denoise, read_json, resolve_device
 
 PathLike = str | os.PathLike[str]
@@ -223,10 +223,10 @@ def degrade(scene: Gaussians, kind: str, settings: PairSettings, generator: torc
 def make_pairs(scene: Gaussians, dataset: Any, settings: PairSettings | None = None, *,
                early: Sequence[Gaussians] = (), seed: int = 0, backend: str = "auto",
                progress: bool = True) -> TrainingPairs:
-    """Training pairs from ``dataset``'s views (a :class:`splatfx.dataset.Dataset`): each view
+    """Training pairs from ``dataset``'s views (a :class:`splatfx.io.dataset.Dataset`): each view
     rendered by ``scene`` as trained plus ``degraded_per_view`` degraded renders (drop,
     jitter, reduced resolution, and the ``early`` reconstructions in turn), against its image."""
-    from splatfx.evaluate import render_view
+    from splatfx.recon.evaluate import render_view
 
     settings = settings or PairSettings()
     generator = torch.Generator().manual_seed(seed)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from splatfx.errors import InputError
+from splatfx.core.errors import InputError
 from splatfx.refine.pipeline import DIFFUSERS_INDEX, Refiner, denoise, read_json, resolve_device
 
 PathLike = str | os.PathLike[str]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from splatfx.errors import InputError
+from splatfx.core.errors import InputError
 
 PathLike = str | os.PathLike[str]
 #: Marks a folder holding the built-in per-scene refiner (see :mod:`.builtin`).

@@ -1,6 +1,6 @@
 """The refine stage: diffusion clean-up of the rendered frames, only where they are synthetic.
 
-Inputs: ``render/*.exr`` (one multi-layer EXR per frame, :mod:`splatfx.render_shot`:
+Inputs: ``render/*.exr`` (one multi-layer EXR per frame, :mod:`splatfx.render.stage`:
 ``R,G,B,A`` premultiplied scene-linear, ``mask.synthetic``, ``motion.u``/``motion.v``,
 ``depth.Z`` and, where a structure was removed, the clean pass ``clean.R,G,B,A``,
 ``mask.structure``, ``mask.holes``) and a model (:func:`choose_model`). Output:
@@ -21,13 +21,13 @@ Per frame:
 5. With ``fill_holes``, the clean-plate holes (``mask.holes``: behind the removed structure,
    never seen by the reconstruction) are painted by the model instead of the comp's
    classical inpainting: the background the comp would build (plate, clean render, Telea
-   fill; :func:`splatfx.cleanplate.fill_clean_plate`) is denoised from ``hole_strength``
+   fill; :func:`splatfx.render.cleanplate.fill_clean_plate`) is denoised from ``hole_strength``
    (1: from pure noise) in the holes only, and written into ``clean.R,G,B`` with
    ``clean.A = 1`` there, so the comp treats them as solid.
 
 Frames are refined in batches of consecutive frames; a frame already refined with the same
 model, settings and render (a key stored in its header) is kept, so an interrupted stage
-resumes where it stopped. The frames go out in chunks through :func:`splatfx.farm.farm_out`
+resumes where it stopped. The frames go out in chunks through :func:`splatfx.shot.farm.farm_out`
 as ``[farm]`` says (one pass in this process by default); a chunk replays the noise warp
 over the frames before it (:func:`refine_frames`), so every frame gets the noise, and the
 bits, of one pass. :func:`run_refine_train` trains the built-in per-scene model first
@@ -51,17 +51,17 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from splatfx.cleanplate import fill_clean_plate, grow_footprint
-from splatfx.color import linear_to_srgb, srgb_to_linear
-from splatfx.errors import InputError
-from splatfx.farm import FrameOutput, ProcessCache, farm_out, folder_stamp, for_workers
-from splatfx.imageio import EXR_COMPRESSIONS, read_exr, write_exr
-from splatfx.progress import track
+from splatfx.render.cleanplate import fill_clean_plate, grow_footprint
+from splatfx.core.color import linear_to_srgb, srgb_to_linear
+from splatfx.core.errors import InputError
+from splatfx.shot.farm import FrameOutput, ProcessCache, farm_out, folder_stamp, for_workers
+from splatfx.io.images import EXR_COMPRESSIONS, read_exr, write_exr
+from splatfx.core.progress import track
 from splatfx.refine.builtin import PairSettings, TrainSettings
 from splatfx.refine.noise_warp import DEFAULT_FACTOR, NoiseWarper, motion_at
 from splatfx.refine.pipeline import Refiner, load_refiner, model_kind
-from splatfx.shot import Shot
-from splatfx.stage import StageResult, run_stage
+from splatfx.shot.folder import Shot
+from splatfx.shot.runner import StageResult, run_stage
 
 PathLike = str | os.PathLike[str]
 #: Frame number → the plate's scene-linear RGB (H, W, 3), for painting clean-plate holes.
@@ -555,8 +555,8 @@ def _remove_stale(folder: Path, keep: set[str]) -> None:
 
 def _early_checkpoints(scene_dir: Path, most: int = 2) -> list[Any]:
     """Gaussians of the training checkpoints older than the newest (degraded reconstructions)."""
-    from splatfx.checkpoint import list_checkpoints, load_checkpoint
-    from splatfx.train import gaussians_from_params
+    from splatfx.recon.checkpoint import list_checkpoints, load_checkpoint
+    from splatfx.recon.train import gaussians_from_params
 
     found = list_checkpoints(scene_dir / "checkpoints")[:-1]
     return [gaussians_from_params(load_checkpoint(path).params) for _, path in found[:most]]
@@ -566,8 +566,8 @@ def run_refine_train(shot: Shot, settings: TrainSettings | None = None, pairs: P
                      device: str = "auto", force: bool = False) -> StageResult:
     """``splatfx refine --train``: train the built-in refiner on the shot's own scene and plates,
     resuming its checkpoint in ``refine/training/`` when one is there."""
-    from splatfx.dataset import load_dataset
-    from splatfx.formats import read_gaussians
+    from splatfx.io.dataset import load_dataset
+    from splatfx.io.formats import read_gaussians
     from splatfx.refine.builtin import make_pairs, train_refiner
 
     from_shot = training_from_shot(shot)

@@ -35,14 +35,14 @@ import torch
 import viser
 from PIL import Image as PILImage
 
-from splatfx.config import config_from_dict, config_to_dict, load_config, save_config
-from splatfx.errors import InputError, SplatfxError
-from splatfx.formats import FORMATS, read_gaussians
+from splatfx.shot.config import config_from_dict, config_to_dict, load_config, save_config
+from splatfx.core.errors import InputError, SplatfxError
+from splatfx.io.formats import FORMATS, read_gaussians
 from splatfx.fx.animation import ShotAnimation
-from splatfx.gaussians import Gaussians
-from splatfx.imageio import read_image
-from splatfx.rotation import quat_to_rotmat
-from splatfx.shot import SHOT_TOML, Shot
+from splatfx.core.gaussians import Gaussians
+from splatfx.io.images import read_image
+from splatfx.core.rotation import quat_to_rotmat
+from splatfx.shot.folder import SHOT_TOML, Shot
 from splatfx.viewer.content import (STAGES, PlateCamera, comp_frames, display_rgb, fit_image, plate_cameras,
                                     scene_frame, stage_function, thumbnail)
 from splatfx.viewer.selection import SelectionBox
@@ -521,7 +521,7 @@ class ShotViewer:
     def run_stage(self, name: str, force: bool = False) -> concurrent.futures.Future:
         """Run stage ``name`` (see :data:`STAGES`) on the saved shot in a background thread.
 
-        Returns the future of its :class:`~splatfx.stage.StageResult`; the *Stages* panel
+        Returns the future of its :class:`~splatfx.shot.runner.StageResult`; the *Stages* panel
         shows its progress and outcome, and the view is refreshed when it is done. One
         stage runs at a time (RuntimeError if one is running).
         """

@@ -15,22 +15,22 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from splatfx.color import linear_to_srgb
-from splatfx.errors import SplatfxError
+from splatfx.core.color import linear_to_srgb
+from splatfx.core.errors import SplatfxError
 from splatfx.fx.animation import Similarity
-from splatfx.imageio import IMAGE_SUFFIXES, read_image
-from splatfx.orient import SceneFrame
-from splatfx.rotation import rotmat_to_quat
-from splatfx.shot import Shot
+from splatfx.io.images import IMAGE_SUFFIXES, read_image
+from splatfx.recon.orient import SceneFrame
+from splatfx.core.rotation import rotmat_to_quat
+from splatfx.shot.folder import Shot
 
 #: The stages the viewer can run: name → (module, function(shot, force=False)).
 STAGES: dict[str, tuple[str, str]] = {
     "fx.select": ("splatfx.fx.stage", "run_select"),
     "fx.collapse": ("splatfx.fx.stage", "run_collapse"),
     "fx.snow": ("splatfx.fx.stage", "run_snow"),
-    "render": ("splatfx.render_shot", "render_shot"),
+    "render": ("splatfx.render.stage", "render_shot"),
     "refine": ("splatfx.refine.stage", "run_refine"),
-    "comp": ("splatfx.comp", "run_comp"),
+    "comp": ("splatfx.comp.stage", "run_comp"),
 }
 
 
@@ -58,7 +58,7 @@ def scene_frame(shot: Shot) -> Similarity | None:
 
 def plate_cameras(shot: Shot, frame: Similarity | None) -> list[PlateCamera]:
     """The solved cameras of ``solve/`` in the display frame (empty without a solve)."""
-    from splatfx.dataset import load_dataset
+    from splatfx.io.dataset import load_dataset
 
     dataset = load_dataset(shot.solve_dir, split="all")
     frames = _frames_by_image(shot)
@@ -87,7 +87,7 @@ def _frames_by_image(shot: Shot) -> dict[str, int]:
                 return found
         except (ValueError, KeyError, TypeError):
             pass
-    from splatfx.plates import ImagePlates
+    from splatfx.io.plates import ImagePlates
 
     try:
         with shot.open_plates() as plates:

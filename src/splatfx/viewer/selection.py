@@ -11,7 +11,7 @@ import viser
 
 from splatfx.fx.selection import BoxSelection
 from splatfx.fx.stage import euler_xyz_degrees
-from splatfx.rotation import quat_to_rotmat, rotmat_to_quat
+from splatfx.core.rotation import quat_to_rotmat, rotmat_to_quat
 
 Vec3 = tuple[float, float, float]
 

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from splatfx.fx.animation import Similarity
-from splatfx.gaussians import Gaussians
-from splatfx.rotation import quat_to_rotmat
-from splatfx.sh import SH_C0
+from splatfx.core.gaussians import Gaussians
+from splatfx.core.rotation import quat_to_rotmat
+from splatfx.core.sh import SH_C0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,522 @@
+"""The camera solve stage: from footage to cameras, plus the scene's orientation and scale.
+
+Structure from motion runs through pycolmap (COLMAP): SIFT features on the CPU, matching
+of image pairs (every pair for small sets, neighbouring frames for long plates, optionally
+with loop-closure pairs between evenly spaced keyframes), incremental mapping, the largest
+model kept, and undistortion to a pinhole camera so that every later stage sees one.
+Known cameras can be imported instead (a COLMAP model, ``transforms.json`` or an LLFF
+capture). Either way the output folder (``SHOT/solve/``) holds::
+
+    images/              undistorted images (the pinhole model's images)
+    sparse/0/            COLMAP binary model: PINHOLE cameras, images, points3D
+    distorted/sparse/0/  the model as solved, with its lens distortion (to match the plates)
+    report.json          registered/total images, reprojection error, points, timings, frames
+    scene.json           up vector, ground plane and metric scale (see splatfx.recon.orient)
+
+The folder is built beside its final place and renamed onto it, so a failed or
+interrupted solve never leaves a half-written ``solve/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Literal, Sequence
+
+import numpy as np
+import pycolmap
+
+from splatfx.io import colmap
+from splatfx.core.atomic import write_text_atomic
+from splatfx.core.color import linear_to_srgb
+from splatfx.shot.config import SolveSection
+from splatfx.io.dataset import load_dataset
+from splatfx.core.errors import ConfigError, InputError
+from splatfx.io.images import JPEG_SUFFIXES, PNG_SUFFIXES, write_jpeg
+from splatfx.recon.orient import SceneFrame, ScaleMeasure, orient_scene
+from splatfx.io.plates import ImagePlates, Plates, open_plates
+from splatfx.core.progress import make_progress
+from splatfx.shot.folder import Shot
+from splatfx.shot.runner import StageResult, run_stage
+
+PathLike = str | os.PathLike[str]
+Matcher = Literal["auto", "exhaustive", "sequential"]
+
+#: Images COLMAP reads directly; other plates (EXR, video) are exported as JPEG first.
+COLMAP_READABLE = JPEG_SUFFIXES | PNG_SUFFIXES
+REPORT_JSON = "report.json"
+SCENE_JSON = "scene.json"
+
+
+class SolveWarning(UserWarning):
+    """Something about the solve the artist should know (e.g. frames left without a camera)."""
+
+
+@dataclass(frozen=True)
+class SolveConfig:
+    """Settings of one camera solve. ``matcher="auto"`` matches every pair up to
+    ``exhaustive_max_images`` images and neighbouring frames beyond."""
+
+    matcher: Matcher = "auto"
+    exhaustive_max_images: int = 150
+    overlap: int = 10  # sequential: each frame is matched with this many following ones
+    loop_closure: bool = False  # sequential: also match evenly spaced keyframes pairwise
+    loop_keyframes: int = 40  # number of keyframes matched pairwise for loop closure
+    camera_model: str = "SIMPLE_RADIAL"
+    single_camera: bool = True  # one lens for every image (plates from one camera)
+    max_image_size: int = 1600  # features are found on images downscaled to this longest side
+    max_features: int = 0  # SIFT features per image; 0: 2048, or 1024 when matching every pair of > 60 images
+    min_registered: int = 3  # fail below this many registered images ...
+    min_registered_fraction: float = 0.5  # ... or below this fraction of the images
+    up: Literal["auto", "cameras"] = "auto"  # auto: ground plane (else cameras' up); cameras: cameras' up
+    scale: ScaleMeasure = field(default_factory=ScaleMeasure)
+    num_threads: int = 0  # 0: every core this process may use
+    seed: int = 0
+
+
+@dataclass
+class SolveReport:
+    """What a solve (or an import) produced; saved as ``report.json``."""
+
+    source: str  # "solve" or "import"
+    images_dir: str
+    images_total: int
+    images_registered: int
+    unregistered: list[str]
+    mean_reprojection_error_px: float | None
+    points3D: int
+    mean_track_length: float | None
+    camera_model: str
+    matcher: str | None
+    image_pairs: int
+    features: int  # SIFT features per image asked for (0: imported)
+    seconds: dict[str, float]
+    frames: list[dict] = field(default_factory=list)  # {"frame", "image", "registered"}
+
+    def figures(self) -> dict[str, float | int | None]:
+        """The headline numbers (for the manifest and the benchmark)."""
+        return {
+            "images_total": self.images_total,
+            "images_registered": self.images_registered,
+            "mean_reprojection_error_px": self.mean_reprojection_error_px,
+            "points3D": self.points3D,
+            "seconds": self.seconds.get("total"),
+        }
+
+    def summary(self) -> str:
+        error = "n/a" if self.mean_reprojection_error_px is None else f"{self.mean_reprojection_error_px:.3f} px"
+        return (f"{self.images_registered} of {self.images_total} images registered, "
+                f"mean reprojection error {error}, {self.points3D} points, "
+                f"{self.seconds.get('total', 0.0):.1f} s")
+
+
+# --- entry points -------------------------------------------------------------------------------
+def solve_images(images: PathLike, out: PathLike, config: SolveConfig = SolveConfig(),
+                 *, verbose: bool = False) -> SolveReport:
+    """Solve the cameras of the images (or any plates) at ``images`` into the folder ``out``."""
+    with open_plates(images) as plates:
+        return solve_plates(plates, out, config, verbose=verbose)
+
+
+def solve_plates(plates: Plates, out: PathLike, config: SolveConfig = SolveConfig(),
+                 *, verbose: bool = False) -> SolveReport:
+    """Solve the cameras of ``plates`` into ``out`` (layout in the module doc).
+
+    Raises InputError naming the images when too few images can be registered;
+    images that cannot be registered are named in a :class:`SolveWarning`.
+    """
+    out = Path(out)
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    with _building(out) as build, _colmap_logging(verbose), make_progress() as progress:
+        work = build / ".work"
+        work.mkdir()
+        image_dir, names = _colmap_images(plates, work, progress)
+        frames = dict(zip(names, plates.frames))
+        if len(names) < 2:
+            raise InputError(plates.source, f"a camera solve needs at least 2 images, found {len(names)}")
+        pycolmap.set_random_seed(config.seed)
+        db = work / "database.db"
+        matcher = resolve_matcher(config, len(names))
+        features = feature_count(config, matcher, len(names))
+        _timed(seconds, "features", lambda: extract_features(db, image_dir, names, config, features, progress))
+        pairs = image_pairs(len(names), matcher, config.overlap, config.loop_closure, config.loop_keyframes)
+        _timed(seconds, "matching", lambda: match_pairs(db, [(names[i], names[j]) for i, j in pairs],
+                                                        work, config, progress))
+        model = _timed(seconds, "mapping", lambda: map_largest(db, image_dir, work, len(names), config, progress))
+        registered = {model.image(i).name for i in model.reg_image_ids()}
+        _check_registered(plates.source, len(registered), len(names), config)
+        unregistered = [n for n in names if n not in registered]
+        if unregistered:
+            warnings.warn(SolveWarning(f"{plates.source}: {len(unregistered)} of {len(names)} images could not be "
+                                       f"registered and have no camera: {', '.join(unregistered)}"), stacklevel=2)
+        distorted = build / "distorted" / "sparse" / "0"
+        distorted.mkdir(parents=True)
+        model.write_binary(str(distorted))
+        _timed(seconds, "undistortion", lambda: undistort(distorted, image_dir, build, config, progress))
+        orient_model(build / "sparse" / "0", config).save(build / SCENE_JSON)
+        shutil.rmtree(work)
+        seconds["total"] = time.perf_counter() - t_start
+        report = SolveReport(
+            source="solve", images_dir=str(plates.source), images_total=len(names),
+            images_registered=len(registered), unregistered=unregistered,
+            mean_reprojection_error_px=float(model.compute_mean_reprojection_error()),
+            points3D=int(model.num_points3D()), mean_track_length=float(model.compute_mean_track_length()),
+            camera_model=config.camera_model, matcher=matcher, image_pairs=len(pairs), features=features,
+            seconds={k: round(v, 3) for k, v in seconds.items()},
+            frames=[{"frame": frames[n], "image": n, "registered": n in registered} for n in names],
+        )
+        write_report(build / REPORT_JSON, report)
+    return report
+
+
+def import_cameras(source: PathLike, out: PathLike, config: SolveConfig = SolveConfig(),
+                   *, split: str = "all", verbose: bool = False) -> SolveReport:
+    """Write known cameras into ``out`` in the layout a solve writes (see the module doc).
+
+    ``source`` is a capture folder (COLMAP project or bare model, ``transforms.json``,
+    LLFF) or one of its camera files (``transforms*.json``, ``poses_bounds.npy``). It is
+    read by :func:`splatfx.io.dataset.load_dataset`; its images are copied into ``out`` and
+    distorted cameras are undistorted to PINHOLE like a solve's.
+    """
+    out = Path(out)
+    t_start = time.perf_counter()
+    root, layout = _capture_root(Path(source))
+    data = load_dataset(root, split, layout=layout)
+    data.validate()
+    names, cameras = data.names, data.cameras
+    points = None if data.points is None else _colmap_points(data.points.xyz, data.points.rgb)
+    model = colmap.model_from_cameras(names, cameras, points)
+    seconds: dict[str, float] = {}
+    with _building(out) as build, _colmap_logging(verbose), make_progress() as progress:
+        staged = build / ".work" / "images"
+        task = progress.add_task("copying images", total=len(data), rate="")
+        for frame in data:
+            target = staged / frame.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(frame.image_path, target)
+            progress.advance(task)
+        distorted = build / "distorted" / "sparse" / "0"
+        colmap.write_model(model, distorted)
+        if any(c.dist is not None for c in cameras):
+            _timed(seconds, "undistortion", lambda: undistort(distorted, staged, build, config, progress))
+        else:
+            staged.rename(build / "images")
+            colmap.write_model(model, build / "sparse" / "0")
+        orient_model(build / "sparse" / "0", config).save(build / SCENE_JSON)
+        shutil.rmtree(build / ".work")
+        seconds["total"] = time.perf_counter() - t_start
+        report = SolveReport(
+            source="import", images_dir=str(root), images_total=len(names), images_registered=len(names),
+            unregistered=[], mean_reprojection_error_px=None, points3D=0 if points is None else len(points),
+            mean_track_length=None, camera_model=sorted({c.model for c in model.cameras.values()})[0],
+            matcher=None, image_pairs=0, features=0, seconds={k: round(v, 3) for k, v in seconds.items()},
+            frames=[{"frame": None, "image": n, "registered": True} for n in names],
+        )
+        write_report(build / REPORT_JSON, report)
+    return report
+
+
+def config_from_section(section: SolveSection, seed: int = 0, **overrides) -> SolveConfig:
+    """The SolveConfig a shot's ``[solve]`` table asks for (``overrides``: extra settings)."""
+    scale = section.scale
+    return SolveConfig(matcher=section.matcher, loop_closure=section.loop_closure,
+                       camera_model=section.camera_model, single_camera=section.single_camera,
+                       up=section.up, scale=ScaleMeasure(scale.kind, scale.metres, scale.points, scale.box),
+                       seed=seed, **overrides)
+
+
+def solve_shot(shot: Shot, config: SolveConfig | None = None, *, force: bool = False,
+               verbose: bool = False, import_path: PathLike | None = None) -> list[StageResult]:
+    """Run the shot's ``solve`` stage (cameras) and then its ``orient`` stage (scene.json).
+
+    ``config`` defaults to the shot's ``[solve]`` table. Known cameras are imported instead
+    of solving from ``import_path``, else from ``import_cameras`` in that table (a path in
+    the shot folder). Each stage is skipped when its inputs and settings did not change
+    since its last run, so changing only the scale re-orients in seconds.
+    """
+    section = shot.config.solve
+    config = config or config_from_section(section, shot.config.shot.seed)
+    out = shot.solve_dir
+    # what the cameras depend on: orientation is the next stage's, threads change nothing asked for
+    solve_settings = {k: v for k, v in asdict(config).items() if k not in ("up", "scale", "num_threads")}
+    if import_path is None and section.import_cameras is not None:
+        import_path = shot.path(section.import_cameras)
+    source = None if import_path is None else Path(import_path)
+    if source is not None:
+        solve_settings["import_cameras"] = str(source)
+    inputs = {"plates": shot.plate_files()} if source is None else {"import": source}
+
+    def work() -> dict:
+        if source is not None:
+            return import_cameras(source, out, config, verbose=verbose).figures()
+        with shot.open_plates() as plates:
+            return solve_plates(plates, out, config, verbose=verbose).figures()
+    results = [run_stage(shot, "solve", solve_settings, inputs, [out / "sparse" / "0", out / REPORT_JSON],
+                         work, force=force, seed=config.seed)]
+    orient_settings = {"up": config.up, "scale": asdict(config.scale)}
+    results.append(run_stage(shot, "orient", orient_settings, {"solve": out / "sparse" / "0"}, [out / SCENE_JSON],
+                             lambda: _reorient(out, config), force=force, seed=config.seed))
+    return results
+
+
+def _reorient(out: Path, config: SolveConfig) -> dict:
+    """Recompute ``scene.json`` of the solve in ``out``; its figures for the manifest."""
+    scene = orient_model(out / "sparse" / "0", config)
+    scene.save(out / SCENE_JSON)
+    return {"scale": scene.scale, "up_source": scene.up_source, "camera_up_angle_deg": scene.camera_up_angle_deg}
+
+
+# --- steps ----------------------------------------------------------------------------------------
+def resolve_matcher(config: SolveConfig, count: int) -> str:
+    """The matcher ``auto`` stands for: exhaustive for small sets, sequential beyond."""
+    if config.matcher != "auto":
+        return config.matcher
+    return "exhaustive" if count <= config.exhaustive_max_images else "sequential"
+
+
+def feature_count(config: SolveConfig, matcher: str, count: int) -> int:
+    """SIFT features per image: the configured number, else 2048, or 1024 when every pair of
+    more than 60 images is matched (matching time grows with pairs × features²)."""
+    if config.max_features > 0:
+        return config.max_features
+    return 1024 if matcher == "exhaustive" and count > 60 else 2048
+
+
+def image_pairs(count: int, matcher: str, overlap: int = 10, loop_closure: bool = False,
+                loop_keyframes: int = 40) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, to match among ``count`` images in order.
+
+    exhaustive: every pair. sequential: each image with the next ``overlap`` images and
+    with images 2^k ahead (k < overlap; COLMAP's quadratic overlap, which bridges short
+    gaps); with ``loop_closure`` also every pair among ``loop_keyframes`` evenly spaced
+    keyframes, so a plate that comes back to where it started closes its loop.
+    """
+    if matcher == "exhaustive":
+        return [(i, j) for i in range(count) for j in range(i + 1, count)]
+    if matcher != "sequential":
+        raise ValueError(f"unknown matcher {matcher!r}")
+    offsets = set(range(1, overlap + 1)) | {2 ** k for k in range(overlap)}
+    pairs = {(i, i + d) for i in range(count) for d in offsets if i + d < count}
+    if loop_closure:
+        keys = np.unique(np.linspace(0, count - 1, min(count, loop_keyframes)).round().astype(int)).tolist()
+        pairs |= {(a, b) for n, a in enumerate(keys) for b in keys[n + 1:]}
+    return sorted(pairs)
+
+
+def extract_features(db: Path, image_dir: Path, names: Sequence[str], config: SolveConfig,
+                     features: int, progress) -> None:
+    """Import ``names`` (one shared camera unless ``single_camera`` is off) and find SIFT features."""
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = config.camera_model
+    mode = pycolmap.CameraMode.SINGLE if config.single_camera else pycolmap.CameraMode.PER_IMAGE
+    pycolmap.Database.open(str(db)).close()
+    pycolmap.import_images(str(db), str(image_dir), camera_mode=mode, image_names=list(names), options=reader)
+    options = pycolmap.FeatureExtractionOptions()
+    options.num_threads = _threads(config)
+    options.max_image_size = config.max_image_size
+    options.sift.max_num_features = features
+    task = progress.add_task("features", total=len(names), rate="")
+    step = max(2 * _threads(config), 4)
+    for start in range(0, len(names), step):
+        chunk = list(names[start:start + step])
+        pycolmap.extract_features(str(db), str(image_dir), image_names=chunk, camera_mode=mode,
+                                  reader_options=reader, extraction_options=options, device=pycolmap.Device.cpu)
+        progress.advance(task, len(chunk))
+
+
+def match_pairs(db: Path, pairs: Sequence[tuple[str, str]], work: Path, config: SolveConfig,
+                progress) -> None:
+    """Match and geometrically verify the named image pairs, a chunk at a time."""
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = _threads(config)
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = config.seed
+    pair_file = work / "pairs.txt"
+    pairing = pycolmap.ImportedPairingOptions()
+    pairing.match_list_path = str(pair_file)
+    task = progress.add_task("matching", total=len(pairs), rate="")
+    step = 256
+    for start in range(0, len(pairs), step):
+        chunk = pairs[start:start + step]
+        pair_file.write_text("".join(f"{a} {b}\n" for a, b in chunk))
+        pycolmap.match_image_pairs(str(db), matching_options=matching, pairing_options=pairing,
+                                   verification_options=verification, device=pycolmap.Device.cpu)
+        progress.advance(task, len(chunk))
+
+
+def map_largest(db: Path, image_dir: Path, work: Path, count: int, config: SolveConfig,
+                progress) -> pycolmap.Reconstruction:
+    """Incremental mapping; the model with the most registered images (None if there is none)."""
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = _threads(config)
+    options.random_seed = config.seed
+    options.min_model_size = min(options.min_model_size, max(3, count // 4))
+    task = progress.add_task("mapping", total=count, rate="")
+    models_dir = work / "models"
+    models_dir.mkdir()
+    models = pycolmap.incremental_mapping(str(db), str(image_dir), str(models_dir), options=options,
+                                          next_image_callback=lambda: progress.advance(task))
+    progress.update(task, completed=count)
+    if not models:
+        return pycolmap.Reconstruction()
+    return max(models.values(), key=lambda m: m.num_reg_images())
+
+
+def undistort(model_dir: Path, image_dir: Path, build: Path, config: SolveConfig, progress) -> None:
+    """Undistort the images and the model to PINHOLE: ``build/images`` and ``build/sparse/0``."""
+    task = progress.add_task("undistorting", total=1, rate="")
+    staging = build / ".work" / "undistorted"
+    pycolmap.undistort_images(str(staging), str(model_dir), str(image_dir), output_type="COLMAP",
+                              jpeg_quality=95, num_threads=_threads(config))
+    (build / "sparse").mkdir()
+    (staging / "images").rename(build / "images")
+    (staging / "sparse").rename(build / "sparse" / "0")
+    progress.advance(task)
+
+
+def orient_model(model_dir: Path, config: SolveConfig) -> SceneFrame:
+    """Up, ground and metric scale of the COLMAP model in ``model_dir`` (see splatfx.recon.orient)."""
+    model = colmap.read_model(model_dir)
+    cameras = [colmap.colmap_to_camera(model.cameras[im.camera_id], im, model_dir)
+               for im in sorted(model.images.values(), key=lambda im: im.name)]
+    try:
+        return orient_scene(model.points.xyz, cameras, config.scale, use_ground_plane=config.up == "auto",
+                            seed=config.seed)
+    except ValueError as exc:  # a given measure that cannot set the scale (e.g. an empty box)
+        raise ConfigError("[solve.scale]", str(exc)) from None
+
+
+def write_report(path: Path, report: SolveReport) -> None:
+    write_text_atomic(path, json.dumps(asdict(report), indent=2) + "\n")
+
+
+def load_report(path: PathLike) -> SolveReport:
+    """Read a ``report.json`` written by a solve or an import."""
+    path = Path(path)
+    try:
+        return SolveReport(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise InputError(path, "report.json does not exist (run `splatfx solve` first)") from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InputError(path, f"not a splatfx solve report ({exc})") from None
+
+
+# --- helpers --------------------------------------------------------------------------------------
+def _check_registered(source: Path, registered: int, total: int, config: SolveConfig) -> None:
+    needed = max(min(config.min_registered, total), math.ceil(config.min_registered_fraction * total))
+    if registered < needed:
+        raise InputError(source, f"only {registered} of {total} images could be registered: "
+                                 "the images do not overlap enough")
+
+
+def _colmap_images(plates: Plates, work: Path, progress) -> tuple[Path, list[str]]:
+    """A folder COLMAP can read and the image names in frame order.
+
+    JPEG/PNG plates in one folder are used in place; anything else (EXR, video) is
+    written as sRGB JPEGs (quality 95) named by frame number into ``work/frames``.
+    """
+    if isinstance(plates, ImagePlates):
+        files = [plates.path(f) for f in plates.frames]
+        folders = {f.parent for f in files}
+        if len(folders) == 1 and all(f.suffix.lower() in COLMAP_READABLE for f in files):
+            return folders.pop(), [f.name for f in files]
+    folder = work / "frames"
+    folder.mkdir()
+    task = progress.add_task("exporting frames", total=len(plates), rate="")
+    names = []
+    for frame, pixels in plates.items():
+        rgb = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
+        if plates.encoding == "linear":
+            rgb = linear_to_srgb(rgb)
+        names.append(f"{frame:06d}.jpg")
+        write_jpeg(folder / names[-1], rgb)
+        progress.advance(task)
+    return folder, names
+
+
+def _capture_root(source: Path) -> tuple[Path, str | None]:
+    """The capture folder and layout for an import: a folder as given, or a camera file's folder."""
+    if source.is_dir():
+        if colmap.is_model(source) and not (source / "images").is_dir():
+            # a bare model folder (e.g. project/sparse/0): the project root holds images/
+            for parent in source.parents[:2]:
+                if (parent / "images").is_dir():
+                    return parent, "colmap"
+        return source, None
+    if not source.exists():
+        raise InputError(source, "cameras to import do not exist")
+    if source.name == "poses_bounds.npy":
+        return source.parent, "llff"
+    if source.suffix == ".json":
+        return source.parent, "transforms"
+    raise InputError(source, "cannot import cameras from this file: give a COLMAP model folder, "
+                             "a transforms.json or a poses_bounds.npy")
+
+
+def _colmap_points(xyz: np.ndarray, rgb: np.ndarray) -> colmap.ColmapPoints:
+    """Sparse points without tracks (imported captures carry positions and colours only)."""
+    count = len(xyz)
+    return colmap.ColmapPoints(np.arange(1, count + 1), xyz, rgb, np.full(count, -1.0), np.zeros(count),
+                               np.zeros((0, 2)))
+
+
+def _threads(config: SolveConfig) -> int:
+    if config.num_threads > 0:
+        return config.num_threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _timed(seconds: dict[str, float], name: str, fn: Callable):
+    t0 = time.perf_counter()
+    value = fn()
+    seconds[name] = time.perf_counter() - t0
+    return value
+
+
+@contextlib.contextmanager
+def _colmap_logging(verbose: bool) -> Iterator[None]:
+    """COLMAP's log: silent (splatfx reports what went wrong), or everything on stderr with ``verbose``."""
+    log = pycolmap.logging
+    old = (log.minloglevel, log.logtostderr)
+    log.minloglevel, log.logtostderr = (0, True) if verbose else (3, False)
+    try:
+        yield
+    finally:
+        log.minloglevel, log.logtostderr = old
+
+
+@contextlib.contextmanager
+def _building(out: Path) -> Iterator[Path]:
+    """A fresh folder beside ``out`` that replaces ``out`` when the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp.", dir=out.parent))
+    build.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output is a normal folder
+    try:
+        yield build
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old.{uuid.uuid4().hex[:8]}"
+    if out.exists():
+        out.rename(old)
+    build.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,567 @@
+"""Training a 3D Gaussian Splatting scene from posed images (the 3DGS recipe).
+
+Read top to bottom, like gsplat's ``simple_trainer``:
+
+1. **Data**: the capture's train split, loaded lazily; images are optionally downscaled and
+   kept in a small byte-bounded cache.
+2. **Initialisation**: one Gaussian per SfM point (colour → SH DC, scale from the mean
+   distance to the 3 nearest neighbours, opacity 0.1, identity rotation), or random points
+   in the region the cameras look at when the capture has no points (NeRF-synthetic).
+3. **Optimisation**: one camera per step, loss ``(1−λ)·L1 + λ·D-SSIM`` (λ = 0.2), one fused
+   Adam with the 3DGS per-parameter learning rates (means decay exponentially from
+   1.6e-4·extent to 1.6e-6·extent, the extent being the cameras' spread), SH degree raised
+   every ``sh_degree_interval`` steps.
+4. **Densification**: a strategy from :mod:`splatfx.recon.densify` (ADC or MCMC) after each step.
+5. **Output**: ``scene.ply`` (INRIA layout), ``checkpoints/step_XXXXX.safetensors`` (the last
+   few), and ``metrics.json`` with test PSNR/SSIM, steps, time and Gaussian count.
+
+Everything random is drawn from one ``torch.Generator`` seeded by ``seed`` and saved in
+checkpoints, and the camera order is a pure function of (seed, epoch), so a run is
+reproducible and ``resume`` continues it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from splatfx.core.atomic import write_text_atomic
+from splatfx.core.camera import Camera
+from splatfx.recon.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from splatfx.shot.config import TrainSection
+from splatfx.io.dataset import Dataset, load_dataset
+from splatfx.recon.densify import ADCStrategy, MCMCStrategy, Params, StepInfo, Strategy, strategy_fields
+from splatfx.core.errors import ConfigError, InputError
+from splatfx.recon.evaluate import camera_tensors, evaluate_split, resolve_device
+from splatfx.io.formats.ply import write_ply
+from splatfx.core.gaussians import Gaussians
+from splatfx.recon.losses import photometric_loss
+from splatfx.core.progress import make_progress
+from splatfx.raster import rasterize
+from splatfx.core.sh import num_sh_coeffs, rgb_to_sh
+from splatfx.shot.folder import Shot
+from splatfx.shot.runner import StageResult, run_stage
+
+PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
+REFERENCE_STEPS = 30_000  # the 3DGS schedule (densify until 15k, reset every 3k, SH every 1k)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run; defaults are the 3DGS recipe.
+
+    Schedules (densification window, opacity resets, SH degree steps, means learning-rate
+    decay) are laid out over ``max_steps`` by scaling the 3DGS 30k-step schedule, so a
+    short CPU run densifies, resets and raises the SH degree in the same proportions.
+    """
+
+    max_steps: int = 30_000
+    max_minutes: float | None = None  # stop cleanly (and save) after this much training time
+    strategy: Literal["adc", "mcmc"] = "adc"
+    max_gaussians: int = 1_000_000
+    sh_degree: int = 3
+    sh_degree_interval: int | None = None  # None: 1000 steps per 30k, scaled
+    downscale: float = 1.0  # train (and evaluate) on images shrunk by this factor
+    background: tuple[float, float, float] | str | None = None  # None: the capture's own (white for NeRF-synthetic)
+    random_background: bool = False  # a random colour per step (needs images with alpha)
+    ssim_weight: float = 0.2
+    # initialisation
+    init_opacity: float = 0.1
+    init_scale: float = 1.0  # × mean distance to the 3 nearest neighbours
+    random_points: int = 100_000  # used when the capture has no SfM points
+    random_extent: float = 0.35  # half-size of the random box, × the cameras' distance to it
+    # learning rates (means: × scene extent)
+    means_lr: float = 1.6e-4
+    means_lr_final: float = 1.6e-6
+    quats_lr: float = 1e-3
+    scales_lr: float = 5e-3
+    opacities_lr: float = 5e-2
+    sh0_lr: float = 2.5e-3
+    shN_lr: float = 2.5e-3 / 20
+    # densification: start, stop and reset are steps of the 30k schedule, scaled to max_steps
+    # unless scale_schedule is False; refine_every is never scaled (gradients must average
+    # over several views)
+    scale_schedule: bool = True
+    refine_start: int = 500
+    refine_stop: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3_000
+    grow_grad2d: float = 2e-4
+    absgrad: bool = False
+    prune_opacity: float = 0.005
+    mcmc_refine_stop: int = 25_000
+    mcmc_noise_lr: float = 5e5
+    mcmc_opacity_reg: float = 0.01
+    mcmc_scale_reg: float = 0.01
+    # bookkeeping
+    checkpoint_every: int = 1_000
+    keep_checkpoints: int = 3
+    eval_split: str | None = "test"  # None: no evaluation after training
+    test_every: int = 8  # captures without split files: every Nth image (sorted) is test; 0: none
+    seed: int = 0
+    backend: Literal["auto", "cpu", "gsplat"] = "auto"
+    device: str = "auto"  # "auto": CUDA when available
+    threads: int | None = None  # torch CPU threads; None: 1 on the CPU (see resolve_threads)
+    cache_mb: int = 512  # bound on the decoded images the dataset keeps in memory
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_steps >= 1, "max_steps", "must be at least 1"),
+            (self.max_minutes is None or self.max_minutes > 0, "max_minutes", "must be positive"),
+            (self.strategy in ("adc", "mcmc"), "strategy", "must be 'adc' or 'mcmc'"),
+            (self.max_gaussians >= 1, "max_gaussians", "must be at least 1"),
+            (0 <= self.sh_degree <= 3, "sh_degree", "must be 0..3"),
+            (self.downscale >= 1.0, "downscale", "must be ≥ 1 (a factor to shrink images by)"),
+            (0.0 <= self.ssim_weight <= 1.0, "ssim_weight", "must be in [0, 1]"),
+            (0.0 < self.init_opacity < 1.0, "init_opacity", "must be in (0, 1)"),
+            (self.random_points >= 1, "random_points", "must be at least 1"),
+            (self.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1"),
+        ]
+        for ok, key, problem in checks:
+            if not ok:
+                raise ConfigError(f"train {key}", f"{problem}, got {getattr(self, key)!r}")
+
+    def scaled(self, steps: int) -> int:
+        """A step count of the 30k-step 3DGS schedule, rescaled to ``max_steps`` (≥ 1)."""
+        if not self.scale_schedule:
+            return steps
+        return max(1, round(steps * self.max_steps / REFERENCE_STEPS))
+
+    @property
+    def sh_interval(self) -> int:
+        return self.sh_degree_interval or self.scaled(1_000)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its outputs and its figures (also written to metrics.json)."""
+
+    scene_path: Path
+    metrics_path: Path
+    metrics: dict[str, Any]
+    gaussians: Gaussians
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def open_split(data: str | os.PathLike[str], split: str, config: "TrainConfig") -> Dataset:
+    """A split of the capture at ``data``, downscaled and with the configured background."""
+    return load_dataset(data, split=split, background=config.background, downscale=config.downscale,
+                        test_every=config.test_every, cache_bytes=config.cache_mb << 20)
+
+
+def image_tensor(dataset: Dataset, index: int, device: torch.device) -> Tensor:
+    """Frame ``index``'s pixels (H, W, 3) as a tensor (no copy on the CPU: the dataset caches them)."""
+    return torch.from_numpy(dataset.image(index)).to(device)
+
+
+def scene_extent(dataset: Dataset) -> float:
+    """3DGS's scene radius (1.1 × the largest camera distance from their mean); 1 for one camera."""
+    extent = dataset.camera_extent()
+    return extent if extent > 0 else 1.0
+
+
+def look_at_centre(cameras: list[Camera]) -> np.ndarray:
+    """The point closest (least squares) to every camera's optical axis.
+
+    A small pull towards the cameras' mean centre keeps it defined when the axes are
+    parallel (forward-facing captures).
+    """
+    a, b = np.zeros((3, 3)), np.zeros(3)
+    for cam in cameras:
+        d = cam.forward / np.linalg.norm(cam.forward)
+        proj = np.eye(3) - np.outer(d, d)
+        a += proj
+        b += proj @ cam.center
+    centroid = np.mean([c.center for c in cameras], axis=0)
+    ridge = 1e-6 * len(cameras)
+    return np.linalg.solve(a + ridge * np.eye(3), b + ridge * centroid)
+
+
+# --- initialisation ----------------------------------------------------------------------------
+
+
+def init_from_points(points: np.ndarray, colours: np.ndarray, config: TrainConfig) -> Gaussians:
+    """One Gaussian per point: SH DC from the colour, isotropic scale = RMS distance to the
+    3 nearest neighbours (mean squared distance clamped at 1e-7, as 3DGS)."""
+    points = np.asarray(points, dtype=np.float64)
+    n = len(points)
+    if n < 2:
+        dist = np.full(n, 0.01)  # a lone point has no neighbours to size it by
+    else:
+        d, _ = cKDTree(points).query(points, k=min(4, n))
+        dist = np.sqrt(np.maximum(np.mean(d[:, 1:] ** 2, axis=1), 1e-7))
+    rgb = torch.from_numpy(np.clip(np.asarray(colours, dtype=np.float32), 0.0, 1.0))
+    sh = torch.zeros(n, num_sh_coeffs(config.sh_degree), 3)
+    sh[:, 0] = rgb_to_sh(rgb)
+    log_scale = torch.from_numpy(np.log(dist * config.init_scale)).float()[:, None].repeat(1, 3)
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1.0
+    logit = math.log(config.init_opacity / (1.0 - config.init_opacity))
+    return Gaussians(torch.from_numpy(points).float(), quats, log_scale, torch.full((n,), logit), sh,
+                     source="initial points")
+
+
+def random_points(cameras: list[Camera], config: TrainConfig, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform points with random colours in a box around the point the cameras look at."""
+    centre = look_at_centre(cameras)
+    distance = float(np.median([np.linalg.norm(c.center - centre) for c in cameras]))
+    half = config.random_extent * distance
+    pts = (torch.rand(config.random_points, 3, generator=generator, dtype=torch.float64) * 2 - 1) * half
+    colours = torch.rand(config.random_points, 3, generator=generator, dtype=torch.float64)
+    return pts.numpy() + centre, colours.numpy()
+
+
+def initial_gaussians(dataset: Dataset, config: TrainConfig, generator: torch.Generator) -> Gaussians:
+    """Gaussians from the capture's SfM points, or random ones when it has none."""
+    if dataset.points is None or len(dataset.points) == 0:
+        points, colours = random_points(dataset.cameras, config, generator)
+    else:
+        points, colours = dataset.points.xyz, dataset.points.rgb.astype(np.float32) / 255.0
+    if len(points) > config.max_gaussians:  # keep the cap from the start
+        keep = torch.randperm(len(points), generator=generator)[: config.max_gaussians].numpy()
+        points, colours = np.asarray(points)[keep], np.asarray(colours)[keep]
+    return init_from_points(points, colours, config)
+
+
+# --- parameters and optimiser ------------------------------------------------------------------
+
+
+def params_from_gaussians(g: Gaussians, sh_degree: int, device: torch.device) -> Params:
+    """Trainable tensors named as the strategies expect; SH padded to ``sh_degree``."""
+    k = num_sh_coeffs(sh_degree)
+    sh = F.pad(g.sh, (0, 0, 0, max(0, k - g.sh.shape[1])))[:, :k]
+    values = {
+        "means": g.means, "quats": g.quats, "scales": g.log_scales, "opacities": g.opacity_logits,
+        "sh0": sh[:, :1], "shN": sh[:, 1:],
+    }
+    return {name: torch.nn.Parameter(v.detach().to(device).contiguous().clone()) for name, v in values.items()}
+
+
+def gaussians_from_params(params: Params) -> Gaussians:
+    """A detached ``Gaussians`` (on the CPU) of the trainable tensors."""
+    p = {k: v.detach().cpu() for k, v in params.items()}
+    return Gaussians(p["means"], p["quats"], p["scales"], p["opacities"], torch.cat([p["sh0"], p["shN"]], dim=1))
+
+
+def make_optimizer(params: Params, config: TrainConfig, extent: float) -> torch.optim.Adam:
+    """One Adam, a named param group per tensor with its 3DGS learning rate (fused on CPU/GPU)."""
+    lrs = {
+        "means": config.means_lr * extent, "quats": config.quats_lr, "scales": config.scales_lr,
+        "opacities": config.opacities_lr, "sh0": config.sh0_lr, "shN": config.shN_lr,
+    }
+    groups = [{"params": [params[name]], "lr": lrs[name], "name": name} for name in PARAM_NAMES]
+    return torch.optim.Adam(groups, eps=1e-15, fused=True)
+
+
+def means_lr_at(step: int, config: TrainConfig, extent: float) -> float:
+    """Exponential decay from ``means_lr`` to ``means_lr_final`` (× extent) over ``max_steps``."""
+    t = min(step / config.max_steps, 1.0)
+    return extent * math.exp((1 - t) * math.log(config.means_lr) + t * math.log(config.means_lr_final))
+
+
+def make_strategy(config: TrainConfig) -> Strategy:
+    """The configured densification strategy with its schedule scaled to ``max_steps``."""
+    s = config.scaled
+    if config.strategy == "mcmc":
+        return MCMCStrategy(
+            cap_max=config.max_gaussians, noise_lr=config.mcmc_noise_lr, refine_start=s(config.refine_start),
+            refine_stop=s(config.mcmc_refine_stop), refine_every=config.refine_every, min_opacity=config.prune_opacity,
+            opacity_reg=config.mcmc_opacity_reg, scale_reg=config.mcmc_scale_reg,
+        )
+    # An opacity reset must leave a few densification rounds to recover before the next one
+    # (3DGS has 30); scaling alone would reset every few steps in a short run.
+    reset_every = s(config.reset_every) if not config.scale_schedule else max(s(config.reset_every),
+                                                                             3 * config.refine_every)
+    return ADCStrategy(
+        prune_opacity=config.prune_opacity, grow_grad2d=config.grow_grad2d, refine_start=s(config.refine_start),
+        refine_stop=s(config.refine_stop), refine_every=config.refine_every, reset_every=reset_every,
+        absgrad=config.absgrad, max_gaussians=config.max_gaussians,
+    )
+
+
+def camera_for_step(step: int, n_views: int, seed: int) -> int:
+    """The view trained at ``step``: a fresh random permutation per epoch, a pure function
+    of (seed, epoch) so a resumed run sees the same order."""
+    epoch, pos = divmod(step, n_views)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return int(torch.randperm(n_views, generator=g)[pos])
+
+
+def resolve_threads(threads: int | None, device: torch.device) -> int:
+    """Torch's intra-op threads for training: as asked, else 1 on the CPU.
+
+    On the CPU the rasterizer's numba kernels already run on every core from their own
+    thread pool, and the remaining torch work per step (loss, Adam) is small; extra OpenMP
+    threads then only spin-wait against the kernels. Measured on 2 cores under load: one
+    torch thread made a training step 2.5× faster than two.
+    """
+    if threads is not None:
+        return threads
+    return 1 if device.type == "cpu" else torch.get_num_threads()
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One training run: data, parameters, optimiser, strategy and their state."""
+
+    def __init__(self, data: str | os.PathLike[str], out: str | os.PathLike[str], config: TrainConfig,
+                 dataset: Dataset | None = None) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.device = resolve_device(config.device)
+        torch.set_num_threads(resolve_threads(config.threads, self.device))
+        self.data_path = Path(data)
+        self.dataset = dataset if dataset is not None else open_split(data, "train", config)
+        if len(self.dataset) == 0:
+            raise InputError(self.data_path, "the train split has no images")
+        self.cameras = self.dataset.cameras
+        self.viewmats, self.Ks = camera_tensors(self.cameras, self.device)
+        self.extent = scene_extent(self.dataset)
+        self.background = torch.from_numpy(self.dataset.background).to(self.device)
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.strategy = make_strategy(config)
+        self.step = 0
+        self.elapsed = 0.0
+        init = initial_gaussians(self.dataset, config, self.generator)
+        self.params = params_from_gaussians(init, config.sh_degree, self.device)
+        self.optimizer = make_optimizer(self.params, config, self.extent)
+        self.state = self.strategy.initial_state(len(init), self.extent)
+
+    # --- checkpoints ---------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self) -> Path:
+        moments = {}
+        for group in self.optimizer.param_groups:
+            state = self.optimizer.state.get(group["params"][0], {})
+            moments[group["name"]] = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+        ckpt = Checkpoint(
+            step=self.step, params=dict(self.params), moments=moments, strategy=self.state.tensors(),
+            rng_state=self.generator.get_state(), elapsed_s=self.elapsed,
+            extra={"config": asdict(self.config), "extent": self.extent},
+        )
+        return save_checkpoint(ckpt, self.checkpoint_dir, keep=self.config.keep_checkpoints)
+
+    def restore(self, path: str | os.PathLike[str]) -> None:
+        """Continue from a checkpoint: parameters, Adam state, strategy state, RNG and step."""
+        ckpt = load_checkpoint(path)
+        missing = [n for n in PARAM_NAMES if n not in ckpt.params]
+        if missing:
+            raise InputError(path, f"checkpoint lacks parameters {missing}")
+        self.params = {n: torch.nn.Parameter(ckpt.params[n].to(self.device)) for n in PARAM_NAMES}
+        self.optimizer = make_optimizer(self.params, self.config, self.extent)
+        for group in self.optimizer.param_groups:
+            saved = ckpt.moments.get(group["name"])
+            if saved:
+                self.optimizer.state[group["params"][0]] = {k: v.to(self.device) for k, v in saved.items()}
+        self.state = self.strategy.state_from_tensors(
+            {k: v.to(self.device) for k, v in ckpt.strategy.items()}, self.extent)
+        if ckpt.rng_state is not None:
+            self.generator.set_state(ckpt.rng_state)
+        self.step = ckpt.step
+        self.elapsed = ckpt.elapsed_s
+
+    # --- one step ---------------------------------------------------------------------------
+    def sh_degree_at(self, step: int) -> int:
+        return min(step // self.config.sh_interval, self.config.sh_degree)
+
+    def render(self, view: int, sh_degree: int, background: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """Render training view ``view`` with the current parameters (differentiable)."""
+        p = self.params
+        k = num_sh_coeffs(sh_degree)
+        features = p["sh0"] if k == 1 else torch.cat([p["sh0"], p["shN"][:, : k - 1]], dim=1)
+        cam = self.cameras[view]
+        return rasterize(
+            p["means"], p["quats"], p["scales"].exp(), torch.sigmoid(p["opacities"]), features,
+            self.viewmats[view : view + 1], self.Ks[view : view + 1], cam.width, cam.height,
+            backgrounds=background[None], sh_degree=sh_degree, absgrad=self.config.absgrad,
+            backend=self.config.backend,
+        )
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step on one view; returns loss and the view's PSNR."""
+        config, step = self.config, self.step
+        view = camera_for_step(step, len(self.cameras), config.seed)
+        target = image_tensor(self.dataset, view, self.device)
+        background = self.background
+        if config.random_background:
+            background = torch.rand(3, generator=self.generator).to(self.device)
+            target = self.target_on(view, target, background)
+        means_lr = means_lr_at(step, config, self.extent)
+        self.optimizer.param_groups[0]["lr"] = means_lr
+        render, _, meta = self.render(view, self.sh_degree_at(step), background)
+        info = StepInfo(meta, means_lr)
+        self.strategy.before_backward(info)
+        loss, l1_term = photometric_loss(render[0], target, config.ssim_weight)
+        reg = self.strategy.regularizer(self.params)
+        if reg is not None:
+            loss = loss + reg
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.strategy.after_step(self.params, self.optimizer, self.state, step, info, self.generator)
+        self.step += 1
+        with torch.no_grad():
+            mse = torch.mean((render[0].detach().clamp(0, 1) - target) ** 2).item()
+        return {"loss": float(loss.detach()), "psnr": -10.0 * math.log10(max(mse, 1e-10))}
+
+    def target_on(self, view: int, target: Tensor, background: Tensor) -> Tensor:
+        """The training image of ``view`` over another background: ``rgb + (new − old)·(1 − alpha)``."""
+        alpha = self.dataset.alpha(view)
+        if alpha is None:
+            raise InputError(self.dataset.frames[view].image_path,
+                             "random_background needs images with an alpha channel")
+        transparency = 1.0 - torch.from_numpy(alpha).to(self.device)[..., None]
+        return target + (background - self.background) * transparency
+
+    # --- the loop ------------------------------------------------------------------------------
+    def train(self, until: int | None = None) -> dict[str, Any]:
+        """Run until step ``until`` (default ``max_steps``) or the time budget; checkpoint on
+        schedule and at the end."""
+        config = self.config
+        until = config.max_steps if until is None else min(until, config.max_steps)
+        budget = None if config.max_minutes is None else config.max_minutes * 60.0
+        start_step, elapsed_before = self.step, self.elapsed
+        t_start, run_elapsed = time.perf_counter(), 0.0
+        stopped_by_budget = False
+        loss_ema = psnr_ema = None
+        with make_progress() if config.progress else _NoProgress() as progress:
+            task = progress.add_task("train", total=config.max_steps, completed=self.step, rate="")
+            while self.step < until:
+                figures = self.train_step()
+                run_elapsed = time.perf_counter() - t_start
+                loss_ema = figures["loss"] if loss_ema is None else 0.9 * loss_ema + 0.1 * figures["loss"]
+                psnr_ema = figures["psnr"] if psnr_ema is None else 0.9 * psnr_ema + 0.1 * figures["psnr"]
+                if self.step % config.checkpoint_every == 0 and self.step < until:
+                    self.elapsed = elapsed_before + run_elapsed
+                    self.save_checkpoint()
+                if self.step % 10 == 0 or self.step == until:
+                    rate = (self.step - start_step) / max(run_elapsed, 1e-9)
+                    progress.update(task, completed=self.step, rate=(
+                        f"loss {loss_ema:.4f}  psnr {psnr_ema:.2f}  {len(self.params['means']):,} G  {rate:.2f} it/s"))
+                if budget is not None and run_elapsed >= budget:
+                    stopped_by_budget = True
+                    break
+        self.elapsed = elapsed_before + run_elapsed
+        self.save_checkpoint()
+        steps_run = self.step - start_step
+        return {
+            "steps": self.step,
+            "stopped_by_time_budget": stopped_by_budget,
+            "train_seconds": self.elapsed,
+            "s_per_step": run_elapsed / steps_run if steps_run else None,
+            "gaussians": len(self.params["means"]),
+            "final_train_psnr_ema": psnr_ema,
+        }
+
+
+class _NoProgress:
+    """A stand-in for a progress bar when none is wanted."""
+
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: object, **kwargs: object) -> int:
+        return 0
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocations on a GPU, resident set size on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: TrainConfig | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train a scene on ``data``'s train split into ``out``; evaluate on ``config.eval_split``.
+
+    Writes ``out/scene.ply``, ``out/checkpoints/`` and ``out/metrics.json``. With ``resume``
+    the newest checkpoint in ``out/checkpoints`` is continued (a fresh start if none).
+    """
+    config = config or TrainConfig()
+    trainer = Trainer(data, out, config)
+    trainer.dataset.validate()  # missing or odd-sized images fail now, not hours in
+    eval_views = open_split(data, config.eval_split, config) if config.eval_split else None
+    if resume and (ckpt := latest_checkpoint(trainer.checkpoint_dir)) is not None:
+        trainer.restore(ckpt)
+    figures = trainer.train()
+    gaussians = gaussians_from_params(trainer.params)
+    scene_path = trainer.out / "scene.ply"
+    write_ply(gaussians, scene_path)
+    metrics: dict[str, Any] = {**figures, "strategy": config.strategy, "extent": trainer.extent,
+                               "strategy_settings": strategy_fields(trainer.strategy)}
+    if eval_views is not None:
+        summary = evaluate_split(gaussians, eval_views, config.eval_split, backend=config.backend,
+                                 device=trainer.device, progress=config.progress)
+        if summary is not None:
+            scores = summary.to_dict()
+            metrics["per_view"] = scores.pop("per_view")
+            metrics.update({f"{config.eval_split}_{k}": v for k, v in scores.items()})
+    metrics["peak_memory_mb"] = peak_memory_mb(trainer.device)
+    metrics["config"] = asdict(config)
+    metrics_path = trainer.out / "metrics.json"
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    return TrainResult(scene_path, metrics_path, metrics, gaussians)
+
+
+def config_from_section(section: TrainSection, seed: int = 0, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of a shot's ``[train]`` table (plus overrides, e.g. from the command line)."""
+    values = {
+        "max_steps": section.max_steps, "max_minutes": section.max_minutes, "strategy": section.strategy,
+        "max_gaussians": section.max_gaussians, "sh_degree": section.sh_degree, "downscale": section.downscale,
+        "background": section.background, "random_background": section.random_background,
+        "ssim_weight": section.ssim_weight, "test_every": section.holdout_every,
+        "eval_split": "test" if section.holdout_every > 0 else None, "seed": seed,
+    }
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def train_shot(shot: Shot, config: TrainConfig | None = None, *, resume: bool = False, force: bool = False) -> StageResult:
+    """The train stage of a shot: ``solve/`` (images and cameras) → ``scene/``.
+
+    Skipped when the solve and the settings are unchanged since the last successful run;
+    ``resume`` continues an interrupted run from its newest checkpoint.
+    """
+    config = config or config_from_section(shot.config.train, shot.config.shot.seed)
+    if not shot.solve_dir.is_dir():
+        raise InputError(shot.solve_dir, "has no camera solve yet (run `splatfx solve` first)")
+    out = shot.scene_dir
+    settings = {k: v for k, v in asdict(config).items() if k not in _RUN_ONLY}
+
+    def work() -> dict[str, Any]:
+        result = train(shot.solve_dir, out, config, resume=resume)
+        return {k: v for k, v in result.metrics.items() if k not in ("per_view", "config")}
+
+    return run_stage(shot, "train", settings, inputs={"solve": shot.solve_dir},
+                     outputs=[out / "scene.ply", out / "metrics.json"], fn=work, force=force, seed=config.seed)
+
+
+# Settings that change how a run is carried out, not what it produces (left out of the stage's fingerprint).
+_RUN_ONLY = ("progress", "threads", "cache_mb", "checkpoint_every", "keep_checkpoints", "backend", "device")

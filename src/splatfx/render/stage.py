@@ -1,0 +1,357 @@
+"""The shot ``render`` stage: one multi-layer EXR per frame in ``render/``.
+
+``render/frame.####.exr`` holds, per ``[render] passes`` (see :mod:`splatfx.render.passes`):
+
+* rgba: ``R,G,B,A`` premultiplied scene-linear (half);
+* depth: ``depth.Z`` (float, camera z, +inf where empty);
+* motion: ``motion.u``, ``motion.v`` (float, pixels to the next frame, v down);
+* mask: ``mask.synthetic`` and ``fx.R,G,B`` (the effect's elements) and, when a structure
+  was removed, the clean pass ``clean.R,G,B,A``, ``mask.structure``, ``mask.holes``
+  (:mod:`splatfx.render.cleanplate`) — everything the comp needs;
+* id: ``matte.<element>`` coverage per element and ``id`` (uint32, dominant element).
+
+Cameras come from :mod:`splatfx.render.cameras` (the plates' solve, or a virtual path), the
+animated Gaussians from :func:`splatfx.fx.stage.load_animation`. The stage is skipped when
+nothing changed; otherwise each frame whose EXR exists and was made from the same inputs,
+settings and camera (recorded in ``.splatfx/render_frames.json``) is kept, so an
+interrupted render resumes where it stopped.
+
+The frames left to render go out through :func:`splatfx.shot.farm.farm_out` as ``[farm]`` says
+(in this process by default): a worker runs :func:`render_chunk`, which loads the animated
+scene once per process and writes each EXR atomically; this process records each frame in
+the ledger as its outputs come back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from splatfx.core.atomic import write_text_atomic
+from splatfx.core.camera import Camera
+from splatfx.render.cleanplate import CleanPass, render_clean_pass
+from splatfx.shot.config import config_to_dict
+from splatfx.core.errors import InputError
+from splatfx.shot.farm import FrameOutput, ProcessCache, farm_out, for_workers, with_farm
+from splatfx.fx.animation import ShotAnimation, Similarity
+from splatfx.fx.stage import load_animation
+from splatfx.io.images import write_exr
+from splatfx.shot.manifest import HashCache, fingerprint
+from splatfx.recon.orient import SceneFrame
+from splatfx.render.passes import render_passes
+from splatfx.io.plates import ImagePlates, Plates
+from splatfx.shot.folder import Shot
+from splatfx.render.cameras import DEFAULT_FOV_X_DEG, load_virtual_cameras, plate_cameras
+from splatfx.shot.runner import StageResult, run_stage
+
+#: Channels stored as 16-bit half (colour and mattes); depth and motion stay float32, id uint32.
+FLOAT_CHANNELS = ("depth.Z", "motion.u", "motion.v")
+#: Render EXRs are intermediate files, mostly flat or empty layers: RLE writes them 2-3× faster
+#: than ZIP for about 15 % more bytes (measured on the benchmark shot).
+RENDER_COMPRESSION = "rle"
+#: The last clean pass rendered: its camera, the scene rows it left out, and the pass.
+CleanCache = tuple[Camera, np.ndarray, CleanPass]
+
+
+# --- per-frame bookkeeping ------------------------------------------------------------------------
+def frame_key(**parts: Any) -> str:
+    """A digest of everything that makes one frame's output (inputs, settings, camera …)."""
+    text = json.dumps(parts, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FrameLedger:
+    """Per-frame records of a stage (``.splatfx/<stage>_frames.json``): the key of what made
+    each frame and the sha256 of the files it wrote, so finished frames are not redone."""
+
+    def __init__(self, shot: Shot, stage: str) -> None:
+        self.shot = shot
+        self.path = shot.state_dir / f"{stage}_frames.json"
+        self.cache = HashCache(shot.state_dir / f"{stage}_hashes.json")
+        self.entries: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                self.entries = dict(json.loads(self.path.read_text(encoding="utf-8")))
+            except (ValueError, TypeError):
+                self.entries = {}  # a damaged ledger only costs re-rendering
+
+    def sha256(self, path: Path) -> str:
+        return self.cache.sha256(path)[0]
+
+    def entry(self, frame: int) -> dict:
+        return self.entries[str(frame)]
+
+    def is_current(self, frame: int, key: str, files: Sequence[Path]) -> bool:
+        """True when ``frame`` was made with ``key`` and all its ``files`` are there, unchanged."""
+        entry = self.entries.get(str(frame))
+        if not files or entry is None or entry.get("key") != key:
+            return False
+        recorded = entry.get("files", {})
+        return all(p.is_file() and recorded.get(self.shot.relative(p)) == self.sha256(p) for p in files)
+
+    def record(self, frame: int, key: str, files: Sequence[Path], figures: dict | None = None) -> None:
+        """Note that ``frame`` was made with ``key`` into ``files`` (saved at once)."""
+        self.entries[str(frame)] = {"key": key, "files": {self.shot.relative(p): self.sha256(p) for p in files},
+                                    "figures": figures or {}}
+        self._save()
+
+    def prune(self, frames: Sequence[int], files_of: Callable[[int], Sequence[Path]]) -> None:
+        """Forget frames outside ``frames`` and delete the files they wrote."""
+        keep = {str(f) for f in frames}
+        for name in [k for k in self.entries if k not in keep]:
+            for p in files_of(int(name)):
+                p.unlink(missing_ok=True)
+            del self.entries[name]
+        self._save()
+
+    def _save(self) -> None:
+        write_text_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
+        self.cache.save()
+
+
+# --- inputs and cameras -----------------------------------------------------------------------------
+def render_frame_path(shot: Shot, frame: int) -> Path:
+    return shot.render_dir / f"frame.{frame:04d}.exr"
+
+
+def render_inputs(shot: Shot) -> dict[str, Path | list[Path]]:
+    """The files the render depends on, by label (for the manifest and the frame keys)."""
+    solve = shot.solve_dir
+    inputs: dict[str, Path | list[Path]] = {"scene": shot.scene_dir / "scene.ply"}
+    solve_files = [p for p in (solve / "sparse" / "0", solve / "distorted" / "sparse" / "0", solve / "report.json",
+                               solve / "scene.json") if p.exists()]
+    if solve_files:
+        inputs["solve"] = solve_files
+    effects = shot.config.fx.effects
+    if "collapse" in effects:
+        inputs["collapse"] = [shot.fx_dir / "selection.npz", shot.fx_dir / "collapse.npz"]
+    if "snow" in effects:
+        inputs["snow"] = shot.fx_dir / "snow.npz"
+    section = shot.config.render
+    if section.camera == "virtual" and section.virtual_camera is not None:
+        inputs["virtual_camera"] = shot.path(section.virtual_camera)
+    for label, paths in inputs.items():
+        for p in [paths] if isinstance(paths, Path) else paths:
+            if not p.exists():
+                raise InputError(p, f"does not exist (needed to render; {_hint(label)})")
+    return inputs
+
+
+def _hint(label: str) -> str:
+    return {"scene": "run `splatfx train` first", "collapse": "run `splatfx fx select` and `splatfx fx collapse`",
+            "snow": "run `splatfx fx snow`"}.get(label, "check shot.toml")
+
+
+def output_size(shot: Shot) -> tuple[int, int]:
+    """The render size: the plates' size times ``[render] resolution_scale``."""
+    with shot.open_plates() as plates:
+        width, height = plates.width, plates.height
+    scale = shot.config.render.resolution_scale
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def shot_cameras(shot: Shot, size: tuple[int, int]) -> list[Camera]:
+    """One camera per frame of the shot, at ``size``, as ``[render] camera`` asks."""
+    section = shot.config.render
+    frames = shot.frames
+    if section.camera == "plates":
+        with shot.open_plates() as plates:
+            names = {f: p.name for f in plates.frames if (p := _plate_path(plates, f)) is not None}
+        return plate_cameras(shot.solve_dir, frames, names, size)
+    scene_json = shot.solve_dir / "scene.json"
+    space = None
+    if scene_json.is_file():
+        frame = SceneFrame.load(scene_json)
+        space = Similarity(frame.scale, frame.rotation, frame.translation)
+    width, height = size
+    fx = width / (2.0 * np.tan(np.radians(DEFAULT_FOV_X_DEG) / 2.0))
+    with contextlib.suppress(InputError):  # the plates' lens when there is a solve to read it from
+        fx = plate_cameras(shot.solve_dir, frames, None, size)[0].fx
+    return load_virtual_cameras(shot.path(section.virtual_camera), frames, space, width, height, fx)
+
+
+def _plate_path(plates: Plates, frame: int) -> Path | None:
+    return plates.path(frame) if isinstance(plates, ImagePlates) else None
+
+
+def _camera_facts(camera: Camera | None) -> dict | None:
+    if camera is None:
+        return None
+    return {"size": [camera.width, camera.height], "K": camera.K(), "R": camera.R, "t": camera.t,
+            "dist": camera.dist}
+
+
+# --- the stage --------------------------------------------------------------------------------------
+def render_shot(shot: Shot, force: bool = False) -> StageResult:
+    """``splatfx render SHOT``: render every frame's passes into ``render/`` (``force``: the
+    stage and every frame, even those up to date)."""
+    settings = {"render": config_to_dict(shot.config.render), "effects": list(shot.config.fx.effects),
+                "frames": str(shot.frames), "fps": shot.config.shot.fps}
+    inputs = render_inputs(shot)
+    return run_stage(shot, "render", settings, inputs, [shot.render_dir],
+                     lambda: render_frames(shot, inputs, settings, redo=force), force=force)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` torch (OpenMP) threads, restoring the setting afterwards.
+
+    The rasterizer has its own thread pool; torch only evaluates SH and moves fragments
+    here, on tensors too small to gain from more threads, and on a shared machine its
+    spinning OpenMP threads slow those steps down many times over (measured: 0.3 s vs
+    9.6 s per frame of animation with 2 threads under a load of 9 on 2 cores).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: dict, redo: bool = False) -> dict:
+    """Render each frame that is not already up to date (every frame with ``redo``); the
+    stage's figures."""
+    with torch_threads(1):
+        return _render_frames(shot, inputs, settings, redo)
+
+
+def _render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: dict, redo: bool) -> dict:
+    ledger = FrameLedger(shot, "render")
+    prints = {label: fingerprint(paths, ledger.cache)["sha256"] for label, paths in inputs.items()}
+    seed = shot.config.shot.seed
+    frames = list(shot.frames)
+    size = output_size(shot)
+    cameras = shot_cameras(shot, size)
+    todo: dict[int, FrameJob] = {}
+    for i, frame in enumerate(frames):
+        camera = cameras[i]
+        following = cameras[i + 1] if i + 1 < len(frames) else None
+        key = frame_key(stage="render", frame=frame, inputs=prints, settings=settings, seed=seed,
+                        camera=_camera_facts(camera), next_camera=_camera_facts(following))
+        if redo or not ledger.is_current(frame, key, [render_frame_path(shot, frame)]):
+            todo[frame] = FrameJob(i, key, camera, following)
+    timings: dict[str, float] = {}
+    most = 0
+
+    def record(frame: int, output: FrameOutput) -> None:
+        nonlocal most
+        gaussians = output.info["gaussians"]
+        ledger.record(frame, todo[frame].key, [render_frame_path(shot, frame)], {"gaussians": gaussians})
+        most = max(most, gaussians)
+        for name, seconds in output.info["seconds"].items():
+            timings[name] = timings.get(name, 0.0) + seconds
+
+    shot.render_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        job = RenderJob(for_workers(shot), prints, todo)
+        farm = farm_out(sorted(todo), functools.partial(render_chunk, job), shot.config.farm, record,
+                        description="rendering")
+    finally:
+        _ANIMATION.clear()  # the scene stays loaded only in workers, between their chunks
+    ledger.prune(frames, lambda f: [render_frame_path(shot, f)])
+    return {"frames": len(frames), "rendered": len(todo), "skipped": len(frames) - len(todo),
+            "size": list(size), "gaussians_max": most, "seconds": {k: round(v, 3) for k, v in timings.items()},
+            "farm": farm}
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """One frame to render: its index in the shot, its key, its camera and the next frame's."""
+
+    index: int
+    key: str
+    camera: Camera
+    following: Camera | None
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """What a render worker needs, as plain picklable data: the shot (folder and settings),
+    the inputs' hashes (which identify the animated scene) and the frames to render."""
+
+    shot: Shot
+    prints: dict[str, str]
+    frames: dict[int, FrameJob]
+
+
+#: The animated scene a worker process loaded, kept between the chunks it renders.
+_ANIMATION = ProcessCache()
+
+
+def render_chunk(job: RenderJob, frames: Sequence[int]) -> Iterator[tuple[int, FrameOutput]]:
+    """Render ``frames`` of ``job`` (in a worker, or in this process): write each EXR
+    atomically and yield ``(frame, its path and figures)`` as each is written."""
+    shot = job.shot
+    key = (str(shot.root.resolve()), json.dumps(job.prints, sort_keys=True), shot.config.fx.effects,
+           len(shot.frames), shot.config.shot.fps)
+    with torch_threads(1):
+        animation = _ANIMATION.get(key, lambda: load_animation(shot))
+        clean_cache: CleanCache | None = None
+        for frame in frames:
+            output, clean_cache = render_frame(shot, animation, frame, job.frames[frame], clean_cache)
+            yield frame, output
+
+
+def render_frame(shot: Shot, animation: ShotAnimation, frame: int, job: FrameJob,
+                 clean_cache: CleanCache | None) -> tuple[FrameOutput, CleanCache | None]:
+    """Render one frame's passes into its EXR; the clean pass is reused from ``clean_cache``
+    (the previous frame's) when the camera and the removed pieces did not change. Returns
+    the output and the cache."""
+    passes = shot.config.render.passes
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    gaussians = animation.at(job.index)
+    _lap(timings, "animate", t)
+    t = time.perf_counter()
+    layers = render_passes(gaussians, job.camera, job.following)
+    channels = layers.channels(passes)
+    _lap(timings, "passes", t)
+    if "mask" in passes and gaussians.removed is not None:
+        t = time.perf_counter()
+        if clean_cache is None or not _same_camera(clean_cache[0], job.camera) or \
+                not np.array_equal(clean_cache[1], gaussians.removed):
+            clean_cache = (job.camera, gaussians.removed,
+                           render_clean_pass(animation.scene, gaussians.removed, job.camera))
+        channels |= clean_cache[2].channels()
+        _lap(timings, "clean", t)
+    t = time.perf_counter()
+    path = render_frame_path(shot, frame)
+    write_exr(path, channels, half={n for n in channels if n not in FLOAT_CHANNELS and n != "id"},
+              compression=RENDER_COMPRESSION, frame=frame, fps=shot.config.shot.fps,
+              attributes={"splatfx/stage": "render", "splatfx/key": job.key, "splatfx/seed": shot.config.shot.seed,
+                          "splatfx/gaussians": len(gaussians.gaussians)})
+    _lap(timings, "write", t)
+    return FrameOutput((str(path),), {"gaussians": len(gaussians.gaussians), "seconds": timings}), clean_cache
+
+
+def _same_camera(a: Camera, b: Camera) -> bool:
+    return (a.width, a.height, a.fx, a.fy, a.cx, a.cy) == (b.width, b.height, b.fx, b.fy, b.cx, b.cy) and \
+        np.array_equal(a.R, b.R) and np.array_equal(a.t, b.t) and \
+        (a.dist is None) == (b.dist is None) and (a.dist is None or np.array_equal(a.dist, b.dist))
+
+
+def _lap(timings: dict[str, float], name: str, t0: float) -> None:
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def render_shot_command(shot_path: str | Path, force: bool = False, **farm: Any) -> StageResult:
+    """What ``splatfx render SHOT [--force]`` runs: the stage (``farm``: the farm flags,
+    overriding ``[farm]``), then one summary line."""
+    result = render_shot(with_farm(Shot.open(shot_path), **farm), force=force)
+    figures = result.record.figures if result.record else {}
+    if result.ran and figures:
+        Console(stderr=True).print(f"rendered {figures['rendered']} of {figures['frames']} frames "
+                                   f"({figures['skipped']} up to date) at {figures['size'][0]}x{figures['size'][1]}")
+    return result

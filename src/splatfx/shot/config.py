@@ -1,0 +1,764 @@
+"""The typed schema of ``shot.toml``: one frozen dataclass per table, validated on load.
+
+Every setting is declared once, as a dataclass field made by :func:`setting`, which
+carries its default, its one-line meaning and its allowed range; the type annotation
+gives its type (``Literal`` for choices, ``X | None`` for optional, tuples for arrays).
+Adding a setting is therefore a one-line change, and the loader, the saver, the error
+messages and the key listing in docs/shot.md all follow from that line.
+
+Bad files are answered with :class:`~splatfx.core.errors.ConfigError` naming the file, the
+table and the key, e.g. ``shot.toml [train] max_steps: must be a positive integer, got -3``.
+Unknown keys get a "did you mean" suggestion. Paths are relative to the shot folder and
+may not leave it; only ``[shot] plates`` may be absolute (plates referenced in place).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import ntpath
+import os
+import posixpath
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Literal
+
+import tomli_w
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from splatfx.core.atomic import write_text_atomic
+from splatfx.core.errors import ConfigError
+
+PathLike = str | os.PathLike[str]
+T = typing.TypeVar("T")
+Vec3 = tuple[float, float, float]
+
+#: The scale assumed when nothing was measured: hand-held cameras, on average this many
+#: metres above the ground (splatfx.recon.orient's default; kept here so that reading shot.toml
+#: does not import the numeric stack).
+DEFAULT_CAMERA_HEIGHT_M = 1.6
+
+
+_HEADER = "# splatfx shot settings: every key is described in docs/shot.md\n\n"
+
+
+class Invalid(ValueError):
+    """A cross-field check failed: ``key`` (within the table being checked) and the problem."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, path: bool = False, absolute_ok: bool = False) -> Any:
+    """Declare one setting: its default, its meaning, and its range (``ge``/``gt``/``le``,
+    applied to a number or to every number of an array). ``path`` marks a path relative
+    to the shot folder; ``absolute_ok`` also allows an absolute one."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple for an array default so configs stay immutable")
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "path": path, "absolute_ok": absolute_ok}
+    return field(default=default, metadata=meta)
+
+
+def table(cls: type, doc: str) -> Any:
+    """Declare a sub-table (a nested dataclass) with its meaning."""
+    return field(default_factory=cls, metadata={"doc": doc, "table": True})
+
+
+@dataclass(frozen=True, order=True)
+class FrameRange:
+    """An inclusive range of frame numbers, written ``"1001-1128"`` in shot.toml."""
+
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if self.start < 0:
+            raise ValueError(f"frames must not be negative, got {self.start}")
+        if self.end < self.start:
+            raise ValueError(f"end frame {self.end} is before start frame {self.start}")
+
+    def __len__(self) -> int:
+        return self.end - self.start + 1
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.end + 1))
+
+    def __contains__(self, frame: object) -> bool:
+        return isinstance(frame, int) and self.start <= frame <= self.end
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}"
+
+    @classmethod
+    def parse(cls, value: object) -> FrameRange:
+        """From ``"START-END"``, ``"FRAME"`` or ``[START, END]``; ValueError says why not."""
+        if isinstance(value, str):
+            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", value)
+            if not m:
+                raise ValueError(f'must look like "1001-1096", got {value!r}')
+            return cls(int(m[1]), int(m[2] if m[2] is not None else m[1]))
+        if (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            return cls(value[0], value[1])
+        raise ValueError(f'must be "START-END" or [START, END], got {value!r}')
+
+    def to_toml(self) -> str:
+        return str(self)
+
+
+# --- the tables -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShotSection:
+    """[shot]: what the footage is and how it is numbered."""
+
+    name: str = setting("", "shot name for reports; empty means the shot folder's name")
+    fps: float = setting(24.0, "frames per second of the plates and every output", gt=0)
+    frames: FrameRange | None = setting(
+        None, 'frame range "START-END" of the plates; absent: the plate count from 1001')
+    plates: str = setting("plates", "the footage: folder, sequence pattern (plate.####.exr) "
+                          "or video; relative to the shot folder, or absolute when referenced",
+                          path=True, absolute_ok=True)
+    plates_mode: Literal["reference", "copy"] = setting(
+        "reference", "reference: plates stay where they are; copy: they were copied into plates/")
+    seed: int = setting(0, "seed of every random choice in every stage", ge=0)
+
+    def check(self) -> None:
+        if self.plates_mode == "copy" and _is_absolute(self.plates):
+            raise Invalid("plates", "plates_mode 'copy' needs plates inside the shot folder, "
+                                    f"got the absolute path {self.plates!r}")
+
+
+@dataclass(frozen=True)
+class ScaleSection:
+    """[solve.scale]: one known measure that sets the scene's size in metres."""
+
+    kind: Literal["camera_height", "distance", "height"] = setting(
+        "camera_height", "camera_height: the cameras' mean height above the ground is `metres` "
+        "(the default assumes hand-held footage); distance: `points` are two points `metres` "
+        "apart; height: the solved points inside `box` span `metres` vertically")
+    metres: float = setting(DEFAULT_CAMERA_HEIGHT_M, "the measure, in metres", gt=0)
+    points: tuple[Vec3, ...] = setting((), "distance: two points [x, y, z] in solve coordinates")
+    box: tuple[float, ...] = setting(
+        (), "height: selection box [xmin, ymin, zmin, xmax, ymax, zmax] in solve coordinates")
+
+    def check(self) -> None:
+        if self.kind == "distance" and len(self.points) != 2:
+            raise Invalid("points", f"kind 'distance' needs exactly two points, got {len(self.points)}")
+        if self.box and len(self.box) != 6:
+            raise Invalid("box", f"must hold 6 numbers [xmin, ymin, zmin, xmax, ymax, zmax], "
+                                 f"got {len(self.box)}")
+        if self.kind == "height" and not self.box:
+            raise Invalid("box", "kind 'height' needs the selection box")
+
+
+@dataclass(frozen=True)
+class SolveSection:
+    """[solve]: how cameras are found for the plates (or imported)."""
+
+    matcher: Literal["auto", "exhaustive", "sequential"] = setting(
+        "auto", "feature matching: auto (every pair up to 150 images, else neighbouring frames), "
+        "exhaustive (every pair: robust, short shots) or sequential (neighbouring frames: long plates)")
+    loop_closure: bool = setting(False, "sequential matcher: also match frames that revisit a place")
+    camera_model: Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"] = setting(
+        "SIMPLE_RADIAL", "COLMAP lens model to solve for")
+    single_camera: bool = setting(True, "one lens for every plate (false: one per frame, e.g. zooms)")
+    import_cameras: str | None = setting(
+        None, "known cameras instead of a solve: a COLMAP model folder, transforms.json or "
+        "poses_bounds.npy inside the shot folder", path=True)
+    up: Literal["auto", "cameras"] = setting(
+        "auto", "world up: auto finds the ground plane (else the cameras' mean up); cameras "
+        "always uses the cameras' mean up")
+    scale: ScaleSection = table(ScaleSection, "the metric scale")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """[train]: fitting the Gaussian scene to the plates (names as in splatfx.recon.train.TrainConfig)."""
+
+    max_steps: int = setting(30_000, "optimisation steps", ge=1)
+    max_minutes: float | None = setting(None, "stop after this wall time (absent: no limit)", gt=0)
+    strategy: Literal["adc", "mcmc"] = setting(
+        "adc", "densification: adaptive density control (3DGS) or MCMC (capped count)")
+    max_gaussians: int = setting(1_000_000, "upper bound on the number of Gaussians", ge=1)
+    sh_degree: int = setting(3, "spherical-harmonic degree of the colours (0-3)", ge=0, le=3)
+    downscale: float = setting(1.0, "train on plates resized by 1/downscale (2: half size)", ge=1)
+    background: Vec3 | None = setting(None, "linear RGB behind the scene while training "
+                                      "(absent: black unless the capture defines one)", ge=0, le=1)
+    random_background: bool = setting(False, "a random background colour each step (plates with alpha)")
+    ssim_weight: float = setting(0.2, "weight of the SSIM term in the photometric loss", ge=0, le=1)
+    holdout_every: int = setting(0, "hold out every Nth frame for evaluation (0: train on all)", ge=0)
+
+
+@dataclass(frozen=True)
+class SelectSection:
+    """[fx.select]: the part of the scene the effects act on (world frame: z-up, metres)."""
+
+    shape: Literal["box", "polygon", "masks"] = setting(
+        "box", "box: an oriented box; polygon: a ground polygon extruded from z_min to z_max; "
+        "masks: votes from 2D masks drawn on some plates")
+    center: Vec3 = setting((0.0, 0.0, 5.0), "box: centre [x, y, z] in metres")
+    size: Vec3 = setting((10.0, 10.0, 10.0), "box: full edge lengths [x, y, z] in metres", gt=0)
+    rotation: Vec3 = setting((0.0, 0.0, 0.0), "box: rotation [x, y, z], XYZ Euler angles in degrees")
+    polygon: tuple[tuple[float, float], ...] = setting((), "polygon: ground points [[x, y], ...] in metres")
+    z_min: float = setting(0.0, "polygon: bottom of the extrusion, metres above the ground")
+    z_max: float = setting(10.0, "polygon: top of the extrusion, metres above the ground")
+    masks: str = setting("fx/masks", "masks: folder of mask images named like the plates", path=True)
+    mask_votes: float = setting(0.6, "masks: share of the views seeing a Gaussian whose mask must cover it",
+                                gt=0, le=1)
+
+    def check(self) -> None:
+        if self.shape == "polygon" and len(self.polygon) < 3:
+            raise Invalid("polygon", f"shape 'polygon' needs at least 3 points, got {len(self.polygon)}")
+        if self.z_max <= self.z_min:
+            raise Invalid("z_max", f"must be above z_min ({self.z_min:g}), got {self.z_max:g}")
+
+
+@dataclass(frozen=True)
+class ColliderBox:
+    """One static box of [fx.collapse] colliders: an oriented box like the [fx.select] box."""
+
+    center: Vec3 | None = setting(None, "centre [x, y, z] in metres (required)")
+    size: Vec3 | None = setting(None, "full edge lengths [x, y, z] in metres (required)", gt=0)
+    rotation: Vec3 = setting((0.0, 0.0, 0.0), "rotation [x, y, z], XYZ Euler angles in degrees")
+
+    def check(self) -> None:
+        for key in ("center", "size"):
+            if getattr(self, key) is None:
+                raise Invalid(key, "is required (a collider is {center = [x, y, z], size = [x, y, z]})")
+
+
+@dataclass(frozen=True)
+class CollapseSection:
+    """[fx.collapse]: fracture the selection and let it fall (see splatfx.fx.rigid)."""
+
+    fragments: int = setting(200, "number of pieces the selection is broken into (Voronoi cells)", ge=1)
+    fill: bool = setting(True, "fill the fracture faces with Gaussians so pieces look solid")
+    fill_max: int = setting(60_000, "most Gaussians added on fracture faces", ge=0)
+    density: float = setting(2400.0, "material density in kg/m³ (concrete 2400, wood 600)", gt=0)
+    trigger: Literal["demolition", "impact", "charge", "none"] = setting(
+        "demolition", "demolition: the lowest supports crumble and gravity wins; impact: a projectile "
+        "hits trigger_point; charge: an outward impulse from trigger_point; none: only gravity and glue")
+    trigger_frame: int | None = setting(None, "frame at which it starts (absent: the first frame)", ge=0)
+    trigger_point: Vec3 | None = setting(
+        None, "impact or charge point [x, y, z] in metres (absent: the selection's centre)")
+    support_height: float = setting(
+        0.1, "demolition: pieces centred this low (fraction of the selection's height) are the supports",
+        gt=0, le=1)
+    impact_direction: Vec3 = setting((1.0, 0.0, 0.0), "impact: direction of the projectile")
+    impact_speed: float = setting(25.0, "impact: projectile speed in m/s", ge=0)
+    impact_mass: float = setting(2000.0, "impact: projectile mass in kg", gt=0)
+    impulse: float = setting(12.0, "charge: outward speed given at the charge point, m/s", ge=0)
+    charge_radius: float = setting(5.0, "charge: reach of the blast in metres", gt=0)
+    glue_strength: float = setting(
+        2.0, "a bond between pieces breaks when it carries this many times the pair's weight more than it does "
+        "at rest", ge=0)
+    friction: float = setting(0.8, "Coulomb friction between pieces and with the ground", ge=0)
+    restitution: float = setting(0.1, "bounciness of contacts, 0-1", ge=0, le=1)
+    debris: int = setting(4000, "small solid chips thrown off where pieces break", ge=0)
+    debris_size: float = setting(0.04, "debris chip size in metres", gt=0)
+    dust: int = setting(1500, "dust puffs released where supports crumble and pieces land", ge=0)
+    substeps: int = setting(20, "physics steps per frame", ge=1)
+    colliders: tuple[ColliderBox, ...] = setting(
+        (), "static boxes the pieces land on besides the ground, world frame: "
+        "[{center = [x, y, z], size = [x, y, z], rotation = [x, y, z]}, ...] (rotation optional, XYZ Euler degrees)")
+    auto_colliders: bool = setting(
+        False, "fit static boxes to the rest of the scene around the selection (a height map of its opaque "
+        "Gaussians) so pieces land on neighbouring buildings and ground features")
+    collider_margin: float = setting(5.0, "auto_colliders: how far around the selection, in metres", ge=0)
+    collider_cell: float = setting(0.5, "auto_colliders: grid cell of the height map, in metres", gt=0)
+
+    def check(self) -> None:
+        if not any(self.impact_direction):
+            raise Invalid("impact_direction", "must not be [0, 0, 0] (it is the projectile's direction)")
+
+
+@dataclass(frozen=True)
+class SnowSection:
+    """[fx.snow]: falling snow (or ash, or anything toxic) over the scene."""
+
+    density: float = setting(0.5, "falling flakes per cubic metre of air", ge=0)
+    size: float = setting(0.025, "flake diameter in metres", gt=0)
+    speed: float = setting(1.0, "falling speed in m/s", gt=0)
+    wind: Vec3 = setting((0.4, 0.1, 0.0), "wind velocity [x, y, z] in m/s")
+    turbulence: float = setting(0.3, "random sway, as a fraction of the falling speed", ge=0)
+    color: Vec3 = setting((1.0, 1.0, 1.0), "flake colour (display RGB, 0-1)", ge=0)
+    settle: bool = setting(True, "flakes that land stay on surfaces and accumulate")
+    max_flakes: int = setting(300_000, "refuse settings that would need more flakes than this", ge=1)
+
+
+@dataclass(frozen=True)
+class FxSection:
+    """[fx]: which effects run, in order, and their settings."""
+
+    effects: tuple[Literal["collapse", "snow"], ...] = setting(
+        (), 'effects applied by `splatfx run`, in order, e.g. ["collapse", "snow"]')
+    select: SelectSection = table(SelectSection, "what the effects act on")
+    collapse: CollapseSection = table(CollapseSection, "fracture and rigid-body collapse")
+    snow: SnowSection = table(SnowSection, "particle snow")
+
+    def check(self) -> None:
+        _require_unique(self.effects, "effects")
+
+
+@dataclass(frozen=True)
+class RenderSection:
+    """[render]: the frames and passes rendered from the (animated) scene."""
+
+    camera: Literal["plates", "virtual"] = setting(
+        "plates", "plates: the solved plate cameras; virtual: the camera in virtual_camera")
+    virtual_camera: str | None = setting(
+        None, "virtual: camera path file (transforms.json) inside the shot folder", path=True)
+    passes: tuple[Literal["rgba", "depth", "motion", "mask", "id"], ...] = setting(
+        ("rgba", "depth", "motion", "mask", "id"), "layers written into each frame's EXR")
+    resolution_scale: float = setting(1.0, "output size relative to the plates' size, (0-4]", gt=0, le=4)
+
+    def check(self) -> None:
+        _require_unique(self.passes, "passes")
+        if self.camera == "virtual" and self.virtual_camera is None:
+            raise Invalid("virtual_camera", "camera 'virtual' needs the virtual_camera file")
+
+
+@dataclass(frozen=True)
+class RefineSection:
+    """[refine]: diffusion clean-up of the rendered frames."""
+
+    model: str | None = setting(
+        None, "folder of a local diffusion model (safetensors) inside the shot folder; absent: "
+        "refine has no model to run", path=True)
+    steps: int = setting(
+        4, "denoising steps run on pixels of full strength (the built-in refiner needs 1; SD-Turbo-class "
+        "models 1-4, others 20 or more)", ge=1)
+    strength: float = setting(0.3, "how far the model may move away from the render, 0-1", ge=0, le=1)
+    seed: int | None = setting(None, "noise seed (absent: [shot] seed)", ge=0)
+    prompt: str = setting("", "what the frames show, for text-conditioned models (the built-in refiner has none)")
+    negative_prompt: str = setting("", "what to steer away from, for text-conditioned models (with guidance above 1)")
+    guidance: float = setting(1.0, "classifier-free guidance scale for text-conditioned models (1: none)", ge=0)
+    fill_holes: bool = setting(
+        False, "paint the clean plate's holes (mask.holes) with the model instead of the comp's classical inpainting")
+    hole_strength: float = setting(1.0, "strength in the holes when fill_holes paints them (1: from pure noise)",
+                                   ge=0, le=1)
+    feather: float = setting(2.0, "width in pixels of the blend ramp inside the matte edge", ge=0)
+    batch: int = setting(4, "frames per model call", ge=1)
+    train_steps: int = setting(1500, "built-in refiner: training steps", ge=1)
+    train_minutes: float | None = setting(
+        None, "built-in refiner: stop training (and save) after this many minutes (absent: no limit)", gt=0)
+    train_patch: int = setting(64, "built-in refiner: side of the square training patches, pixels", ge=8)
+    train_widths: tuple[int, ...] = setting(
+        (16, 32, 64), "built-in refiner: UNet channel widths per level (each a multiple of 8)", ge=8)
+    train_views: int = setting(64, "built-in refiner: plate views its training pairs are rendered from, at most",
+                               ge=1)
+
+    def check(self) -> None:
+        if not self.train_widths:
+            raise Invalid("train_widths", "needs at least one width")
+        if any(w % 8 for w in self.train_widths):
+            raise Invalid("train_widths", f"must be multiples of 8 (the UNet's 8 norm groups), got "
+                                          f"{list(self.train_widths)}")
+
+
+@dataclass(frozen=True)
+class CompSection:
+    """[comp]: the composite over the plates and what is written."""
+
+    grain: float = setting(1.0, "strength of the plate-matched film grain on synthetic pixels (0: none)", ge=0)
+    light_wrap: float = setting(0.1, "how much plate light bleeds over synthetic edges, 0-1", ge=0, le=1)
+    ocio: str | None = setting(
+        None, "OCIO config inside the shot folder (absent: plain sRGB / scene-linear)", path=True)
+    outputs: tuple[Literal["exr", "png", "mp4"], ...] = setting(
+        ("exr", "mp4"), "exr: final frames; png: 8-bit sRGB frames; mp4: the review movie")
+    c2pa_cert: str | None = setting(
+        None, "PEM certificate chain (signing certificate first, then its intermediates) inside the shot "
+        "folder that signs C2PA Content Credentials into the PNG frames and MP4 movies (absent: unsigned)",
+        path=True)
+    c2pa_key: str | None = setting(None, "PEM private key of c2pa_cert's signing certificate, inside the shot folder",
+                                   path=True)
+    c2pa_alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = setting(
+        "es256", "C2PA signature algorithm; must fit the key (EC P-256/384/521: es256/384/512; "
+        "RSA: ps256/384/512; Ed25519: ed25519)")
+    c2pa_tsa_url: str | None = setting(
+        None, "RFC 3161 time-stamp authority URL that counter-signs every C2PA signature (absent: none)")
+
+    def check(self) -> None:
+        _require_unique(self.outputs, "outputs")
+        if (self.c2pa_cert is None) != (self.c2pa_key is None):
+            missing = "c2pa_key" if self.c2pa_key is None else "c2pa_cert"
+            raise Invalid(missing, "must be set together with "
+                                   f"{'c2pa_cert' if missing == 'c2pa_key' else 'c2pa_key'} to sign the outputs")
+        if self.c2pa_tsa_url is not None and not re.match(r"https?://[^\s/]+", self.c2pa_tsa_url):
+            raise Invalid("c2pa_tsa_url", f"must be an http:// or https:// URL, got {self.c2pa_tsa_url!r}")
+
+
+@dataclass(frozen=True)
+class FarmSection:
+    """[farm]: where the per-frame stages (render, refine, comp) compute their frames; the
+    frames are the same bytes whatever is chosen, so changing these reruns nothing."""
+
+    executor: Literal["local", "ray"] = setting(
+        "local", "local: processes on this machine; ray: tasks on the Ray cluster at ray_address")
+    ray_address: str | None = setting(
+        None, "ray: the cluster to join, e.g. \"10.0.0.5:6379\" (absent: RAY_ADDRESS, else one started with "
+        "`ray start` on this machine, else a new local one)")
+    chunk_size: int | None = setting(
+        None, "frames per chunk, the unit sent to a worker and retried (absent: about four chunks per worker)", ge=1)
+    workers: int | None = setting(
+        None, "local: worker processes (absent: 1, in this process); ray: chunks in flight (absent: the "
+        "cluster's CPUs)", ge=1)
+
+
+@dataclass(frozen=True)
+class ShotConfig:
+    """The whole of ``shot.toml``."""
+
+    shot: ShotSection = table(ShotSection, "the footage and its numbering")
+    solve: SolveSection = table(SolveSection, "cameras")
+    train: TrainSection = table(TrainSection, "the Gaussian scene")
+    fx: FxSection = table(FxSection, "effects")
+    render: RenderSection = table(RenderSection, "rendering")
+    refine: RefineSection = table(RefineSection, "refinement")
+    comp: CompSection = table(CompSection, "compositing")
+    farm: FarmSection = table(FarmSection, "where the per-frame stages run")
+
+    def check(self) -> None:
+        trigger = self.fx.collapse.trigger_frame
+        frames = self.shot.frames
+        if trigger is not None and frames is not None and trigger not in frames:
+            raise Invalid("fx.collapse.trigger_frame",
+                          f"must lie in the shot's frames {frames}, got {trigger}")
+
+
+def _require_unique(values: tuple[str, ...], key: str) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise Invalid(key, f"lists {', '.join(map(repr, repeated))} more than once")
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+def load_config(path: PathLike) -> ShotConfig:
+    """Read and validate ``shot.toml``; ConfigError names the file, table and key at fault."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(p, "shot.toml does not exist (create the shot with `splatfx init`)") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(p, f"is not valid TOML: {exc}") from None
+    return config_from_dict(raw, p)
+
+
+def config_from_dict(data: Mapping[str, Any], source: PathLike = "shot.toml") -> ShotConfig:
+    """Validate already-parsed TOML data; ``source`` names the file in errors."""
+    return _parse_table(ShotConfig, data, str(source), ())
+
+
+def override(section: T, source: str, **values: Any) -> T:
+    """A copy of a table's dataclass with ``values`` replaced, validated like the file.
+
+    For command-line flags that override shot.toml for one run; ``source`` names them in
+    errors (e.g. ``"--max-steps"``). None values are ignored (flag not given).
+    """
+    given = {k: v for k, v in values.items() if v is not None}
+    merged = {**_to_plain(section), **{k: _to_plain(v) for k, v in given.items()}}
+    return _parse_table(type(section), merged, source, ())
+
+
+def _parse_table(cls: type, data: Any, source: str, where: tuple[str, ...]) -> Any:
+    """Build dataclass ``cls`` from a TOML table, checking keys, types and ranges."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(_label(source, where), f"must be a table, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key not in fields:
+            raise _unknown(key, isinstance(value, Mapping) or not where, fields, source, where)
+    values = {}
+    for name, value in data.items():
+        f = fields[name]
+        if f.metadata.get("table"):
+            values[name] = _parse_table(hints[name], value, source, (*where, name))
+        else:
+            values[name] = _convert(value, hints[name], f.metadata, _label(source, where, name))
+    obj = cls(**values)
+    try:
+        if hasattr(obj, "check"):
+            obj.check()
+    except Invalid as exc:
+        *inner, key = exc.key.split(".")
+        raise ConfigError(_label(source, (*where, *inner), key), exc.problem) from None
+    return obj
+
+
+def _label(source: str, where: tuple[str, ...], key: str = "") -> str:
+    """``"shot.toml [fx.collapse] fragments"``: file, table and key of a setting."""
+    parts = [source]
+    if where:
+        parts.append(f"[{'.'.join(where)}]")
+    if key:
+        parts.append(key)
+    return " ".join(parts)
+
+
+def _unknown(key: str, is_table: bool, fields: Mapping[str, dataclasses.Field], source: str,
+             where: tuple[str, ...]) -> ConfigError:
+    """"unknown key; did you mean 'max_steps'?", or for a table "did you mean [fx.collapse]?"."""
+    names = [n for n, f in fields.items() if bool(f.metadata.get("table")) == is_table] or list(fields)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    homes = [f"[{i.table}] {key}" for i in iter_settings() if i.key == key] if not where else []
+    if homes:
+        return ConfigError(_label(source, where, key), f"is outside any table; did you mean {' or '.join(homes)}?")
+    if is_table:
+        hint = f"; did you mean [{'.'.join((*where, close[0]))}]?" if close else ""
+        return ConfigError(_label(source, (*where, key)), f"unknown table{hint} (tables here: {', '.join(names)})")
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(_label(source, where, key), f"unknown key{hint} (keys: {', '.join(names)})")
+
+
+def _convert(value: Any, tp: Any, meta: Mapping[str, Any], label: str) -> Any:
+    """Check ``value`` against type ``tp`` and the range/path rules in ``meta``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], meta, label)
+    if tp is FrameRange:
+        try:
+            return FrameRange.parse(value)
+        except ValueError as exc:
+            raise ConfigError(label, str(exc)) from None
+    if dataclasses.is_dataclass(tp):
+        return _parse_inline_table(tp, value, label)
+    if origin is Literal:
+        if not isinstance(value, str) or value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(label, f"must be one of {_choices(args)}, got {value!r}{hint}")
+        return value
+    if origin is tuple:
+        return _convert_array(value, args, meta, label)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(label, f"must be true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(label, f"must be an integer, got {_describe(value)}")
+        return _check_range(value, meta, label)
+    if tp is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(label, f"must be a number, got {_describe(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(label, f"must be a finite number, got {value}")
+        return _check_range(float(value), meta, label)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(label, f"must be a string, got {_describe(value)}")
+        if meta.get("path"):
+            _check_path(value, bool(meta.get("absolute_ok")), label)
+        return value
+    raise TypeError(f"{label}: the schema uses an unsupported type {tp!r}")
+
+
+def _parse_inline_table(cls: type, data: Any, label: str) -> Any:
+    """One table inside an array (e.g. an entry of [fx.collapse] colliders) as dataclass ``cls``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(label, f"must be a table, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{label} {key}", f"unknown key{hint} (keys: {', '.join(fields)})")
+    obj = cls(**{key: _convert(value, hints[key], fields[key].metadata, f"{label} {key}") for key, value in data.items()})
+    try:
+        if hasattr(obj, "check"):
+            obj.check()
+    except Invalid as exc:
+        raise ConfigError(f"{label} {exc.key}", exc.problem) from None
+    return obj
+
+
+def _convert_array(value: Any, args: tuple[Any, ...], meta: Mapping[str, Any], label: str) -> tuple:
+    """A TOML array as a tuple: ``tuple[T, ...]`` of any length or ``tuple[A, B, C]`` exactly."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(label, f"must be an array, got {_describe(value)}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        item_types = [args[0]] * len(value)
+    else:
+        if len(value) != len(args):
+            raise ConfigError(label, f"must be an array of {len(args)} {_noun(args[0])}, "
+                                     f"got {len(value)} item{'s' if len(value) != 1 else ''}")
+        item_types = list(args)
+    return tuple(_convert(v, t, meta, f"{label}[{i}]") for i, (v, t) in enumerate(zip(value, item_types)))
+
+
+def _check_range(value: float, meta: Mapping[str, Any], label: str) -> Any:
+    ge, gt, le = meta.get("ge"), meta.get("gt"), meta.get("le")
+    ok = (ge is None or value >= ge) and (gt is None or value > gt) and (le is None or value <= le)
+    if ok:
+        return value
+    integer = isinstance(value, int)
+    if integer and le is None and gt is None and ge in (0, 1):
+        need = "a positive integer" if ge == 1 else "a non-negative integer (0 or more)"
+    elif le is not None and (ge is not None or gt is not None):
+        low = ge if ge is not None else gt
+        need = f"between {low:g} and {le:g}" if ge is not None else f"above {low:g} and at most {le:g}"
+    elif le is not None:
+        need = f"at most {le:g}"
+    elif gt is not None:
+        need = f"greater than {gt:g}"
+    else:
+        need = f"at least {ge:g}"
+    raise ConfigError(label, f"must be {need}, got {value!r}")
+
+
+def _check_path(value: str, absolute_ok: bool, label: str) -> None:
+    """Relative paths must stay inside the shot folder; absolute ones only where allowed."""
+    if not value:
+        raise ConfigError(label, "must not be empty")
+    if _is_absolute(value):
+        if not absolute_ok:
+            raise ConfigError(label, f"must be relative to the shot folder, got the absolute path {value!r}")
+        return
+    if ntpath.splitdrive(value)[0]:  # "C:x" is relative to drive C's current folder on Windows
+        raise ConfigError(label, f"must be relative to the shot folder without a drive, got {value!r}")
+    if any(norm(value).split(sep)[0] == ".." for norm, sep in ((posixpath.normpath, "/"), (ntpath.normpath, "\\"))):
+        raise ConfigError(label, f"must stay inside the shot folder, got {value!r}")
+
+
+def _is_absolute(value: str) -> bool:
+    """Absolute under POSIX or Windows rules; a leading ``\\`` (the current drive's root) and ``~`` count too."""
+    return (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()
+            or value.startswith(("\\", "~")))
+
+
+def _choices(args: tuple[Any, ...]) -> str:
+    return ", ".join(repr(a) for a in args)
+
+
+def _noun(tp: Any) -> str:
+    return {float: "numbers", int: "integers", str: "strings"}.get(tp, "items")
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    return f"{value!r} ({kind})"
+
+
+# --- saving ---------------------------------------------------------------------------------------
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass (the whole config or one table) as plain TOML data; None values are left out."""
+    return _to_plain(config)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, FrameRange):
+        return value.to_toml()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not None}
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def dumps_config(config: ShotConfig) -> str:
+    """shot.toml text for ``config``: every key written (defaults included), an unset
+    optional key as a comment, and short arrays on one line (``center = [0.0, 0.0, 5.0]``)."""
+    lines: list[str] = []
+    _emit_table(config, (), lines)
+    return _HEADER + "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _emit_table(section: Any, where: tuple[str, ...], lines: list[str]) -> None:
+    """Append ``[where]`` with its keys, then its sub-tables, as TOML lines."""
+    fields = dataclasses.fields(section)
+    tables = [f for f in fields if f.metadata.get("table")]
+    if where:
+        lines.append(f"[{'.'.join(where)}]")
+    for f in fields:
+        if f in tables:
+            continue
+        value = getattr(section, f.name)
+        if value is None:
+            lines.append(f"# {f.name} (optional, unset): {f.metadata['doc']}")
+        else:
+            lines.append(f"{f.name} = {toml_value(_to_plain(value))}")
+    if where:
+        lines.append("")
+    for f in tables:
+        _emit_table(getattr(section, f.name), (*where, f.name), lines)
+
+
+def toml_value(value: Any) -> str:
+    """A plain value as TOML text (tomli_w's), an array folded onto one line when that
+    still reads back as the same value; an array of tables as inline tables."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "[" + ", ".join("{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in item.items()) + "}"
+                               for item in value) + "]"
+    text = tomli_w.dumps({"k": value}).strip().split(" = ", 1)[1]
+    if isinstance(value, list) and "\n" in text:
+        folded = re.sub(r"\s*\n\s*", " ", text).replace("[ ", "[").replace(", ]", "]")
+        if tomllib.loads(f"k = {folded}") == {"k": value}:
+            return folded
+    return text
+
+
+def save_config(config: ShotConfig, path: PathLike) -> None:
+    """Write ``config`` to ``path`` atomically (a reader sees the old file or the new one)."""
+    write_text_atomic(path, dumps_config(config))
+
+
+# --- introspection (docs, help) -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One documented key: its table, name, type, default and meaning."""
+
+    table: str
+    key: str
+    type: str
+    default: Any
+    doc: str
+
+
+def iter_settings(cls: type = ShotConfig, where: tuple[str, ...] = ()) -> Iterator[SettingInfo]:
+    """Every key of the schema, table by table, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("table"):
+            yield from iter_settings(hints[f.name], (*where, f.name))
+        else:
+            yield SettingInfo(".".join(where), f.name, _type_name(hints[f.name]), f.default, f.metadata["doc"])
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        return f"{_type_name(next(a for a in args if a is not type(None)))} (optional)"
+    if origin is Literal:
+        return "/".join(f'"{a}"' for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"array of {_type_name(args[0])}"
+        return f"array of {len(args)} {_type_name(args[0])}"
+    if tp is FrameRange:
+        return '"START-END"'
+    if dataclasses.is_dataclass(tp):
+        return "table {" + ", ".join(f.name for f in dataclasses.fields(tp)) + "}"
+    return {bool: "bool", int: "int", float: "float", str: "string"}.get(tp, str(tp))

@@ -18,11 +18,11 @@ import time
 import numpy as np
 import torch
 
-from splatfx.fx.animation import ELEMENTS, Fragments, ShotAnimation
+from splatfx.fx.animation import ELEMENTS, Fragments, ShotAnimation, load_frame, load_scene, load_selection
 from splatfx.fx.debris import DebrisSettings, DustSettings, simulate_debris, simulate_dust
 from splatfx.fx.fracture import fill_fracture_faces, voronoi_fracture
 from splatfx.fx.rigid import CollapseSettings, simulate_collapse
-from splatfx.fx.stage import load_frame, load_scene, load_selection, world_means
+from splatfx.fx.stage import world_means
 from splatfx.shot.folder import Shot
 
 

@@ -101,6 +101,7 @@ def fern_scene(width: int = 512, height: int = 512, per_point: int = 10, seed: i
     from splatfx.core.camera import Camera
     from splatfx.io.colmap import read_points3D
     from splatfx.core.sh import rgb_to_sh
+    from splatfx.raster.views import camera_tensors
 
     gen = torch.Generator().manual_seed(seed)
     points = read_points3D(DATA / "fern" / "sparse" / "0" / "points3D.bin")
@@ -117,11 +118,11 @@ def fern_scene(width: int = 512, height: int = 512, per_point: int = 10, seed: i
     poses = np.load(DATA / "fern" / "poses_bounds.npy")
     wide = Camera.from_llff(poses[0], round(height * 4 / 3), height)  # fern is 4:3; crop its centre
     cam = Camera(width, height, wide.fx, wide.fy, wide.cx - (wide.width - width) / 2, wide.cy, wide.R, wide.t)
+    viewmats, ks = camera_tensors([cam])
     return {
         "means": means, "quats": torch.randn(n, 4, generator=gen), "scales": scales,
         "opacities": torch.sigmoid(2.0 * torch.randn(n, generator=gen) + 1.0), "features": sh,
-        "viewmats": torch.tensor(cam.viewmat(), dtype=torch.float32)[None],
-        "Ks": torch.tensor(cam.K(), dtype=torch.float32)[None], "width": width, "height": height, "sh_degree": 3,
+        "viewmats": viewmats, "Ks": ks, "width": width, "height": height, "sh_degree": 3,
     }
 
 

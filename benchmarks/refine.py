@@ -60,20 +60,20 @@ from scipy import ndimage
 from _memory import peak_growth_mib  # noqa: E402  (benchmarks/, first on sys.path)
 
 from splatfx.core.camera import Camera
-from splatfx.recon.checkpoint import list_checkpoints, load_checkpoint
+from splatfx.io.checkpoint import gaussians_from_params, list_checkpoints, load_checkpoint
 from splatfx.io.dataset import load_dataset
-from splatfx.recon.evaluate import render_view
+from splatfx.raster.views import render_view
 from splatfx.io.formats import read_gaussians
 from splatfx.fx.animation import ELEMENTS, FrameGaussians
-from splatfx.io.images import read_exr, write_exr
+from splatfx.io.images import read_exr
 from splatfx.recon.metrics import MetricSummary
 from splatfx.render.passes import render_passes
 from splatfx.refine.builtin import BuiltinRefiner, PairSettings, TrainSettings, make_pairs, train_refiner
 from splatfx.refine.noise_warp import NoiseWarper, motion_at, warp_noise
-from splatfx.refine.pipeline import BUILTIN_CONFIG
-from splatfx.refine.stage import FrameLayers, RefineOptions, display_colour, frame_layers, refine_sequence
-from splatfx.render.stage import FLOAT_CHANNELS, RENDER_COMPRESSION
-from splatfx.recon.train import TrainConfig, gaussians_from_params, train
+from splatfx.refine.base import BUILTIN_CONFIG
+from splatfx.refine.stage import RefineOptions, display_colour, frame_layers, refine_sequence
+from splatfx.render.layers import RenderLayers, write_render_exr
+from splatfx.recon.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,15 +213,14 @@ def render_sequence(scene, cameras: list[Camera], folder: Path, first: int = 100
         following = cameras[i + 1] if i + 1 < len(cameras) else None
         channels = render_passes(animated, camera, following).channels()
         path = folder / f"frame.{first + i:04d}.exr"
-        write_exr(path, channels, half={n for n in channels if n not in FLOAT_CHANNELS and n != "id"},
-                  compression=RENDER_COMPRESSION, frame=first + i, fps=24)
+        write_render_exr(path, channels, frame=first + i, fps=24)
         frames.append((first + i, path))
     return frames
 
 
-def read_frame(path: Path) -> FrameLayers:
-    channels, _ = read_exr(path)
-    return frame_layers(path, channels)
+def read_frame(path: Path) -> RenderLayers:
+    channels, header = read_exr(path)
+    return frame_layers(path, channels, header)
 
 
 def unproject(camera: Camera, depth: np.ndarray) -> np.ndarray:
@@ -232,7 +231,7 @@ def unproject(camera: Camera, depth: np.ndarray) -> np.ndarray:
     return (local - camera.t) @ camera.R  # R^T (p - t), row vectors
 
 
-def visible_pairs(a: FrameLayers, b: FrameLayers, camera_a: Camera, camera_b: Camera,
+def visible_pairs(a: RenderLayers, b: RenderLayers, camera_a: Camera, camera_b: Camera,
                   tolerance: float = 0.02, agree_px: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Where frame ``a``'s pixels land in frame ``b`` along ``a``'s motion vectors (H, W, 2, in
     pixel coordinates with centres at +0.5), and which of them are seen in both frames:
@@ -302,7 +301,7 @@ def noise_sensitivity(model: BuiltinRefiner, colour: np.ndarray, strength: float
     return 255.0 * float((a - b).abs().mean())
 
 
-def time_per_frame(model: BuiltinRefiner, layers: FrameLayers, strength: float, steps: int,
+def time_per_frame(model: BuiltinRefiner, layers: RenderLayers, strength: float, steps: int,
                    repeats: int = 3) -> dict[str, float]:
     """Median seconds of one frame's model call and one step of its noise warp."""
     h, w = layers.rgb.shape[:2]

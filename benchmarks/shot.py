@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
 def make_shot(work: Path, frames: int):
     """The shot folder with plates, solve, scene and selection (reused when present)."""
     from splatfx.shot.folder import Shot, create_shot
-    from splatfx.recon.solve import solve_shot
+    from splatfx.recon.solve import run_orient, run_solve
 
     plates = work / "plates"
     plates.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,8 @@ def make_shot(work: Path, frames: int):
             (plates / src.name).symlink_to(src)
     root = work / "shot"
     shot = Shot.open(root) if (root / "shot.toml").is_file() else create_shot(root, plates, fps=24.0)
-    solve_shot(shot)
+    run_solve(shot)
+    run_orient(shot)
     return Shot.open(root)
 
 
@@ -69,7 +70,7 @@ def grow_scene(shot, per_point: int, seed: int = 0) -> int:
     path = shot.scene_dir / "scene.ply"
     if path.is_file():
         return len(read_gaussians(path))
-    points = read_points3D(shot.solve_dir / "sparse" / "0" / "points3D.bin")
+    points = read_points3D(shot.sparse_model / "points3D.bin")
     keep = points.track_lengths >= 3  # well-triangulated points only
     xyz = torch.tensor(np.ascontiguousarray(points.xyz[keep]), dtype=torch.float32)
     rgb = torch.tensor(np.ascontiguousarray(points.rgb[keep]), dtype=torch.float32) / 255.0
@@ -96,10 +97,10 @@ def configure_fx(shot) -> None:
 
     from splatfx.io.colmap import read_points3D
     from splatfx.shot.config import config_from_dict, config_to_dict, save_config
-    from splatfx.recon.orient import SceneFrame
+    from splatfx.shot.scene_frame import SceneFrame
 
-    frame = SceneFrame.load(shot.solve_dir / "scene.json")
-    world = frame.points_to_world(read_points3D(shot.solve_dir / "sparse" / "0" / "points3D.bin").xyz)
+    frame = SceneFrame.load(shot.scene_json)
+    world = frame.points_to_world(read_points3D(shot.sparse_model / "points3D.bin").xyz)
     above = world[world[:, 2] > 1.0]
     centre = np.median(above, axis=0)
     size = 0.4 * (np.percentile(above, 90, axis=0) - np.percentile(above, 10, axis=0))
@@ -120,7 +121,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from splatfx.comp.stage import run_comp
     from splatfx.fx.stage import run_collapse, run_select
-    from splatfx.render.stage import render_shot
+    from splatfx.render.stage import run_render
     from splatfx.shot.folder import Shot
 
     shot = make_shot(args.work, args.frames)
@@ -131,7 +132,7 @@ def main() -> None:
     run_collapse(shot)
 
     c0, t0 = time.process_time(), time.perf_counter()
-    render = render_shot(shot, force=True).value
+    render = run_render(shot, force=True).value
     c1, t1 = time.process_time(), time.perf_counter()
     comp = run_comp(shot, force=True).value
     c2, t2 = time.process_time(), time.perf_counter()

@@ -25,8 +25,9 @@ import time
 import warnings
 from pathlib import Path
 
-from splatfx.recon.orient import SceneFrame
-from splatfx.recon.solve import SCENE_JSON, SolveConfig, solve_images
+from splatfx.shot.scene_frame import SceneFrame
+from splatfx.recon.solve import SolveConfig, solve_images
+from splatfx.shot.folder import SCENE_JSON
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_REGISTERED = 120

@@ -16,6 +16,7 @@ import torch
 
 from splatfx.core.camera import Camera, look_at
 from splatfx.io.colmap import read_points3D
+from splatfx.raster.views import camera_tensors
 
 
 @dataclass
@@ -46,13 +47,6 @@ class Scene:
     def leaves(self, names: tuple[str, ...], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         """Fresh leaf copies (requires_grad) of the named tensors in ``dtype``."""
         return {n: getattr(self, n).detach().to(dtype).clone().requires_grad_(True) for n in names}
-
-
-def camera_tensors(cameras: list[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``viewmats`` (C,4,4) and ``Ks`` (C,3,3) float32 of cameras sharing one image size."""
-    viewmats = torch.tensor(np.stack([c.viewmat() for c in cameras]), dtype=torch.float32)
-    ks = torch.tensor(np.stack([c.K() for c in cameras]), dtype=torch.float32)
-    return viewmats, ks
 
 
 def nearest_neighbour_scales(points: torch.Tensor, k: int = 3, chunk: int = 2048) -> torch.Tensor:

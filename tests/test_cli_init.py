@@ -136,3 +136,58 @@ def test_splatfx_init_subprocess(tmp_path: Path, data_dir: Path) -> None:
     assert "1001-1020" in done.stdout and "20 frames at 30 fps" in done.stdout
     config = load_config(root / "shot.toml")
     assert config.shot.frames == FrameRange(1001, 1020) and config.shot.fps == 30.0
+
+
+# --- issue #21 case 3: every plate is decoded at init --------------------------------------------------
+
+def plates_with_a_truncated_jpeg(south: Path, folder: Path) -> Path:
+    """Six south_building photos, the third cut in half (its header still reads)."""
+    folder.mkdir()
+    for f in sorted(south.iterdir())[:6]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    bad = sorted(folder.iterdir())[2]
+    bad.write_bytes(bad.read_bytes()[:30000])
+    return bad
+
+
+def test_init_refuses_a_truncated_plate_by_name(tmp_path: Path, south: Path) -> None:
+    bad = plates_with_a_truncated_jpeg(south, tmp_path / "plates")
+    result = CliRunner().invoke(command, [str(tmp_path / "s"), "--plates", str(tmp_path / "plates")])
+    assert isinstance(result.exception, InputError)
+    message = str(result.exception)
+    assert message.startswith(f"{bad}: ") and "truncated" in message and "\n" not in message
+    assert "frame 1003" in message and "--skip-bad-frames" in message
+    assert not (tmp_path / "s").exists()  # no shot made
+
+
+@pytest.mark.parametrize("copy", [False, True], ids=["reference", "copy"])
+def test_init_skip_bad_frames_leaves_a_reported_gap(tmp_path: Path, south: Path, copy: bool) -> None:
+    bad = plates_with_a_truncated_jpeg(south, tmp_path / "plates")
+    root = tmp_path / "s"
+    result = CliRunner().invoke(command, [str(root), "--plates", str(tmp_path / "plates"), "--skip-bad-frames",
+                                          *(["--copy"] if copy else [])])
+    assert result.exit_code == 0, result.output
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("warning:")]
+    assert line.startswith("warning: skipped frame 1003 (a gap in the frame numbers): ") and f"{bad}: " in line
+    config = load_config(root / "shot.toml")
+    assert config.shot.frames == FrameRange(1001, 1006) and config.shot.skip_frames == (1003,)
+    shot = Shot.open(root)
+    with shot.open_plates() as plates:  # later stages never see the frame: a gap in the numbers
+        assert plates.frames == [1001, 1002, 1004, 1005, 1006] and plates.missing == [1003]
+    assert bad.name not in [p.name for p in shot.plate_files()] and len(shot.plate_files()) == 5
+
+
+def test_init_names_a_video_frame_that_does_not_decode_by_its_frame_number(tmp_path: Path, data_dir: Path) -> None:
+    from test_plates import corrupt_tail_movie
+
+    movie = corrupt_tail_movie(data_dir, tmp_path)
+    result = CliRunner().invoke(command, [str(tmp_path / "s"), "--plates", str(movie)])
+    assert isinstance(result.exception, InputError)
+    assert str(result.exception).startswith(f"{movie}: cannot decode frame 1005 (frame 4 of the video, counting "
+                                            "from 0): ")
+    assert str(result.exception).endswith("; frames 1006, 1007, 1008 do not decode either; "
+                                          "pass --skip-bad-frames to leave them out as gaps")
+    skipped = CliRunner().invoke(command, [str(tmp_path / "s"), "--plates", str(movie), "--skip-bad-frames"])
+    assert skipped.exit_code == 0, skipped.output
+    with Shot.open(tmp_path / "s").open_plates() as plates:
+        assert plates.frames == [1001, 1002, 1003, 1004]

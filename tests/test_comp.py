@@ -21,8 +21,8 @@ from splatfx.io.formats import write_gaussians
 from splatfx.fx.stage import run_collapse, run_select
 from splatfx.core.gaussians import Gaussians
 from splatfx.io.images import read_exr, read_image
-from splatfx.recon.orient import Plane, SceneFrame
-from splatfx.render.stage import render_frame_path, render_shot
+from splatfx.shot.scene_frame import Plane, SceneFrame
+from splatfx.render.stage import run_render
 from splatfx.core.sh import rgb_to_sh
 from splatfx.shot.folder import Shot, create_shot
 from splatfx.io.video import VideoReader
@@ -107,7 +107,7 @@ def make_shot(root: Path, data_dir: Path, frames: int = 3, fx: dict | None = Non
 @pytest.fixture(scope="module")
 def shot(tmp_path_factory, data_dir) -> Shot:
     shot = make_shot(tmp_path_factory.mktemp("comp"), data_dir)
-    render_shot(shot)
+    run_render(shot)
     run_comp(shot)
     return shot
 
@@ -133,7 +133,7 @@ _DTYPES = {"half": np.float16, "float": np.float32, "uint": np.uint32}
 
 def test_render_writes_one_multilayer_exr_per_frame(shot):
     assert sorted(p.name for p in shot.render_dir.iterdir()) == [f"frame.{f}.exr" for f in (1001, 1002, 1003)]
-    exr = OpenEXR.File(str(render_frame_path(shot, 1002)), separate_channels=True)  # the library, not our reader
+    exr = OpenEXR.File(str(shot.render_frame(1002)), separate_channels=True)  # the library, not our reader
     channels = exr.channels()
     assert set(channels) == set(EXPECTED_CHANNELS)
     for name, kind in EXPECTED_CHANNELS.items():
@@ -148,18 +148,18 @@ def test_render_writes_one_multilayer_exr_per_frame(shot):
 
 
 def test_clean_plate_removes_the_structure(shot):
-    from splatfx.render.cleanplate import fill_clean_plate, grow_footprint
-    from splatfx.comp.stage import RenderLayers
+    from splatfx.render.cleanfill import fill_clean_plate, grow_footprint
+    from splatfx.comp.stage import read_layers
 
     # frame 1002: the charge (at 1001) has set every piece moving, so the whole box is taken out
-    layers = RenderLayers.read(render_frame_path(shot, 1002))
+    layers = read_layers(shot.render_frame(1002))
     wall, structure = srgb_to_linear(np.array(WALL_COLOUR)), srgb_to_linear(np.array(STRUCTURE_COLOUR))
     seen = (layers.structure > 0.95) & (layers.clean[..., 3] > 0.99)
     assert seen.sum() > 5000  # the wall behind the box, rendered where the box stood
     clean = layers.clean[..., :3][seen] / layers.clean[..., 3:][seen]
     assert np.abs(clean - wall).max() < 0.03 and np.linalg.norm(clean - structure, axis=1).min() > 0.5
     # the gap in the wall behind the box was never seen: a hole, filled by inpainting
-    channels, _ = read_exr(render_frame_path(shot, 1002))
+    channels, _ = read_exr(shot.render_frame(1002))
     cam = plate_camera(1)
     (gx0, gy0), (gx1, gy1) = cam.project(np.array([[GAP[0][0], GAP[1][0], 12.0], [GAP[0][1], GAP[1][1], 12.0]]))[0]
     inner = (slice(int(gy0) + 8, int(gy1) - 8), slice(int(gx0) + 8, int(gx1) - 8))  # blobs reach 4 px in
@@ -186,7 +186,7 @@ def test_real_foreground_in_front_of_the_structure_keeps_the_plate(shot):
 def test_before_any_piece_moves_the_comp_is_the_plate(shot):
     """On the trigger's own frame no piece has moved yet: the building is the plate's, so
     nothing is synthetic and every pixel is the plate, bit for bit."""
-    channels, _ = read_exr(render_frame_path(shot, 1001))
+    channels, _ = read_exr(shot.render_frame(1001))
     assert channels["mask.synthetic"].max() == 0 and channels["mask.structure"].max() == 0
     comp, _ = read_exr(shot.comp_dir / "comp.1001.exr")
     plate = plate_pixels(shot, 1001)
@@ -238,7 +238,7 @@ def test_grain_measurement_recovers_a_known_noise_level(data_dir):
 
 def test_ocio_config_sets_the_display_encoding(tmp_path):
     ocio = pytest.importorskip("PyOpenColorIO")
-    from splatfx.comp.stage import DisplayTransform
+    from splatfx.comp.display import DisplayTransform
 
     path = tmp_path / "config.ocio"
     path.write_text(ocio.Config.CreateFromFile("ocio://default").serialize())  # OCIO's built-in ACES config
@@ -271,14 +271,14 @@ def test_virtual_orbit_camera_is_built_in_the_world_frame(shot):
 
 
 def test_comp_refuses_renders_without_its_layers(shot, tmp_path):
-    from splatfx.comp.stage import RenderLayers
+    from splatfx.comp.stage import read_layers
     from splatfx.io.images import write_exr
 
-    channels, _ = read_exr(render_frame_path(shot, 1001))
+    channels, _ = read_exr(shot.render_frame(1001))
     bare = tmp_path / "frame.exr"
     write_exr(bare, {k: v for k, v in channels.items() if k in "RGBA"})
     with pytest.raises(InputError, match="mask.synthetic") as err:
-        RenderLayers.read(bare)
+        read_layers(bare)
     assert str(bare) in str(err.value) and "[render] passes" in str(err.value)
 
 
@@ -293,15 +293,15 @@ def test_comp_command_and_resume_redo_only_what_changed(shot):
     result = run_comp(shot)
     assert result.ran and (result.value["composited"], result.value["skipped"]) == (1, 2)
     assert (shot.comp_dir / "comp.1002.png").read_bytes() == before  # deterministic, grain seed included
-    render_frame_path(shot, 1003).unlink()
-    result = render_shot(shot)
+    shot.render_frame(1003).unlink()
+    result = run_render(shot)
     assert result.ran and (result.value["rendered"], result.value["skipped"]) == (1, 2)
     assert not run_comp(shot).ran  # the same frame came back bit for bit
 
 
 def test_refined_beauty_reaches_the_effect_colour(tmp_path):
     """The refiner's change to R,G,B on synthetic pixels is carried into the comp's fx layer."""
-    from splatfx.comp.stage import RenderLayers
+    from splatfx.comp.stage import read_layers, with_refinement
     from splatfx.io.images import write_exr
 
     h, w = 4, 5
@@ -314,14 +314,14 @@ def test_refined_beauty_reaches_the_effect_colour(tmp_path):
     refined.update({c: base[c] + 0.05 * (synthetic > 0) for c in "RGB"})
     write_exr(tmp_path / "render.exr", base)
     write_exr(tmp_path / "refined.exr", refined)
-    layers = RenderLayers.read(tmp_path / "render.exr").with_refinement(tmp_path / "refined.exr")
+    layers = with_refinement(read_layers(tmp_path / "render.exr"), tmp_path / "refined.exr")
     inside = synthetic > 0
     assert np.allclose(layers.fx[inside], 0.15) and np.array_equal(layers.fx[~inside], np.zeros((int((~inside).sum()), 3)))
 
 
 def test_refined_clean_pass_fills_the_comp_background(tmp_path):
     """Holes the refiner painted in the clean pass (alpha 1 there) replace the classical fill."""
-    from splatfx.comp.stage import RenderLayers
+    from splatfx.comp.stage import read_layers, with_refinement
     from splatfx.io.images import write_exr
 
     h, w = 6, 6
@@ -337,9 +337,9 @@ def test_refined_clean_pass_fills_the_comp_background(tmp_path):
     refined["clean.A"] = structure.copy()
     write_exr(tmp_path / "render.exr", base)
     write_exr(tmp_path / "refined.exr", refined)
-    layers = RenderLayers.read(tmp_path / "render.exr")
+    layers = read_layers(tmp_path / "render.exr")
     assert not layers.clean[..., 3].any()
-    layers = layers.with_refinement(tmp_path / "refined.exr")
+    layers = with_refinement(layers, tmp_path / "refined.exr")
     assert np.array_equal(layers.clean[..., 3], structure)
     assert np.allclose(layers.clean[structure > 0, :3], 0.3)
 
@@ -357,12 +357,12 @@ def test_virtual_camera_shot_is_composited_as_fully_synthetic_frames(tmp_path, d
     settings["render"].update({"camera": "virtual", "virtual_camera": "camera.json", "resolution_scale": 0.5})
     save_config(config_from_dict(settings, shot.toml_path), shot.toml_path)
     shot = Shot.open(shot.root)
-    render_shot(shot)
+    run_render(shot)
     result = run_comp(shot)
     assert result.ran and result.value["camera"] == "virtual" and result.value["composited"] == 2
     assert sorted(p.name for p in shot.comp_dir.iterdir()) == [
         "comp.1001.exr", "comp.1001.png", "comp.1002.exr", "comp.1002.png", "contact_sheet.png", "shot.mp4"]
-    rendered, _ = read_exr(render_frame_path(shot, 1002))
+    rendered, _ = read_exr(shot.render_frame(1002))
     comp, header = read_exr(shot.comp_dir / "comp.1002.exr")
     assert comp["R"].shape == (HEIGHT // 2, WIDTH // 2)
     for c in "RGBA":
@@ -401,7 +401,7 @@ def test_without_an_effect_the_render_reproduces_the_plates_and_the_comp_is_the_
     psnrs = []
     with shot.open_plates() as plates:
         for frame in shot.frames:
-            channels, _ = read_exr(render_frame_path(shot, frame))
+            channels, _ = read_exr(shot.render_frame(frame))
             rgb, alpha = np.stack([channels[c] for c in "RGB"], axis=2), channels["A"][..., None]
             shown = np.clip(linear_to_srgb(rgb / np.maximum(alpha, 1e-6)), 0, 1) * alpha  # over black, as eval
             plate = plates.read(frame)[..., :3]

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from splatfx.shot.config import (
     FrameRange,
     ShotConfig,
     TrainSection,
+    config_from_dict,
     config_to_dict,
     dumps_config,
     iter_settings,
@@ -100,8 +106,12 @@ BAD = [
     ("[train]\nbackground = [0, 0]", "[train] background", "must be an array of 3 numbers, got 2 items"),
     ("[train]\nbackground = [0, 2, 0]", "[train] background[1]", "must be between 0 and 1, got 2.0"),
     ("[train]\nstrategy = 'mcm'", "[train] strategy", "must be one of 'adc', 'mcmc', got 'mcm'; did you mean 'mcmc'?"),
-    ("[shot]\nfps = 0", "[shot] fps", "must be greater than 0, got 0.0"),
-    ("[shot]\nfps = -24", "[shot] fps", "must be greater than 0"),
+    ("[shot]\nfps = 0", "[shot] fps", "must be above 0 and at most 1000, got 0.0"),
+    ("[shot]\nfps = -24", "[shot] fps", "must be above 0"),
+    ("[shot]\nfps = 1e300", "[shot] fps", "must be above 0 and at most 1000, got 1e+300"),
+    ("[shot]\nseed = 99999999999999999999", "[shot] seed", "must be between 0 and 2147483647, got 9999"),
+    ("[train]\nmax_steps = 99999999999999999999", "[train] max_steps", "must be a 64-bit integer"),
+    ("[shot]\nframes = '1001-99999999999999999999'", "[shot] frames", "must be at most 2147483647"),
     ("[shot]\nseed = 1.5", "[shot] seed", "must be an integer"),
     ("[shot]\nframes = '1128-1001'", "[shot] frames", "end frame 1001 is before start frame 1128"),
     ("[shot]\nframes = 'a-b'", "[shot] frames", 'must look like "1001-1096"'),
@@ -237,3 +247,70 @@ def test_scale_assumption_matches_the_solve() -> None:
     from splatfx.recon.orient import DEFAULT_CAMERA_HEIGHT_M, ScaleMeasure
     assert ShotConfig().solve.scale.metres == DEFAULT_CAMERA_HEIGHT_M
     assert ShotConfig().solve.scale.kind == ScaleMeasure().kind
+
+
+# --- issue #21 case 9: every value either loads or is a ConfigError, and what loads fits its use -----
+
+INT64 = (-2**63, 2**63 - 1)
+INT32_MAX = 2**31 - 1  # EXR headers store integers (the seed, the frame number) as 32-bit
+_EDGE_INTS = [2**31 - 1, 2**31, 2**63 - 1, 2**63, -2**63 - 1, 99999999999999999999, -10**30]
+_scalars = st.one_of(st.integers(), st.sampled_from(_EDGE_INTS), st.floats(), st.text(max_size=12),
+                     st.sampled_from(["1001-99999999999999999999", "99999999999999999999", "0-2147483647"]))
+_values = st.one_of(_scalars, st.lists(_scalars, max_size=3))
+_KEYS = [(info.table, info.key) for info in iter_settings()]
+
+
+def _numbers(value: object, name: str = "") -> Iterator[tuple[str, object]]:
+    """Every (setting name, int or float) inside a loaded config, arrays and sub-tables included."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _numbers(getattr(value, f.name), f.name if not isinstance(value, FrameRange) else name)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _numbers(item, name)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield name, value
+
+
+@pytest.mark.parametrize("table,key", _KEYS, ids=[f"{t}.{k}" for t, k in _KEYS])
+@settings(max_examples=25, derandomize=True, deadline=None, database=None)
+@given(value=_values)
+def test_any_value_in_any_key_loads_or_is_a_config_error(table: str, key: str, value: object) -> None:
+    doc: dict = {}
+    node = doc
+    for part in table.split("."):
+        node = node.setdefault(part, {})
+    node[key] = value
+    try:
+        config = config_from_dict(doc, "shot.toml")
+    except ConfigError as exc:
+        assert str(exc).startswith(f"shot.toml [{table}]") and "\n" not in str(exc)
+        return
+    for name, number in _numbers(config):
+        assert math.isfinite(number), f"{name} = {number} loaded"
+        if isinstance(number, int):
+            assert INT64[0] <= number <= INT64[1], f"{name} = {number} loaded but does not fit a 64-bit integer"
+        if name in ("seed", "frames"):
+            assert 0 <= number <= INT32_MAX, f"{name} = {number} loaded but does not fit an EXR header"
+        if name == "fps":  # the EXR framesPerSecond attribute is a ratio of 32-bit integers
+            assert Fraction(number).limit_denominator(1001000).numerator <= INT32_MAX, f"fps = {number} loaded"
+
+
+@pytest.mark.parametrize("text", ["[shot]\nseed = 99999999999999999999", "[shot]\nseed = 2147483648",
+                                  "[refine]\nseed = 9223372036854775808", "[shot]\nframes = '1001-99999999999999999999'",
+                                  "[train]\nmax_steps = 99999999999999999999"])
+def test_integers_beyond_their_documented_range_are_config_errors(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="must be|frames"):
+        load_config(write(tmp_path, text + "\n"))
+
+
+def test_the_largest_documented_seed_loads_and_lands_in_the_exr_header_exactly(tmp_path: Path) -> None:
+    import numpy as np
+
+    from splatfx.io.images import read_exr, write_exr
+    assert "0 to 2147483647" in DOCS.read_text(encoding="utf-8")  # docs/shot.md states the range it checks
+    config = load_config(write(tmp_path, "[shot]\nseed = 2147483647\nframes = '2147483647'\n"))
+    write_exr(tmp_path / "a.exr", {"R": np.zeros((1, 1), np.float32)}, frame=config.shot.frames.end,
+              attributes={"splatfx/seed": config.shot.seed})
+    header = read_exr(tmp_path / "a.exr")[1]
+    assert header.attributes["splatfx/seed"] == 2147483647 and header.frame == 2147483647

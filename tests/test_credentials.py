@@ -32,7 +32,7 @@ from splatfx.comp.credentials import (
 )
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.io.images import write_png
-from splatfx.render.stage import render_shot
+from splatfx.render.stage import run_render
 from splatfx.shot.folder import Shot
 from splatfx.io.video import VideoReader
 
@@ -206,7 +206,7 @@ def signed_shot(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("credentials")
     shot = make_shot(root, data_dir, frames=2)
     shot = _configure(shot, outputs=["png", "mp4"])
-    render_shot(shot)
+    run_render(shot)
     unsigned = run_comp(shot)
     assert unsigned.value["content_credentials"].startswith("unsigned")
     pngs = {f: (shot.comp_dir / f"comp.{f}.png").read_bytes() for f in (1001, 1002)}
@@ -310,7 +310,7 @@ def test_virtual_camera_shot_is_signed_as_trained_algorithmic_media(tmp_path, da
                              "c2pa_key": "credentials/signer.key"})
     save_config(config_from_dict(settings, shot.toml_path), shot.toml_path)
     shot = Shot.open(shot.root)
-    render_shot(shot)
+    run_render(shot)
     result = run_comp(shot)
     assert result.value["camera"] == "virtual" and result.value["content_credentials"].startswith("signed")
     for name in ("comp.1001.png", "comp.1002.png", "shot.mp4"):

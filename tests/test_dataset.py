@@ -121,7 +121,7 @@ def test_fern_llff_cameras_splits_and_bounds(data_dir: Path):
     train = load_dataset(data_dir / "fern", "train")
     assert test.names == ["image000.png", "image008.png", "image016.png"]
     assert len(train) == 17 and not set(train.names) & set(test.names)
-    assert load_dataset(data_dir / "fern", "test", test_every=0).frames == []
+    assert load_dataset(data_dir / "fern", "test", holdout_every=0).frames == []
     assert train.image(0).shape == (378, 504, 3) and train.alpha(0) is None
 
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from splatfx.core.camera import look_at
-from splatfx.render.cleanplate import grow_footprint
+from splatfx.render.cleanfill import grow_footprint
 from splatfx.demo import ATTRIBUTION, CAPTURE, DemoSettings, run_demo
 from splatfx.demo.presets import ABOVE_GROUND_M, Box, PresetError, building_box, virtual_path
 from splatfx.io.images import read_exr, read_image

@@ -22,7 +22,8 @@ from splatfx.comp.stage import run_comp
 from splatfx.shot.farm import with_farm
 from splatfx.io.images import write_png
 from splatfx.refine.stage import RefineOptions, run_refine
-from splatfx.render.stage import FrameLedger, render_shot
+from splatfx.render.stage import run_render
+from splatfx.shot.runner import FrameLedger
 from splatfx.shot.folder import Shot, create_shot
 
 from test_comp import make_shot
@@ -74,7 +75,7 @@ def copy_shot(shot: Shot, where: Path) -> Shot:
 def reference(base, tmp_path_factory) -> Shot:
     """The base shot rendered and composited in this process (the default)."""
     shot = copy_shot(base, tmp_path_factory.mktemp("farm_reference"))
-    assert render_shot(shot).value["farm"]["executor"] == "in-process"
+    assert run_render(shot).value["farm"]["executor"] == "in-process"
     assert run_comp(shot).value["farm"]["executor"] == "in-process"
     return shot
 
@@ -93,7 +94,7 @@ def check_render_and_comp(shot: Shot, reference: Shot) -> None:
 
 def test_local_pool_renders_and_composites_the_same_bytes(base, reference, tmp_path):
     shot = copy_shot(base, tmp_path)
-    result = render_shot(with_farm(shot, workers=2, chunk_size=1))
+    result = run_render(with_farm(shot, workers=2, chunk_size=1))
     farm = result.value["farm"]
     assert (farm["executor"], farm["workers"], farm["chunks"]) == ("local", 2, 3)
     assert (result.value["rendered"], result.value["gaussians_max"]) == (3, reference_figure(reference, "render"))
@@ -119,7 +120,7 @@ def test_ray_cluster_renders_and_composites_the_same_bytes_and_resumes(base, ref
 
     # A lost frame is all that runs again, on the cluster, and it comes back the same.
     (shot.render_dir / "frame.1002.exr").unlink()
-    again = render_shot(with_farm(shot, executor="ray", chunk_size=2)).value
+    again = run_render(with_farm(shot, executor="ray", chunk_size=2)).value
     assert (again["rendered"], again["skipped"], again["farm"]["chunks"]) == (1, 2, 1)
     (shot.comp_dir / "comp.1003.png").unlink()
     again = run_comp(with_farm(shot, executor="ray")).value

@@ -9,10 +9,9 @@ import pytest
 from splatfx.cli import main
 from splatfx.shot.config import config_from_dict, config_to_dict, save_config
 from splatfx.io.formats import write_gaussians
-from splatfx.fx.animation import ELEMENTS
-from splatfx.fx.stage import load_animation
+from splatfx.fx.animation import ELEMENTS, load_animation
 from splatfx.core.gaussians import Gaussians
-from splatfx.recon.orient import Plane, SceneFrame
+from splatfx.shot.scene_frame import Plane, SceneFrame
 from splatfx.shot.folder import Shot, create_shot
 from splatfx.core.sh import rgb_to_sh
 
@@ -110,7 +109,7 @@ def _set_collapse(shot: Shot, **collapse) -> Shot:
 
 def _rigid_cache(shot: Shot):
     """The collapse cache's rigid poses, and all its arrays."""
-    from splatfx.fx.rigid import RigidCache
+    from splatfx.fx.animation import RigidCache
 
     with np.load(shot.fx_dir / "collapse.npz") as data:
         arrays = {k: data[k] for k in data.files}
@@ -143,7 +142,8 @@ def test_impact_and_charge_from_shot_toml_act_in_the_world_frame(shot, trigger):
 
 def _fragment_points(shot: Shot) -> np.ndarray:
     """The selected Gaussians' centres in the world frame (the pieces' points, without fill)."""
-    from splatfx.fx.stage import load_frame, load_scene, load_selection, world_means
+    from splatfx.fx.animation import load_frame, load_scene, load_selection
+    from splatfx.fx.stage import world_means
 
     return world_means(load_scene(shot), load_frame(shot))[load_selection(shot)]
 
@@ -209,3 +209,27 @@ def test_bad_colliders_are_one_line_errors_naming_the_setting(shot, capsys):
     with pytest.raises(SystemExit):
         main(["fx", "collapse", str(shot.root)])
     assert "shot.toml [fx.collapse] colliders[0] size: is required" in capsys.readouterr().err
+
+
+def _set_snow(shot: Shot, **snow) -> Shot:
+    """The shot with ``[fx.snow]`` settings changed in shot.toml."""
+    settings = config_to_dict(shot.config)
+    settings["fx"]["snow"].update(snow)
+    save_config(config_from_dict(settings, shot.toml_path), shot.toml_path)
+    return Shot.open(shot.root)
+
+
+def test_snow_flake_limit_is_a_config_error_naming_density_and_what_fits(shot, capsys):
+    """Issue #21 case 10: the flake limit was reported as "unexpected ValueError"."""
+    _set_snow(shot, max_flakes=2000)
+    with pytest.raises(SystemExit) as done:
+        main(["fx", "snow", str(shot.root)])
+    assert done.value.code == 1
+    (line,) = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert "unexpected" not in line
+    assert "shot.toml [fx.snow] density: 5 would need" in line and "more than max_flakes = 2000" in line
+    fits = float(line.split("the largest density that fits is about ")[1].split()[0])
+    assert 0 < fits < 5.0
+    _set_snow(shot, density=fits, max_flakes=2000)
+    main(["fx", "snow", str(shot.root)])  # the suggested density runs
+    assert json.loads(shot.manifest_path.read_text())["runs"][-1]["figures"]["flakes"] <= 2000

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,7 +16,7 @@ import pytest
 from PIL import Image as PILImage
 
 from splatfx.core import color
-from splatfx.core.errors import InputError
+from splatfx.core.errors import InputError, OutputError
 from splatfx.io.images import (
     image_size,
     layers,
@@ -223,6 +227,63 @@ def test_write_exr_rejects_bad_channels(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="reserved"):
         write_exr(tmp_path / "x.exr", {"R": np.zeros((4, 4))}, attributes={"channels": "x"})
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_write_exr_refuses_integers_the_header_cannot_hold(tmp_path: Path) -> None:
+    """EXR header integers are 32-bit: a larger one wrapped around silently (or crashed beyond 64 bits)."""
+    for value in (2**31, -2**31 - 1, 99999999999999999999):
+        with pytest.raises(ValueError, match="32-bit"):
+            write_exr(tmp_path / "x.exr", {"R": np.zeros((4, 4))}, attributes={"splatfx/seed": value})
+        with pytest.raises(ValueError, match="32-bit"):
+            write_exr(tmp_path / "x.exr", {"R": np.zeros((4, 4))}, frame=value)
+    assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- a full disk (issue #21 case 6)
+
+@contextlib.contextmanager
+def tiny_disk(folder: Path, size: int) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes at ``folder`` (root only), as tests/test_resume.py mounts one."""
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+_WRITE_IN_CHILD = """
+import resource, signal, sys
+import numpy as np
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+from splatfx.core.errors import SplatfxError
+from splatfx.io.images import write_exr
+try:
+    write_exr(sys.argv[1], {"R": np.random.default_rng(0).random((200, 200)).astype(np.float32)})
+except SplatfxError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+def test_a_full_disk_while_writing_an_exr_names_the_frame_not_the_temporary(tmp_path: Path, how: str) -> None:
+    pixels = {"R": np.random.default_rng(0).random((200, 200)).astype(np.float32)}  # 160 kB, does not compress
+    if how == "tmpfs":
+        with tiny_disk(tmp_path / "disk", 64 << 10) as disk:
+            target = disk / "comp" / "comp.1015.exr"
+            with pytest.raises(OutputError) as err:
+                write_exr(target, pixels)
+            assert str(err.value) == f"{target}: cannot write: No space left on device"
+            assert list(target.parent.iterdir()) == []  # the temporary is gone
+    else:
+        target = tmp_path / "comp.1015.exr"
+        done = subprocess.run([sys.executable, "-c", _WRITE_IN_CHILD, str(target)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.stdout.strip() == f"OutputError {target}: cannot write: File too large", done.stderr
+        assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- bad input

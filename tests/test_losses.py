@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from splatfx.io.dataset import load_dataset
-from splatfx.recon.losses import dssim, gaussian_window_1d, l1, photometric_loss, ssim, ssim_map
+from splatfx.core.losses import dssim, gaussian_window_1d, l1, photometric_loss, ssim, ssim_map
 from splatfx.recon.metrics import MetricSummary, psnr
 from splatfx.recon.metrics import ssim as ssim_metric
 

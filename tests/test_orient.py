@@ -7,9 +7,7 @@ import pytest
 
 from splatfx.core.camera import look_at
 from splatfx.recon.orient import (
-    Plane,
     ScaleMeasure,
-    SceneFrame,
     camera_path_up,
     cameras_mean_up,
     estimate_ground,
@@ -17,6 +15,7 @@ from splatfx.recon.orient import (
     scale_from_distance,
     scale_from_height,
 )
+from splatfx.shot.scene_frame import Plane, SceneFrame
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:

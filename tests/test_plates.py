@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from splatfx.io import plates as plates_module
 from splatfx.core.errors import InputError
 from splatfx.io.images import read_image, write_exr, write_png
-from splatfx.io.plates import open_plates, parse_pattern
+from splatfx.io.plates import open_plates, parse_pattern, undecodable_frames
 from splatfx.io.video import VideoReader, write_mp4
 
 
@@ -208,3 +208,45 @@ def test_video_plates(data_dir: Path, tmp_path: Path) -> None:
     with VideoReader(movie) as video:
         np.testing.assert_array_equal(third, video.read(2))
     assert open_plates(movie, start_frame=1, fps=Fraction(24000, 1001)).fps == Fraction(24000, 1001)
+
+
+# --------------------------------------------------------------------------- decoding every frame (issue #21 case 3)
+
+
+def corrupt_tail_movie(data_dir: Path, folder: Path) -> Path:
+    """An 8-frame movie whose last frames (1005-1008 from 1001) no longer decode."""
+    files = sorted((data_dir / "south_building" / "images").glob("*.JPG"))[:8]
+    movie = folder / "plate.mp4"
+    write_mp4(movie, [read_image(f).pixels[::2, ::2] for f in files], fps=25, preset="veryfast")
+    data = bytearray(movie.read_bytes())
+    lo, hi = int(len(data) * 0.7), int(len(data) * 0.9)
+    data[lo:hi] = b"\xff" * (hi - lo)
+    movie.write_bytes(bytes(data))
+    return movie
+
+
+def test_every_frame_is_decoded_and_a_truncated_one_is_named(data_dir: Path, tmp_path: Path) -> None:
+    source = sorted((data_dir / "south_building" / "images").glob("*.JPG"))[:4]
+    for f in source:
+        shutil.copy(f, tmp_path / f.name)
+    bad = tmp_path / source[2].name
+    bad.write_bytes(source[2].read_bytes()[:30000])  # the header survives, the pixels do not
+    with open_plates(tmp_path) as plates:
+        found = undecodable_frames(plates)
+        assert list(found) == [1003]
+        assert found[1003].source == str(bad) and "truncated" in found[1003].problem
+        plates.leave_out(found)  # a gap in the frame numbers, not a shift
+        assert plates.frames == [1001, 1002, 1004] and plates.missing == [1003]
+        assert plates.read(1004).shape == (576, 768, 3)
+        with pytest.raises(InputError, match="gap"):
+            plates.read(1003)
+
+
+def test_a_video_frame_that_does_not_decode_is_named_by_its_frame_number(data_dir: Path, tmp_path: Path) -> None:
+    movie = corrupt_tail_movie(data_dir, tmp_path)
+    with open_plates(movie) as plates:
+        found = undecodable_frames(plates)
+        assert list(found) == [1005, 1006, 1007, 1008]
+        assert str(found[1005]).startswith(f"{movie}: cannot decode frame 1005 (frame 4 of the video")
+        plates.leave_out(found)
+        assert plates.frames == [1001, 1002, 1003, 1004] and plates.read(1004).shape == (288, 384, 3)

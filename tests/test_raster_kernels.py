@@ -18,6 +18,7 @@ from splatfx.core.camera import Camera
 from splatfx.io.colmap import read_points3D
 from splatfx.core.errors import InputError
 from splatfx.raster import rasterize
+from splatfx.raster.views import camera_tensors
 
 NAMES = ("means", "quats", "scales", "opacities", "features", "backgrounds")
 
@@ -454,8 +455,7 @@ def test_fern_sparse_points_render_like_the_photo(data_dir):
     n = len(xyz)
     images, alphas, _ = rasterize(
         xyz, torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), (depth / cam.fx).clamp_min(1e-4)[:, None].repeat(1, 3),
-        torch.full((n,), 0.9), rgb, torch.tensor(cam.viewmat(), dtype=torch.float32)[None],
-        torch.tensor(cam.K(), dtype=torch.float32)[None], width, height, backend="cpu",
+        torch.full((n,), 0.9), rgb, *camera_tensors([cam]), width, height, backend="cpu",
     )
     photo = Image.open(sorted((data_dir / "fern" / "images_8").glob("*.png"))[0]).convert("RGB")
     photo = torch.tensor(np.asarray(photo.resize((width, height), Image.BOX)), dtype=torch.float32) / 255.0

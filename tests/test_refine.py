@@ -29,8 +29,8 @@ from splatfx.io.images import read_exr, write_exr, write_png
 from splatfx.refine.builtin import (BuiltinRefiner, PairSettings, RefinerTrainer, TrainingPairs, TrainSettings,
                                     make_pairs)
 from splatfx.refine.pipeline import load_refiner
-from splatfx.refine.stage import (FrameLayers, RefineOptions, blend_weight, choose_model, compose, refine_sequence,
-                                  render_frames)
+from splatfx.refine.stage import RefineOptions, blend_weight, choose_model, compose, refine_sequence, render_frames
+from splatfx.render.layers import RenderLayers
 from splatfx.shot.folder import Shot, create_shot
 
 SIZE = 46  # not a multiple of the models' size multiples: padding is exercised
@@ -231,7 +231,7 @@ def test_blend_weight_is_zero_off_the_matte_and_ramps_inside_its_edge():
 def test_compose_keeps_unweighted_pixels_bit_exact_and_hdr_excess():
     rgb = np.full((4, 4, 3), 3.5, np.float32)  # a bright highlight, above display white
     rgb[0] = 0.2
-    layers = FrameLayers(rgb, np.ones((4, 4), np.float32), np.ones((4, 4), np.float32), None, None)
+    layers = RenderLayers(rgb=rgb, alpha=np.ones((4, 4), np.float32), synthetic=np.ones((4, 4), np.float32))
     layers.synthetic[0] = 0
     before = linear_to_srgb(rgb)
     refined = np.clip(before, 0, 1) - 0.1  # the model darkens everything a little
@@ -317,7 +317,7 @@ def test_shot_refine_keys_reach_the_model_and_the_frames_and_flags_override_them
 
 
 def test_shot_training_keys_set_the_builtin_refiners_training(shot):
-    from splatfx.shot.config import config_from_dict, config_to_dict
+    from splatfx.shot.config import config_from_dict, config_to_dict, override_table
     from splatfx.core.errors import ConfigError
     from splatfx.refine.stage import training_from_shot
 
@@ -328,7 +328,9 @@ def test_shot_training_keys_set_the_builtin_refiners_training(shot):
     assert (settings.max_steps, settings.max_minutes, settings.patch, settings.channels, pairs.views) == \
         (120, 0.5, 32, (8, 16), 5)
     assert settings.seed == shot.config.shot.seed
-    settings, _ = training_from_shot(configured, max_steps=7, max_minutes=None)  # --train-steps 7
+    flagged = configured.with_config(override_table(configured.config, "refine", "command line", train_steps=7,
+                                                    train_minutes=None))  # --train-steps 7
+    settings, _ = training_from_shot(flagged)
     assert (settings.max_steps, settings.max_minutes) == (7, 0.5)
     data = config_to_dict(configured.config)
     data["refine"]["train_widths"] = [12, 16]

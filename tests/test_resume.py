@@ -31,8 +31,8 @@ from splatfx.shot.config import config_from_dict, config_to_dict, save_config
 from splatfx.io.formats import write_gaussians
 from splatfx.core.gaussians import Gaussians
 from splatfx.io.images import read_exr, read_image
-from splatfx.recon.orient import Plane, SceneFrame
-from splatfx.render.stage import render_frame_path, render_shot
+from splatfx.shot.scene_frame import Plane, SceneFrame
+from splatfx.render.stage import run_render
 from splatfx.core.sh import rgb_to_sh
 from splatfx.shot.folder import Shot, create_shot
 
@@ -232,7 +232,7 @@ def test_train_killed_resumes_from_its_last_checkpoint(tmp_path, data_dir):
 def comp_reference(tmp_path_factory, data_dir) -> Shot:
     """Two real-plate frames rendered and composited without interruption."""
     shot = make_shot(tmp_path_factory.mktemp("comp_reference"), data_dir, frames=2)
-    render_shot(shot)
+    run_render(shot)
     run_comp(shot)
     return shot
 
@@ -241,12 +241,12 @@ def test_render_and_comp_killed_resume_at_the_next_frame(tmp_path, data_dir, com
     shot = make_shot(tmp_path / "killed", data_dir, frames=2)
     kill_when([*RENDER_SHOT, str(shot.root)], ledger_has(shot, "render", 1001), tmp_path / "render.log")
     assert last_run(shot.root, "render")["status"] == "running"
-    assert not render_frame_path(shot, 1002).exists()
+    assert not shot.render_frame(1002).exists()
 
-    result = render_shot(Shot.open(shot.root))  # the same stage again
+    result = run_render(Shot.open(shot.root))  # the same stage again
     assert (result.value["rendered"], result.value["skipped"]) == (1, 1)
     for frame in (1001, 1002):
-        mine, theirs = read_exr(render_frame_path(shot, frame)), read_exr(render_frame_path(comp_reference, frame))
+        mine, theirs = read_exr(shot.render_frame(frame)), read_exr(comp_reference.render_frame(frame))
         assert sorted(mine[0]) == sorted(theirs[0])
         for name in mine[0]:
             np.testing.assert_array_equal(mine[0][name], theirs[0][name], err_msg=f"{frame} {name}")
@@ -270,14 +270,14 @@ def test_refine_killed_resumes_at_the_next_frame(tmp_path, data_dir):
 
     shot = make_shot(tmp_path / "killed", data_dir, frames=2)
     shot = set_settings(shot, lambda s: s["render"].update(resolution_scale=0.25))
-    render_shot(shot)
+    run_render(shot)
     reference = Shot.open(shutil.copytree(shot.root, tmp_path / "reference" / "shot", symlinks=True))
     torch.manual_seed(0)
     model = tmp_path / "model"
     BuiltinRefiner.create(channels=(8, 16, 16), device="cpu").save_pretrained(model)
     main(["refine", str(reference.root), "--model", str(model), *REFINE_ARGS])
 
-    first = shot.refine_dir / render_frame_path(shot, 1001).name
+    first = shot.refined_frame(1001)
     kill_when([*CLI, "refine", str(shot.root), "--model", str(model), *REFINE_ARGS], first.is_file,
               tmp_path / "refine.log")
     assert last_run(shot.root, "refine")["status"] == "running"
@@ -285,7 +285,7 @@ def test_refine_killed_resumes_at_the_next_frame(tmp_path, data_dir):
     figures = last_run(shot.root, "refine")["figures"]
     assert (figures["kept"], figures["refined"]) == (1, 1)
     for frame in (1001, 1002):
-        name = render_frame_path(shot, frame).name
+        name = shot.render_frame(frame).name
         mine, theirs = read_exr(shot.refine_dir / name)[0], read_exr(reference.refine_dir / name)[0]
         assert sorted(mine) == sorted(theirs)
         for channel in mine:

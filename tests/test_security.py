@@ -133,3 +133,48 @@ def _outside_addresses() -> list[str]:
         except OSError:
             pass  # no route: no outside address to knock on
     return sorted(a for a in found if not a.startswith("127.") and a != "0.0.0.0")
+
+
+# --- issue #21 case 11: a symbolic link inside the shot folder cannot lead a path out of it -------------
+
+def _shot_with(tmp_path: Path, settings: str) -> Path:
+    root = tmp_path / "shot"
+    root.mkdir()
+    (root / "shot.toml").write_text(f"[shot]\nplates = '/nonexistent/plates'\n{settings}\n", encoding="utf-8")
+    return root
+
+
+def test_a_symlink_in_the_shot_folder_cannot_escape_it(tmp_path, capsys):
+    from splatfx.cli import main
+    from splatfx.core.errors import InputError
+    from splatfx.shot.folder import Shot
+
+    root = _shot_with(tmp_path, "[comp]\nocio = 'x.ocio'\n[refine]\nmodel = 'cfg/model'")
+    (root / "x.ocio").symlink_to("/etc/passwd")
+    outside = tmp_path / "elsewhere"
+    (outside / "model").mkdir(parents=True)
+    (root / "cfg").symlink_to(outside)  # a linked parent folder escapes too
+    shot = Shot.open(root)
+    with pytest.raises(InputError, match="outside the shot folder") as err:
+        shot.path("x.ocio")
+    assert err.value.source == str(root / "x.ocio") and "/etc/passwd" in err.value.problem
+    with pytest.raises(InputError, match="outside the shot folder"):
+        shot.path("cfg/model")
+    with pytest.raises(SystemExit) as done:  # the comp never opens the linked file
+        main(["comp", str(root)])
+    assert done.value.code == 1
+    (line,) = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+    assert f"{root / 'x.ocio'}: leads outside the shot folder" in line and "unexpected" not in line
+
+
+def test_a_symlink_that_stays_inside_the_shot_folder_is_fine(tmp_path):
+    from splatfx.shot.folder import Shot
+
+    root = _shot_with(tmp_path, "[comp]\nocio = 'link.ocio'")
+    (root / "ocio").mkdir()
+    (root / "ocio" / "config.ocio").write_text("ocio_profile_version: 2\n")
+    (root / "link.ocio").symlink_to(root / "ocio" / "config.ocio")
+    assert Shot.open(root).path("link.ocio") == root / "link.ocio"
+    linked_root = tmp_path / "linked_shot"  # the shot folder itself may be reached through a link
+    linked_root.symlink_to(root)
+    assert Shot.open(linked_root).path("link.ocio") == linked_root / "link.ocio"

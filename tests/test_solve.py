@@ -17,8 +17,9 @@ from splatfx.core.color import srgb_to_linear
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.io.images import write_image
 from splatfx.shot.manifest import Manifest
-from splatfx.recon.orient import SceneFrame, cameras_mean_up
+from splatfx.recon.orient import cameras_mean_up
 from splatfx.shot.folder import Shot, create_shot
+from splatfx.shot.scene_frame import SceneFrame
 from splatfx.recon.solve import SolveConfig, feature_count, image_pairs, import_cameras, solve_images
 
 FAST = ["--max-image-size", "512"]  # features on 512-px images keep the test quick

@@ -10,13 +10,14 @@ import torch
 from click.testing import CliRunner
 from conftest import fern_shot
 
-from splatfx.recon.checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from splatfx.io.checkpoint import (Checkpoint, gaussians_from_params, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                   save_checkpoint)
 from splatfx.cli import cli
 from splatfx.io.dataset import Dataset, load_dataset
 from splatfx.recon.densify import ADCStrategy, MCMCStrategy, relocation_correction
 from splatfx.recon.evaluate import evaluate_split
 from splatfx.io.formats.ply import read_ply
-from splatfx.recon.train import TrainConfig, Trainer, gaussians_from_params
+from splatfx.recon.train import TrainConfig, Trainer
 
 # Measured: 300 MCMC steps on 20 lego views at 50×50 give 19.4 dB on 10 held-out views
 # (the random initialisation scores ≈ 11 dB).
@@ -208,7 +209,7 @@ def test_train_shot_form_uses_shot_toml_and_skips_when_up_to_date(data_dir, tmp_
     assert metrics["gaussians"] == len(read_ply(shot / "scene" / "scene.ply"))
     runs = [r for r in json.loads((shot / "manifest.json").read_text())["runs"] if r["stage"] == "train"]
     assert [r["status"] for r in runs] == ["ok"]
-    assert runs[0]["config"]["max_steps"] == 150 and runs[0]["config"]["test_every"] == 5
+    assert runs[0]["config"]["max_steps"] == 150 and runs[0]["config"]["holdout_every"] == 5
     assert runs[0]["figures"]["test_psnr"] == pytest.approx(metrics["test_psnr"])
     scene_bytes = (shot / "scene" / "scene.ply").read_bytes()
 

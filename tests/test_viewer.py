@@ -18,7 +18,8 @@ from splatfx.io.colmap import model_from_cameras, write_model
 from splatfx.core.errors import InputError
 from splatfx.io.formats import read_gaussians
 from splatfx.fx.animation import ELEMENTS, Similarity
-from splatfx.fx.stage import load_frame, run_collapse, run_select, run_snow
+from splatfx.fx.animation import load_frame
+from splatfx.fx.stage import run_collapse, run_select, run_snow
 from splatfx.core.gaussians import Gaussians
 from splatfx.io.images import write_png
 from splatfx.core.rotation import quat_to_rotmat

@@ -99,7 +99,7 @@ def planned_steps(shot: Shot, until: str | None = None, start: str | None = None
     return steps
 
 
-def run_shot(shot: Shot, force: bool = False, until: str | None = None, *, start: str | None = None,
+def run_shot(shot: Shot, *, force: bool = False, until: str | None = None, start: str | None = None,
              summary: bool = True) -> PipelineRun:
     """Run every stage of ``shot`` that is not up to date, in order, up to ``until``.
 
@@ -132,15 +132,15 @@ def run_shot(shot: Shot, force: bool = False, until: str | None = None, *, start
 # --- the steps -------------------------------------------------------------------------------------
 
 def _solve(shot: Shot, force: bool) -> list[StageResult]:
-    from splatfx.recon.solve import solve_shot
+    from splatfx.recon.solve import run_orient, run_solve
 
-    return solve_shot(shot, force=force)
+    return [run_solve(shot, force=force), run_orient(shot, force=force)]
 
 
 def _train(shot: Shot, force: bool) -> list[StageResult]:
-    from splatfx.recon.train import train_shot
+    from splatfx.recon.train import run_train
 
-    return [train_shot(shot, force=force)]
+    return [run_train(shot, force=force)]
 
 
 def _fx(shot: Shot, force: bool) -> list[StageResult]:
@@ -157,9 +157,9 @@ def _fx(shot: Shot, force: bool) -> list[StageResult]:
 
 
 def _render(shot: Shot, force: bool) -> list[StageResult]:
-    from splatfx.render.stage import render_shot
+    from splatfx.render.stage import run_render
 
-    return [render_shot(shot, force=force)]
+    return [run_render(shot, force=force)]
 
 
 def _refine(shot: Shot, force: bool) -> list[StageResult]:

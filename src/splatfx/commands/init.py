@@ -1,12 +1,15 @@
 """``splatfx init SHOT --plates PATH``: create a shot folder and its shot.toml.
 
-The plates are checked (every frame's header) and counted; they are referenced where
-they are (absolute path) or, with ``--copy``, copied into ``SHOT/plates/``. Frames are
-numbered from 1001 unless ``--frames`` says otherwise. See docs/shot.md.
+The plates are checked (every frame's header, then every frame decoded once) and counted;
+they are referenced where they are (absolute path) or, with ``--copy``, copied into
+``SHOT/plates/``. Frames are numbered from 1001 unless ``--frames`` says otherwise. A frame
+that does not decode is refused by name, or with ``--skip-bad-frames`` left out as a gap
+(``[shot] skip_frames``). See docs/shot.md.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -14,8 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from splatfx.shot.config import FrameRange
-from splatfx.shot.folder import Shot, create_shot
+from splatfx.commands.options import key_type
+from splatfx.shot.config import FrameRange, ShotSection
+from splatfx.shot.folder import Shot, SkippedFrameWarning, create_shot
 
 
 class FrameRangeParam(click.ParamType):
@@ -36,17 +40,28 @@ class FrameRangeParam(click.ParamType):
 @click.argument("shot", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--plates", "plates", required=True, type=click.Path(path_type=Path),
               help="The footage: a folder of images, a sequence (plate.####.exr) or a video.")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
+@click.option("--fps", type=key_type(ShotSection, "fps"), default=24.0, show_default=True,
               help="Frames per second of the plates.")
 @click.option("--frames", type=FrameRangeParam(), default=None,
               help="Frame numbers of the plates, e.g. 1001-1096 (default: from 1001, one per plate).")
 @click.option("--copy", is_flag=True, help="Copy the plates into SHOT/plates/ instead of referencing them.")
 @click.option("--name", default=None, help="Shot name (default: the folder's name).")
 @click.option("--force", is_flag=True, help="Overwrite an existing shot.toml (and copied plates).")
+@click.option("--skip-bad-frames", is_flag=True,
+              help="Leave frames that do not decode (truncated, corrupt) out as gaps instead of refusing them.")
 def command(shot: Path, plates: Path, fps: float, frames: FrameRange | None, copy: bool,
-            name: str | None, force: bool) -> None:
+            name: str | None, force: bool, skip_bad_frames: bool) -> None:
     """Create the shot folder SHOT and its shot.toml for the footage in --plates."""
-    created = create_shot(shot, plates, fps=fps, frames=frames, copy=copy, force=force, name=name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SkippedFrameWarning)
+        created = create_shot(shot, plates, fps=fps, frames=frames, copy=copy, force=force, name=name,
+                              skip_bad_frames=skip_bad_frames)
+    errors = Console(stderr=True, highlight=False)
+    for warning in caught:
+        if isinstance(warning.message, SkippedFrameWarning):
+            errors.print(f"[yellow]warning:[/] {escape(str(warning.message))}", soft_wrap=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     print_summary(created, Console())
 
 

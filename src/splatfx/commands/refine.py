@@ -9,6 +9,8 @@ import click
 from rich.console import Console
 
 from splatfx.commands.farm_options import farm_options, with_farm
+from splatfx.commands.options import key_type
+from splatfx.shot.config import RefineSection
 
 
 @click.command(name="refine")
@@ -17,28 +19,28 @@ from splatfx.commands.farm_options import farm_options, with_farm
               help="Train the built-in per-scene refiner on the shot's scene and plates first (resumes its checkpoint).")
 @click.option("--model", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Model folder: a diffusers pipeline (model_index.json) or a built-in refiner; overrides [refine] model.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Denoising steps (overrides [refine] steps).")
-@click.option("--strength", type=click.FloatRange(0, 1), default=None,
+@click.option("--steps", type=key_type(RefineSection, "steps"), default=None, help="Denoising steps (overrides [refine] steps).")
+@click.option("--strength", type=key_type(RefineSection, "strength"), default=None,
               help="How far synthetic pixels may move from the render, 0-1 (overrides [refine] strength).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Noise seed (overrides [refine] seed).")
+@click.option("--seed", type=key_type(RefineSection, "seed"), default=None, help="Noise seed (overrides [refine] seed).")
 @click.option("--prompt", default=None, help="Text prompt, for text-conditioned models (overrides [refine] prompt).")
 @click.option("--negative-prompt", default=None,
               help="Negative prompt, with --guidance above 1 (overrides [refine] negative_prompt).")
-@click.option("--guidance", type=click.FloatRange(min=0), default=None,
+@click.option("--guidance", type=key_type(RefineSection, "guidance"), default=None,
               help="Classifier-free guidance scale for text-conditioned models, 1: none (overrides [refine] guidance).")
 @click.option("--fill-holes/--no-fill-holes", default=None,
               help="Paint the clean plate's holes (mask.holes) with the model instead of the comp's classical "
                    "inpainting (overrides [refine] fill_holes).")
-@click.option("--hole-strength", type=click.FloatRange(0, 1), default=None,
+@click.option("--hole-strength", type=key_type(RefineSection, "hole_strength"), default=None,
               help="Strength in the holes with --fill-holes, 1: from pure noise (overrides [refine] hole_strength).")
-@click.option("--feather", type=click.FloatRange(min=0), default=None,
+@click.option("--feather", type=key_type(RefineSection, "feather"), default=None,
               help="Width in pixels of the blend ramp inside the matte edge (overrides [refine] feather).")
-@click.option("--batch", type=click.IntRange(min=1), default=None,
+@click.option("--batch", type=key_type(RefineSection, "batch"), default=None,
               help="Frames per model call (overrides [refine] batch).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--train-steps", type=click.IntRange(min=1), default=None,
+@click.option("--train-steps", type=key_type(RefineSection, "train_steps"), default=None,
               help="Training steps of the built-in refiner (overrides [refine] train_steps).")
-@click.option("--train-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--train-minutes", type=key_type(RefineSection, "train_minutes"), default=None,
               help="Stop training the built-in refiner after this many minutes (overrides [refine] train_minutes).")
 @click.option("--force", is_flag=True, help="Run even if the outputs are up to date.")
 @farm_options
@@ -55,26 +57,24 @@ def command(shot: Path, train: bool, model: Path | None, steps: int | None, stre
     chunk replays the noise warp over the frames before it, so the noise, and the frames,
     are the same as in one pass.
     """
-    from splatfx.refine.stage import (model_settings_from_shot, options_from_shot, run_refine, run_refine_train,
-                                      training_from_shot)
+    from splatfx.refine.stage import run_refine, run_refine_train
+    from splatfx.shot.config import override_table
     from splatfx.shot.folder import Shot
 
     opened = with_farm(Shot.open(shot), **farm)
+    opened = opened.with_config(override_table(
+        opened.config, "refine", "command line", steps=steps, strength=strength, seed=seed, prompt=prompt,
+        negative_prompt=negative_prompt, guidance=guidance, fill_holes=fill_holes, hole_strength=hole_strength,
+        feather=feather, batch=batch, train_steps=train_steps, train_minutes=train_minutes))
     console = Console()
     if train:
-        settings, pairs = training_from_shot(opened, max_steps=train_steps, max_minutes=train_minutes)
-        trained = run_refine_train(opened, settings, pairs, device=device, force=force)
+        trained = run_refine_train(opened, device=device, force=force)
         if trained.ran and trained.record is not None:
             f = trained.record.figures
             loss = "n/a" if f.get("loss_ema") is None else f"{f['loss_ema']:.5f}"
             console.print(f"built-in refiner: {f['steps']} steps in {f['train_seconds']:.0f} s "
                           f"on {f['pairs']} pairs, loss {loss}")
-    options = options_from_shot(opened, steps=steps, strength=strength, seed=seed, fill_holes=fill_holes,
-                                hole_strength=hole_strength, feather=feather, batch=batch)
-    model_settings = model_settings_from_shot(opened, prompt=prompt, negative_prompt=negative_prompt,
-                                              guidance=guidance)
-    result = run_refine(opened, model=model, trained=train, options=options, device=device,
-                        model_settings=model_settings, force=force)
+    result = run_refine(opened, model=model, trained=train, device=device, force=force)
     if result.ran and result.record is not None:
         f = result.record.figures
         console.print(f"refined {f['refined']} of {f['frames']} frames ({f['kept']} already done, "

@@ -11,7 +11,6 @@ Options override the shot's ``[solve]`` table for one run. See docs/solve.md.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from pathlib import Path
 
@@ -20,19 +19,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from splatfx.recon.orient import ScaleMeasure, SceneFrame
-from splatfx.shot.folder import Shot
+from splatfx.recon.orient import ScaleMeasure
+from splatfx.shot.folder import REPORT_JSON, SCENE_JSON, Shot
+from splatfx.shot.scene_frame import SceneFrame
 from splatfx.recon.solve import (
-    REPORT_JSON,
-    SCENE_JSON,
     SolveConfig,
     SolveReport,
-    config_from_section,
+    config_for_shot,
     import_cameras,
     load_report,
+    run_orient,
+    run_solve,
     solve_images,
-    solve_shot,
 )
+from splatfx.shot.config import override
 
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
 
@@ -101,21 +101,20 @@ def command(shot: Path | None, images: Path | None, out: Path | None, import_pat
     if shot is None and (out is None or (images is None) == (import_path is None)):
         raise click.UsageError("give SHOT, or --out with exactly one of --images and --import")
     scale = _scale(camera_height, distance, height)
-    overrides = {k: v for k, v in {
-        "matcher": matcher, "loop_closure": loop_closure, "camera_model": camera_model,
-        "single_camera": single_camera, "max_features": max_features, "max_image_size": max_image_size,
-        "up": up, "scale": scale, "num_threads": threads, "seed": seed}.items() if v is not None}
+    flags = {"matcher": matcher, "loop_closure": loop_closure, "camera_model": camera_model,
+             "single_camera": single_camera, "max_features": max_features, "max_image_size": max_image_size,
+             "up": up, "scale": scale, "num_threads": threads, "seed": seed}
     console = Console(stderr=True, highlight=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if shot is not None:
             opened = Shot.open(shot)
-            base = config_from_section(opened.config.solve, opened.config.shot.seed)
-            solve_shot(opened, dataclasses.replace(base, **overrides), force=force, verbose=verbose,
-                       import_path=import_path)
+            config = override(config_for_shot(opened), "command line", **flags)
+            run_solve(opened, config=config, force=force, verbose=verbose, import_path=import_path)
+            run_orient(opened, config=config, force=force)
             report_dir = opened.solve_dir
         else:
-            config = dataclasses.replace(SolveConfig(), **overrides)
+            config = override(SolveConfig(), "command line", **flags)
             if import_path is not None:
                 import_cameras(import_path, out, config, verbose=verbose)
             else:

@@ -33,7 +33,6 @@ from splatfx import __version__
 from splatfx.core.atomic import atomic_path
 from splatfx.shot.config import CompSection, config_to_dict
 from splatfx.core.errors import ConfigError, InputError, OutputError, require_file
-from splatfx.render.stage import render_frame_path
 from splatfx.shot.folder import Shot
 
 #: IPTC digital source type of every comp output: real plates composited with rendered elements
@@ -295,8 +294,8 @@ def movie_manifest(shot: Shot, name: str, per_frame: dict[str, dict]) -> dict:
 
 
 def _refined(shot: Shot, frame: int) -> bool:
-    """Whether the comp used the refine stage's version of ``frame`` (as comp.refined_frame_path)."""
-    return shot.config.refine.model is not None and (shot.refine_dir / render_frame_path(shot, frame).name).is_file()
+    """Whether the comp used the refine stage's version of ``frame`` (as comp.display.refined_frame_path)."""
+    return shot.config.refine.model is not None and shot.refined_frame(frame).is_file()
 
 
 # --- reading back ----------------------------------------------------------------------------------

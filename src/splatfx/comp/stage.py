@@ -3,9 +3,9 @@
 Per frame, in scene-linear light (plates decoded from sRGB unless they are EXR):
 
 1. ``F`` = the structure's footprint in the plate (``mask.structure``, held out by real
-   objects in front of it), grown by 2 px and softened (:func:`splatfx.render.cleanplate.grow_footprint`);
+   objects in front of it), grown by 2 px and softened (:func:`splatfx.render.cleanfill.grow_footprint`);
 2. background ``B = P·(1 − F) + clean·F``: the plate with the structure replaced by the
-   clean plate (clean render over an inpainted backing, :func:`~splatfx.render.cleanplate.fill_clean_plate`);
+   clean plate (clean render over an inpainted backing, :func:`~splatfx.render.cleanfill.fill_clean_plate`);
 3. ``out = fx + (1 − S)·B``: the effect's elements (``fx.R,G,B``, premultiplied, alpha
    ``S = mask.synthetic``) over it. Static Gaussians occluded the effect in the same render,
    so real foreground stays in front;
@@ -18,7 +18,8 @@ Where that share is 0 the output *is* the plate, bit for bit (EXR: its linear de
 PNG from 8-bit sRGB plates: its codes). Outputs in ``comp/``: ``comp.####.exr``
 (``R,G,B`` float + ``mask.synthetic``), ``comp.####.png`` (display), ``shot.mp4`` and
 ``review.mp4`` (plate | comp, H.264), ``contact_sheet.png``. Display encoding is the sRGB
-curve, or an OCIO config's default display and view when ``[comp] ocio`` is set.
+curve, or an OCIO config's default display and view when ``[comp] ocio`` is set
+(:mod:`splatfx.comp.display`). The render frames are read through :mod:`splatfx.render.layers`.
 """
 
 from __future__ import annotations
@@ -31,19 +32,28 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageDraw
 
-from splatfx.render.cleanplate import MATTE_EPS, fill_clean_plate, grow_footprint
+from splatfx.comp.display import (
+    COMP_COMPRESSION,
+    CONTACT_SHEET_FRAMES,
+    MOVIE_PRESET,
+    DisplayTransform,
+    contact_sheet,
+    refined_frame_path,
+    spread_frames,
+)
+from splatfx.comp.virtual import virtual_frames, virtual_inputs
+from splatfx.render.cleanfill import MATTE_EPS, fill_clean_plate, grow_footprint
+from splatfx.render.layers import FX, SYNTHETIC, RenderLayers, read_render_layers
 from splatfx.core.color import linear_to_srgb, srgb_to_linear, to_uint8
 from splatfx.shot.config import CompSection, config_to_dict
 from splatfx.comp.credentials import MOVIES, Signing, frame_manifest, load_signing, movie_manifest
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.shot.farm import FrameOutput, farm_out, for_workers
-from splatfx.io.images import read_exr, read_image, unpack_layer, write_exr, write_png
+from splatfx.io.images import read_exr, read_image, write_exr, write_png
 from splatfx.io.plates import ImagePlates, Plates
-from splatfx.render.stage import FrameLedger, frame_key, render_frame_path
 from splatfx.shot.folder import Shot
-from splatfx.shot.runner import StageResult, run_stage
+from splatfx.shot.runner import FrameLedger, StageResult, frame_key, run_stage
 from splatfx.io.video import write_mp4
 
 #: Light-wrap blur as a fraction of the image width.
@@ -55,62 +65,36 @@ _GRAIN_KSIZE = 9
 GRAIN_FLAT_SHARE = 0.25
 #: Frames sampled to measure the plates' grain.
 GRAIN_SAMPLES = 5
-#: Linear colour spaces with sRGB primaries looked up in an OCIO config (else its scene_linear role).
-OCIO_LINEAR_NAMES = ("lin_rec709_srgb", "Linear Rec.709 (sRGB)", "lin_rec709", "lin_srgb", "Utility - Linear - sRGB")
-#: Comp EXRs hold plate pixels (grain): PIZ, the wavelet codec made for them, is the
-#: smallest and, for float data, faster than ZIP.
-COMP_COMPRESSION = "piz"
-#: x264 preset of the review movies (speed over size: they are for viewing, not delivery).
-MOVIE_PRESET = "veryfast"
 #: Display frames for the movies are kept in memory up to this size (else read twice).
 MOVIE_MEMORY_BYTES = 1 << 30
-CONTACT_SHEET_FRAMES = 12
-CONTACT_SHEET_WIDTH = 256
 
 
 # --- layers in, frame out --------------------------------------------------------------------------
-@dataclass
-class RenderLayers:
-    """What the comp reads from a render EXR (all H×W float32)."""
+#: The render layers the comp cannot do without.
+NEEDED = (*FX, SYNTHETIC)
 
-    fx: np.ndarray  # (H,W,3) premultiplied scene-linear colour of the synthetic elements
-    synthetic: np.ndarray  # their alpha
-    clean: np.ndarray  # (H,W,4) clean render, premultiplied
-    structure: np.ndarray  # the structure's footprint in the plate
-    render_key: str = ""  # the render's frame key (what made it), from the EXR header
-    beauty: np.ndarray | None = None  # (H,W,3) the render's R,G,B, the base of a refined frame's change
 
-    NEEDED = ("fx.R", "fx.G", "fx.B", "mask.synthetic")
+def read_layers(path: Path) -> RenderLayers:
+    """The comp's layers of the render frame at ``path`` (InputError naming what it lacks)."""
+    return read_render_layers(path, NEEDED, " that the comp needs (keep \"mask\" in [render] passes and render "
+                                            "again)")
 
-    @classmethod
-    def read(cls, path: Path) -> RenderLayers:
-        """The layers of ``path``; without a clean pass (nothing removed) clean and structure are 0."""
-        channels, header = read_exr(path)
-        missing = [n for n in cls.NEEDED if n not in channels]
-        if missing:
-            raise InputError(path, f"lacks the comp's layers {', '.join(missing)} (keep \"mask\" in [render] passes "
-                                   "and render again)")
-        synthetic = channels["mask.synthetic"]
-        if "mask.structure" in channels:
-            clean, structure = unpack_layer(channels, "clean", "RGBA"), channels["mask.structure"]
-        else:
-            clean, structure = np.zeros(synthetic.shape + (4,), np.float32), np.zeros_like(synthetic)
-        beauty = np.stack([channels[c] for c in "RGB"], axis=-1) if all(c in channels for c in "RGB") else None
-        return cls(unpack_layer(channels, "fx", "RGB"), synthetic, clean, structure,
-                   str(header.attributes.get("splatfx/key", "")), beauty)
 
-    def with_refinement(self, refined_path: Path) -> RenderLayers:
-        """These layers with the refiner's change to the beauty (refined − rendered ``R,G,B``,
-        nonzero only on synthetic pixels) carried into the effect's colour, and the refined
-        clean pass (its holes painted by the model, ``[refine] fill_holes``) in place of the
-        rendered one."""
-        refined, _ = read_exr(refined_path)
-        if self.beauty is None or not all(c in refined for c in "RGB"):
-            raise InputError(refined_path, "and its render need R,G,B to carry the refinement into the comp")
-        delta = np.stack([refined[c] for c in "RGB"], axis=-1) - self.beauty
-        fx = np.maximum(self.fx + delta * (self.synthetic[..., None] > 0), 0.0).astype(np.float32)
-        clean = unpack_layer(refined, "clean", "RGBA") if "mask.structure" in refined else self.clean
-        return replace(self, fx=fx, clean=clean)
+def with_refinement(layers: RenderLayers, refined_path: Path) -> RenderLayers:
+    """``layers`` with the refiner's change to the beauty (refined − rendered ``R,G,B``,
+    nonzero only on synthetic pixels) carried into the effect's colour, and the refined
+    clean pass (its holes painted by the model, ``[refine] fill_holes``) in place of the
+    rendered one."""
+    refined = read_render_layers(refined_path)
+    if layers.rgb is None or refined.rgb is None:
+        raise InputError(refined_path, "and its render need R,G,B to carry the refinement into the comp")
+    if refined.rgb.shape != layers.rgb.shape:
+        raise InputError(refined_path, f"is {refined.rgb.shape[1]}x{refined.rgb.shape[0]} but its render is "
+                                       f"{layers.rgb.shape[1]}x{layers.rgb.shape[0]}; run `splatfx refine` again")
+    delta = refined.rgb - layers.rgb
+    fx = np.maximum(layers.fx + delta * (layers.synthetic[..., None] > 0), 0.0).astype(np.float32)
+    clean = refined.clean if refined.clean is not None else layers.clean
+    return replace(layers, fx=fx, clean=clean)
 
 
 @dataclass
@@ -132,7 +116,7 @@ def composite(plate: np.ndarray, layers: RenderLayers, settings: CompSection, gr
     plate's noise level per channel (:func:`measure_grain`), added × ``settings.grain``."""
     s = np.where(layers.synthetic >= MATTE_EPS, np.clip(layers.synthetic, 0.0, 1.0), 0.0).astype(np.float32)
     fx = np.where((s > 0)[..., None], layers.fx, 0.0).astype(np.float32)
-    footprint = grow_footprint(layers.structure)
+    footprint = grow_footprint(layers.structure) if layers.structure is not None else np.zeros_like(s)
     background = plate
     if footprint.any():
         clean = fill_clean_plate(plate, layers.clean, footprint)
@@ -207,49 +191,6 @@ def add_grain(linear: np.ndarray, sigma: np.ndarray, weight: np.ndarray, rng: np
 
 
 # --- display -----------------------------------------------------------------------------------------
-class DisplayTransform:
-    """Scene-linear (sRGB primaries) → display values: the sRGB curve, or an OCIO config's
-    default display and view."""
-
-    def __init__(self, ocio_config: Path | None = None) -> None:
-        self.ocio_config = ocio_config
-        self._processor = None
-        self.description = "sRGB (IEC 61966-2-1)"
-        if ocio_config is not None:
-            self._processor, self.description = _ocio_processor(ocio_config)
-
-    @property
-    def is_srgb(self) -> bool:
-        return self._processor is None
-
-    def __call__(self, linear: np.ndarray) -> np.ndarray:
-        if self._processor is None:
-            return linear_to_srgb(linear)
-        out = np.ascontiguousarray(linear, dtype=np.float32).copy()
-        self._processor.applyRGB(out)
-        return out
-
-
-def _ocio_processor(path: Path):
-    try:
-        import PyOpenColorIO as ocio
-    except ImportError:
-        raise InputError(path, "an OCIO config is set but PyOpenColorIO is not installed (pip install opencolorio)") \
-            from None
-    if not path.is_file():
-        raise InputError(path, "OCIO config does not exist")
-    try:
-        config = ocio.Config.CreateFromFile(str(path))
-        source = next((n for n in OCIO_LINEAR_NAMES if config.getColorSpace(n) is not None), ocio.ROLE_SCENE_LINEAR)
-        display = config.getDefaultDisplay()
-        view = config.getDefaultView(display)
-        transform = ocio.DisplayViewTransform(src=source, display=display, view=view)
-        processor = config.getProcessor(transform).getDefaultCPUProcessor()
-    except Exception as exc:  # noqa: BLE001 - OCIO raises its own Exception type
-        raise InputError(path, f"unusable OCIO config: {exc}") from None
-    return processor, f"OCIO {source} → {display} / {view}"
-
-
 def display_frame(comp: CompFrame, plate_display: np.ndarray, transform: DisplayTransform,
                   plate_is_srgb: bool) -> np.ndarray:
     """The comp in display values; where nothing changed, the plate's own display values."""
@@ -260,19 +201,7 @@ def display_frame(comp: CompFrame, plate_display: np.ndarray, transform: Display
 
 
 # --- the stage ---------------------------------------------------------------------------------------
-def comp_frame_path(shot: Shot, frame: int, suffix: str) -> Path:
-    return shot.comp_dir / f"comp.{frame:04d}.{suffix}"
-
-
-def refined_frame_path(shot: Shot, render_path: Path) -> Path | None:
-    """The refine stage's version of a render frame, when ``[refine] model`` is set and it exists."""
-    if shot.config.refine.model is None:
-        return None
-    path = shot.refine_dir / render_path.name
-    return path if path.is_file() else None
-
-
-def run_comp(shot: Shot, force: bool = False) -> StageResult:
+def run_comp(shot: Shot, *, force: bool = False) -> StageResult:
     """``splatfx comp SHOT``: composite every frame, write frames, movies and contact sheet
     (``force``: the stage and every frame, even those up to date)."""
     section = shot.config.comp
@@ -283,8 +212,6 @@ def run_comp(shot: Shot, force: bool = False) -> StageResult:
     signing = load_signing(shot, section)  # checked before anything is read or made
     signing_input = {"c2pa_cert": signing.cert} if signing is not None else {}
     if shot.config.render.camera == "virtual":  # a fully synthetic shot: no plate to composite over
-        from splatfx.comp.virtual import virtual_frames, virtual_inputs
-
         inputs = {**virtual_inputs(shot), **({"ocio": ocio_path} if ocio_path is not None else {}), **signing_input}
         return run_stage(shot, "comp", section, inputs, [shot.comp_dir],
                          lambda: virtual_frames(shot, section, ocio_path, redo=force, signing=signing), force=force)
@@ -317,10 +244,10 @@ def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: 
         plate_is_srgb = plates.encoding == "srgb"
         grain = plate_grain(plates, frames, plate_is_srgb) if section.grain > 0 else np.zeros(3, np.float32)
         for frame in frames:
-            render_path = render_frame_path(shot, frame)
+            render_path = shot.render_frame(frame)
             if not render_path.is_file():
                 raise InputError(render_path, "does not exist (run `splatfx render` first)")
-            refined_path = refined_frame_path(shot, render_path)
+            refined_path = refined_frame_path(shot, frame)
             plate_file = _plate_file(plates, frame)
             render_sha256 = ledger.sha256(render_path)
             key = frame_key(stage="comp", frame=frame, settings=settings, seed=seed, display=transform.description,
@@ -345,7 +272,7 @@ def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: 
                     description="compositing")
     provenance = dict(sorted(provenance.items(), key=lambda item: int(item[0])))
     done = len(todo)
-    ledger.prune(frames, lambda f: [comp_frame_path(shot, f, s) for s in ("exr", "png")])
+    ledger.prune(frames, lambda f: [shot.comp_frame(f, s) for s in ("exr", "png")])
     _remove_unrequested(shot, frames, section.outputs)
     t = time.perf_counter()
     sheet = write_review(shot, frames, section, transform)
@@ -364,7 +291,7 @@ def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: 
 
 
 def _frame_outputs(shot: Shot, frame: int, section: CompSection) -> list[Path]:
-    return [comp_frame_path(shot, frame, s) for s in ("exr", "png") if s in section.outputs]
+    return [shot.comp_frame(frame, s) for s in ("exr", "png") if s in section.outputs]
 
 
 @dataclass(frozen=True)
@@ -404,13 +331,13 @@ def comp_frame(job: CompJob, plates: Plates, transform: DisplayTransform, frame:
     shot, section, plan = job.shot, job.section, job.frames[frame]
     seed = shot.config.shot.seed
     plate_is_srgb = plates.encoding == "srgb"
-    render_path = render_frame_path(shot, frame)
+    render_path = shot.render_frame(frame)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     plate_display, plate_linear = _plate_rgb(plates.read(frame), plate_is_srgb)
-    layers = RenderLayers.read(render_path)
+    layers = read_layers(render_path)
     if plan.refined_path is not None:
-        layers = layers.with_refinement(plan.refined_path)
+        layers = with_refinement(layers, plan.refined_path)
     _lap(timings, "read", t)
     if layers.synthetic.shape != plate_linear.shape[:2]:
         raise InputError(render_path, f"is {layers.synthetic.shape[1]}x{layers.synthetic.shape[0]} but the "
@@ -422,7 +349,7 @@ def comp_frame(job: CompJob, plates: Plates, transform: DisplayTransform, frame:
     figures = {"synthetic_share": round(float(result.synthetic.mean()), 6),
                "affected_share": round(float(result.affected.mean()), 6),
                "grain": [round(float(g), 6) for g in result.grain], "seed": seed, "key": plan.key,
-               "render_sha256": plan.render_sha256, "render_key": layers.render_key}
+               "render_sha256": plan.render_sha256, "render_key": layers.key}
     t = time.perf_counter()
     _write_frame(shot, frame, result, plate_display, transform, plate_is_srgb, section, figures, job.signing)
     _lap(timings, "write", t)
@@ -432,7 +359,7 @@ def comp_frame(job: CompJob, plates: Plates, transform: DisplayTransform, frame:
 
 def _remove_unrequested(shot: Shot, frames: list[int], outputs: tuple[str, ...]) -> None:
     """Delete outputs of kinds no longer asked for, so comp/ holds only what this run made."""
-    stale = [comp_frame_path(shot, f, s) for f in frames for s in ("exr", "png") if s not in outputs]
+    stale = [shot.comp_frame(f, s) for f in frames for s in ("exr", "png") if s not in outputs]
     if "mp4" not in outputs:
         stale += [shot.comp_dir / "shot.mp4", shot.comp_dir / "review.mp4"]
     for path in stale:
@@ -460,15 +387,15 @@ def _write_frame(shot: Shot, frame: int, result: CompFrame, plate_display: np.nd
                  plate_is_srgb: bool, section: CompSection, figures: dict, signing: Signing | None = None) -> None:
     if "exr" in section.outputs:
         channels = {"R": result.rgb[..., 0], "G": result.rgb[..., 1], "B": result.rgb[..., 2],
-                    "mask.synthetic": result.synthetic}
-        write_exr(comp_frame_path(shot, frame, "exr"), channels, half={"mask.synthetic"},
+                    SYNTHETIC: result.synthetic}
+        write_exr(shot.comp_frame(frame, "exr"), channels, half={SYNTHETIC},
                   compression=COMP_COMPRESSION, frame=frame,
                   fps=shot.config.shot.fps, attributes={
                       "splatfx/stage": "comp", "splatfx/seed": int(figures["seed"]),
                       "splatfx/synthetic_share": float(figures["synthetic_share"]),
                       "splatfx/render_sha256": figures["render_sha256"], "splatfx/key": figures["key"]})
     if "png" in section.outputs:
-        png = comp_frame_path(shot, frame, "png")
+        png = shot.comp_frame(frame, "png")
         write_png(png, display_frame(result, plate_display, transform, plate_is_srgb))
         if signing is not None:
             signing.sign(png, frame_manifest(shot, frame, figures, png.name))
@@ -480,11 +407,11 @@ def _display_frames(shot: Shot, frames: list[int], transform: DisplayTransform) 
     with shot.open_plates() as plates:
         for frame in frames:
             plate_display, _ = _plate_rgb(plates.read(frame), plates.encoding == "srgb")
-            png = comp_frame_path(shot, frame, "png")
+            png = shot.comp_frame(frame, "png")
             if png.is_file():
                 comp = read_image(png).pixels[..., :3]
             else:
-                channels, _ = read_exr(comp_frame_path(shot, frame, "exr"))
+                channels, _ = read_exr(shot.comp_frame(frame, "exr"))
                 comp = np.clip(transform(np.stack([channels[c] for c in "RGB"], axis=2)), 0.0, 1.0)
             yield to_uint8(plate_display), to_uint8(comp)
 
@@ -514,24 +441,3 @@ def write_review(shot: Shot, frames: list[int], section: CompSection, transform:
     path = shot.comp_dir / "contact_sheet.png"
     write_png(path, contact_sheet(thumbs))
     return shot.relative(path)
-
-
-def spread_frames(frames: list[int], count: int) -> list[int]:
-    """Up to ``count`` of ``frames``, evenly spread from the first to the last."""
-    return sorted({frames[round(i)] for i in np.linspace(0, len(frames) - 1, min(count, len(frames)))})
-
-
-def contact_sheet(frames: list[tuple[int, np.ndarray]], columns: int = 4, width: int = CONTACT_SHEET_WIDTH) -> np.ndarray:
-    """A grid of labelled thumbnails (float RGB 0-1) of ``(frame number, uint8 image)`` pairs."""
-    h, w = frames[0][1].shape[:2]
-    tw, th = width, max(1, round(width * h / w))
-    columns = min(columns, len(frames))
-    rows = -(-len(frames) // columns)
-    gap = 4
-    sheet = Image.new("RGB", (columns * (tw + gap) + gap, rows * (th + gap) + gap), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    for i, (frame, pixels) in enumerate(frames):
-        x, y = gap + (i % columns) * (tw + gap), gap + (i // columns) * (th + gap)
-        sheet.paste(Image.fromarray(pixels).resize((tw, th), Image.Resampling.BILINEAR), (x, y))
-        draw.text((x + 4, y + 4), str(frame), fill=(255, 255, 0))
-    return np.asarray(sheet, dtype=np.float32) / 255.0

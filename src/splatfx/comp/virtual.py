@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from splatfx.comp.stage import (
+from splatfx.comp.display import (
     COMP_COMPRESSION,
     CONTACT_SHEET_FRAMES,
     MOVIE_PRESET,
     DisplayTransform,
-    comp_frame_path,
     contact_sheet,
     refined_frame_path,
     spread_frames,
@@ -31,9 +30,10 @@ from splatfx.shot.config import CompSection, config_to_dict
 from splatfx.comp.credentials import Signing, frame_manifest, movie_manifest
 from splatfx.core.errors import InputError
 from splatfx.io.images import read_exr, read_image, write_exr, write_png
+from splatfx.render.layers import RGBA, SYNTHETIC, read_render_layers
 from splatfx.core.progress import track
-from splatfx.render.stage import FrameLedger, frame_key, render_frame_path
 from splatfx.shot.folder import Shot
+from splatfx.shot.runner import FrameLedger, frame_key
 from splatfx.io.video import write_mp4
 
 #: The movie of a synthetic shot (the comp's ``shot.mp4``).
@@ -51,12 +51,8 @@ def virtual_inputs(shot: Shot) -> dict[str, Path]:
 def beauty(render_path: Path, refined_path: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     """Premultiplied scene-linear RGB (H,W,3), alpha (H,W) and the render's key of one frame:
     the refined colour when there is a refined frame, else the rendered one."""
-    channels, header = read_exr(refined_path or render_path)
-    missing = [c for c in "RGBA" if c not in channels]
-    if missing:
-        raise InputError(refined_path or render_path, f"lacks the channels {', '.join(missing)}")
-    rgb = np.stack([channels[c] for c in "RGB"], axis=-1).astype(np.float32)
-    return rgb, channels["A"].astype(np.float32), str(header.attributes.get("splatfx/key", ""))
+    layers = read_render_layers(refined_path or render_path, RGBA)
+    return layers.rgb, layers.alpha, layers.key
 
 
 def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: bool = False,
@@ -75,14 +71,14 @@ def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, red
     timings = {"read": 0.0, "write": 0.0}
     done = 0
     for frame in track(frames, "compositing (synthetic)"):
-        render_path = render_frame_path(shot, frame)
+        render_path = shot.render_frame(frame)
         if not render_path.is_file():
             raise InputError(render_path, "does not exist (run `splatfx render` first)")
-        refined_path = refined_frame_path(shot, render_path)
+        refined_path = refined_frame_path(shot, frame)
         key = frame_key(stage="comp", kind="virtual", frame=frame, settings=settings, seed=seed,
                         display=transform.description, render=ledger.sha256(render_path),
                         refined=ledger.sha256(refined_path) if refined_path else None)
-        outputs = [comp_frame_path(shot, frame, s) for s in ("exr", "png") if s in section.outputs]
+        outputs = [shot.comp_frame(frame, s) for s in ("exr", "png") if s in section.outputs]
         if not redo and ledger.is_current(frame, key, outputs):
             provenance[str(frame)] = ledger.entry(frame)["figures"]
             continue
@@ -97,7 +93,7 @@ def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, red
         ledger.record(frame, key, outputs, figures)
         provenance[str(frame)] = figures
         done += 1
-    ledger.prune(frames, lambda f: [comp_frame_path(shot, f, s) for s in ("exr", "png")])
+    ledger.prune(frames, lambda f: [shot.comp_frame(f, s) for s in ("exr", "png")])
     (shot.comp_dir / "review.mp4").unlink(missing_ok=True)  # left from a plate comp of this shot
     t = time.perf_counter()
     sheet = write_movie_and_sheet(shot, frames, section, transform)
@@ -114,14 +110,14 @@ def _write_frame(shot: Shot, frame: int, rgb: np.ndarray, alpha: np.ndarray, tra
                  section: CompSection, figures: dict, signing: Signing | None = None) -> None:
     if "exr" in section.outputs:
         channels = {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2], "A": alpha,
-                    "mask.synthetic": np.ones_like(alpha)}
-        write_exr(comp_frame_path(shot, frame, "exr"), channels, half={"mask.synthetic"},
+                    SYNTHETIC: np.ones_like(alpha)}
+        write_exr(shot.comp_frame(frame, "exr"), channels, half={SYNTHETIC},
                   compression=COMP_COMPRESSION, frame=frame, fps=shot.config.shot.fps,
                   attributes={"splatfx/stage": "comp", "splatfx/seed": int(figures["seed"]),
                               "splatfx/synthetic_share": 1.0, "splatfx/render_sha256": figures["render_sha256"],
                               "splatfx/key": figures["key"]})
     if "png" in section.outputs:
-        png = comp_frame_path(shot, frame, "png")
+        png = shot.comp_frame(frame, "png")
         write_png(png, display(rgb, transform))
         if signing is not None:
             signing.sign(png, frame_manifest(shot, frame, figures, png.name))
@@ -135,11 +131,11 @@ def display(rgb: np.ndarray, transform: DisplayTransform) -> np.ndarray:
 def _display_frames(shot: Shot, frames: list[int], transform: DisplayTransform):
     """uint8 display frames, read back from the written PNGs (else the EXRs)."""
     for frame in frames:
-        png = comp_frame_path(shot, frame, "png")
+        png = shot.comp_frame(frame, "png")
         if png.is_file():
             yield to_uint8(read_image(png).pixels[..., :3])
         else:
-            channels, _ = read_exr(comp_frame_path(shot, frame, "exr"))
+            channels, _ = read_exr(shot.comp_frame(frame, "exr"))
             yield to_uint8(display(np.stack([channels[c] for c in "RGB"], axis=-1), transform))
 
 

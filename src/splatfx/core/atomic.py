@@ -15,8 +15,8 @@ from typing import IO, Iterator
 
 from splatfx.core.errors import OutputError
 
-# errno values that mean "this output cannot be written here", reported naming the output.
-_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+# errno values that mean "this output cannot be written here" (EIO: the disk failed), reported naming the output.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 def _umask() -> int:

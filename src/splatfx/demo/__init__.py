@@ -122,7 +122,7 @@ def prepare_shot(out: PathLike, plates: PathLike | None, preset: str, settings: 
 
 
 def run_demo(out: PathLike = DEFAULT_OUT, preset: str = "collapse", plates: PathLike | None = None,
-             settings: DemoSettings = DemoSettings(), force: bool = False) -> PipelineRun:
+             settings: DemoSettings = DemoSettings(), *, force: bool = False) -> PipelineRun:
     """Run the demo shot into ``out`` (see the module doc); prints stages, timings and outputs."""
     t0 = time.perf_counter()
     shot = prepare_shot(out, plates, preset, settings)
@@ -142,10 +142,10 @@ def configure_from_scene(shot: Shot, preset: str) -> Shot:
     scene into the shot."""
     from splatfx.demo.presets import PresetError, building_box, virtual_path
     from splatfx.io.formats import read_gaussians
-    from splatfx.recon.orient import SceneFrame
+    from splatfx.shot.scene_frame import SceneFrame
     from splatfx.render.cameras import plate_cameras
 
-    frame = SceneFrame.load(shot.solve_dir / "scene.json")
+    frame = SceneFrame.load(shot.scene_json)
     scene = read_gaussians(shot.scene_dir / "scene.ply")
     world = frame.points_to_world(scene.means.double().numpy())
     frames = shot.frames

@@ -2,23 +2,33 @@
 motion to the next frame.
 
 Effects are simulated in the physics frame (world: z-up metres); the reconstruction lives
-in solve coordinates. ``world = s·R·x + t`` (:class:`splatfx.recon.orient.SceneFrame`) links
+in solve coordinates. ``world = s·R·x + t`` (:class:`splatfx.shot.scene_frame.SceneFrame`) links
 them, and every pose and particle is mapped back to solve coordinates here, so renders
 use the plates' cameras unchanged.
+
+This is the contract between the fx stage and its readers (render, refine, comp, the
+viewer): the caches' data (:class:`RigidCache`, :class:`~splatfx.fx.particles.ParticleCache`)
+and :func:`load_animation`, which reads them from ``fx/``. It is plain data and maths: only
+the collapse simulation (:mod:`splatfx.fx.rigid`) needs the physics engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from splatfx.fx.particles import ParticleCache
-from splatfx.fx.rigid import RigidCache
+from splatfx.core.errors import InputError
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat
 from splatfx.core.sh import rotate_sh
+from splatfx.io.formats import read_gaussians
+from splatfx.io.npz import check_indices, check_shapes, read_npz
+from splatfx.shot.folder import Shot
+from splatfx.shot.scene_frame import SceneFrame
 
 #: Element ids written per Gaussian (and rendered as the id layer).
 ELEMENTS = {"scene": 0, "fragment": 1, "fill": 2, "debris": 3, "dust": 4, "snow": 5}
@@ -60,6 +70,46 @@ class Similarity:
         rot = self.rotation.T @ rot_world @ self.rotation
         shift = self.rotation.T @ (rot_world @ (self.translation - centre) + position - self.translation) / self.scale
         return rot, shift
+
+
+@dataclass
+class RigidCache:
+    """Per-frame rigid poses of every fragment, in the physics frame.
+
+    A fragment point ``p`` (physics frame, rest pose) is at
+    ``rotation(quats[t, f]) @ (p - centroids[f]) + positions[t, f]`` on frame ``t``.
+    ``visible[t, f]`` is False once a fragment has crumbled away. ``events`` lists breaks
+    and ground impacts: dicts with frame, kind, position, speed (for debris and dust).
+    """
+
+    fps: float
+    centroids: np.ndarray  # (F, 3)
+    positions: np.ndarray  # (T, F, 3)
+    quats: np.ndarray  # (T, F, 4) wxyz
+    visible: np.ndarray  # (T, F) bool
+    masses: np.ndarray  # (F,)
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return self.positions.shape[0]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays for storage (no pickles); events as a structured float table."""
+        table = np.array([[e["frame"], _EVENT_KINDS.index(e["kind"]), *e["position"], e["speed"], e.get("fragment", -1)]
+                          for e in self.events], dtype=np.float64).reshape(-1, 7)
+        return {"fps": np.array(self.fps), "centroids": self.centroids, "positions": self.positions,
+                "quats": self.quats, "visible": self.visible, "masses": self.masses, "events": table}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "RigidCache":
+        events = [{"frame": int(row[0]), "kind": _EVENT_KINDS[int(row[1])], "position": row[2:5].tolist(),
+                   "speed": float(row[5]), "fragment": int(row[6])} for row in arrays["events"]]
+        return cls(float(arrays["fps"]), arrays["centroids"], arrays["positions"], arrays["quats"],
+                   arrays["visible"].astype(bool), arrays["masses"], events)
+
+
+_EVENT_KINDS = ["break", "impact", "crumble"]
 
 
 @dataclass
@@ -182,3 +232,105 @@ def _with_degree(g: Gaussians, degree: int) -> Gaussians:
     k = (degree + 1) ** 2
     sh = g.sh[:, :k] if g.sh.shape[1] >= k else torch.nn.functional.pad(g.sh, (0, 0, 0, k - g.sh.shape[1]))
     return g.replace(sh=sh)
+
+
+# --- loading the shot's animation (the fx stage's caches) -------------------------------------------
+def scene_path(shot: Shot) -> Path:
+    """``scene/scene.ply``: the trained scene every effect starts from."""
+    return shot.scene_dir / "scene.ply"
+
+
+def load_scene(shot: Shot) -> Gaussians:
+    """The trained scene (solve coordinates); InputError naming the file when it is missing."""
+    path = scene_path(shot)
+    if not path.is_file():
+        raise InputError(path, "scene.ply does not exist (run `splatfx train` first)")
+    return read_gaussians(path)
+
+
+def load_frame(shot: Shot) -> Similarity:
+    """The solve-to-world similarity of ``solve/scene.json``."""
+    frame = SceneFrame.load(shot.scene_json)
+    return Similarity(frame.scale, frame.rotation, frame.translation)
+
+
+def load_selection(shot: Shot, scene_count: int | None = None) -> np.ndarray:
+    """The scene rows the effects act on (``fx/selection.npz``, written by ``fx select``),
+    checked to be distinct rows of a scene of ``scene_count`` Gaussians (when given)."""
+    path = shot.fx_dir / "selection.npz"
+    indices = read_npz(path, ["indices"], "run `splatfx fx select` first")["indices"]
+    return check_indices(path, "indices", indices, scene_count, "scene Gaussians", "run `splatfx fx select` again",
+                         unique=True)
+
+
+def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
+    """The shot's animated scene from ``scene.ply`` and whichever fx caches exist for the
+    effects listed in ``[fx] effects`` (the static scene when there are none)."""
+    scene = load_scene(shot) if scene is None else scene
+    effects = shot.config.fx.effects
+    frame = load_frame(shot) if effects else Similarity()
+    animation = ShotAnimation(scene, frame, len(shot.frames), shot.config.shot.fps)
+    if "collapse" in effects:
+        selected = load_selection(shot, len(scene))
+        data = _read_collapse(shot, len(selected))
+        cache = RigidCache.from_arrays({k[len("rigid."):]: v for k, v in data.items() if k.startswith("rigid.")})
+        parts, element, source = [scene[selected]], [np.full(len(selected), ELEMENTS["fragment"], np.int8)], [selected]
+        if "fill.means" in data:
+            n = len(data["fill.means"])
+            sh = np.zeros((n, scene.sh.shape[1], 3), np.float32)
+            sh[:, 0] = data["fill.sh_dc"]
+            parts.append(Gaussians.from_arrays({"means": data["fill.means"], "quats": data["fill.quats"],
+                                                "log_scales": data["fill.log_scales"],
+                                                "opacity_logits": data["fill.opacity_logits"], "sh": sh},
+                                               extras={k: np.zeros((n,) + v.shape[1:], np.float32)
+                                                       for k, v in scene.extras.items()}, source="fill"))
+            element.append(np.full(n, ELEMENTS["fill"], np.int8))
+            source.append(np.full(n, -1))
+        animation.removed = selected
+        animation.fragments = Fragments(Gaussians.cat(parts), data["labels"], np.concatenate(element),
+                                        np.concatenate(source), cache)
+        animation.particles["debris"] = ParticleCache.from_arrays(data, "debris")
+        animation.particles["dust"] = ParticleCache.from_arrays(data, "dust")
+    if "snow" in effects:
+        path = shot.fx_dir / "snow.npz"
+        shapes = _particle_shapes("snow")
+        data = read_npz(path, shapes, "run `splatfx fx snow` first")
+        check_shapes(path, data, shapes, {"T": len(shot.frames)}, "rerun `splatfx fx snow --force`")
+        animation.particles["snow"] = ParticleCache.from_arrays(data, "snow")
+    return animation
+
+
+_PARTICLE_ARRAYS = {"positions": ("T", "P", 3), "velocities": ("T", "P", 3), "alive": ("T", "P"),
+                    "sizes": ("T", "P"), "opacities": ("T", "P"), "colors_dc": ("P", 3)}
+_RIGID_ARRAYS = {"fps": (), "centroids": ("F", 3), "positions": ("T", "F", 3), "quats": ("T", "F", 4),
+                 "visible": ("T", "F"), "masses": ("F",), "events": ("E", 7)}
+_FILL_ARRAYS = {"means": ("K", 3), "quats": ("K", 4), "log_scales": ("K", 3), "opacity_logits": ("K",),
+                "sh_dc": ("K", 3)}
+
+
+def _particle_shapes(prefix: str) -> dict[str, tuple[int | str, ...]]:
+    """The stored arrays of a particle system and their shapes (its own particle count)."""
+    return {f"{prefix}.{name}": tuple(f"P{prefix}" if d == "P" else d for d in shape)
+            for name, shape in _PARTICLE_ARRAYS.items()}
+
+
+def _read_collapse(shot: Shot, selected: int) -> dict[str, np.ndarray]:
+    """``fx/collapse.npz``, checked against the shot's frames and the ``selected`` count:
+    every array there with the shape the others imply, and labels naming its fragments."""
+    path = shot.fx_dir / "collapse.npz"
+    again = "rerun `splatfx fx collapse --force`"
+    shapes = {"labels": ("M",), **{f"rigid.{k}": v for k, v in _RIGID_ARRAYS.items()},
+              **_particle_shapes("debris"), **_particle_shapes("dust")}
+    data = read_npz(path, shapes, "run `splatfx fx collapse` first")
+    fill = {f"fill.{k}": v for k, v in _FILL_ARRAYS.items()}
+    if "fill.means" in data:
+        missing = [k for k in fill if k not in data]
+        if missing:
+            raise InputError(path, f"has no {', '.join(missing)} array ({again})")
+        shapes.update(fill)
+    sizes = check_shapes(path, data, shapes, {"T": len(shot.frames)}, again)
+    if sizes["M"] != selected + sizes.get("K", 0):
+        raise InputError(path, f"has {sizes['M']} labels for {selected} selected and {sizes.get('K', 0)} fill "
+                               f"Gaussians ({again})")
+    check_indices(path, "labels", data["labels"], sizes["F"], "fragments", again, allow_empty=True)
+    return data

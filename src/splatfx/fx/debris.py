@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from splatfx.fx.animation import RigidCache
 from splatfx.fx.colliders import FloorMap
 from splatfx.fx.particles import CurlNoise, ParticleCache, bounce_on_ground
-from splatfx.fx.rigid import GRAVITY, RigidCache
+from splatfx.fx.rigid import GRAVITY
 from splatfx.core.rotation import quat_to_rotmat
 from splatfx.core.sh import SH_C0
 

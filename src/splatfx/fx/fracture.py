@@ -41,6 +41,15 @@ class FaceFill:
     spacing: float
 
 
+#: The fewest selected Gaussians per piece worth asking for (four points span a solid).
+MIN_FRAGMENT_POINTS = 4
+
+
+def largest_fragment_count(points: int) -> int:
+    """The most pieces ``points`` selected Gaussians can be broken into usefully."""
+    return max(points // MIN_FRAGMENT_POINTS, 1)
+
+
 def voronoi_fracture(points: np.ndarray, n_fragments: int, seed: int = 0,
                      impact_point: np.ndarray | None = None, impact_radius: float | None = None) -> Fracture:
     """Partition ``points`` (M,3) into up to ``n_fragments`` Voronoi cells.
@@ -64,6 +73,23 @@ def voronoi_fracture(points: np.ndarray, n_fragments: int, seed: int = 0,
     chosen = rng.choice(len(points), size=count, replace=False, p=weights / weights.sum())
     seeds = points[chosen]
     labels = cKDTree(seeds).query(points)[1]
+    used, labels = np.unique(labels, return_inverse=True)
+    return Fracture(seeds=seeds[used], labels=labels.astype(np.int32))
+
+
+def merge_fragments(points: np.ndarray, fracture: Fracture, drop: np.ndarray) -> Fracture:
+    """The fracture without the cells marked in ``drop`` (bool (F,)): their seeds are
+    removed and their points join the nearest remaining seed's cell, so the result is
+    again the Voronoi fracture of its seeds (the other cells keep every point). Keeps at
+    least one cell."""
+    drop = np.asarray(drop, dtype=bool)
+    if drop.all():
+        drop = drop.copy()
+        drop[np.argmax(np.bincount(fracture.labels, minlength=fracture.count))] = False
+    if not drop.any():
+        return fracture
+    seeds = fracture.seeds[~drop]
+    labels = cKDTree(seeds).query(np.asarray(points, dtype=np.float64))[1]
     used, labels = np.unique(labels, return_inverse=True)
     return Fracture(seeds=seeds[used], labels=labels.astype(np.int32))
 

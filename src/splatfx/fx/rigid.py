@@ -29,7 +29,7 @@ The simulation is deterministic: the same fragments and settings give the same c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import mujoco
@@ -38,7 +38,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
+from splatfx.fx.animation import RigidCache
 from splatfx.fx.colliders import StaticBox
+from splatfx.fx.fracture import Fracture, merge_fragments
 from splatfx.core.rotation import rotmats_to_quats
 
 GRAVITY = 9.81
@@ -68,46 +70,6 @@ class CollapseSettings:
     charge_radius: float = 5.0
     substeps: int = 20  # physics steps per frame
     colliders: tuple[StaticBox, ...] = ()  # static boxes besides the ground plane
-
-
-@dataclass
-class RigidCache:
-    """Per-frame rigid poses of every fragment, in the physics frame.
-
-    A fragment point ``p`` (physics frame, rest pose) is at
-    ``rotation(quats[t, f]) @ (p - centroids[f]) + positions[t, f]`` on frame ``t``.
-    ``visible[t, f]`` is False once a fragment has crumbled away. ``events`` lists breaks
-    and ground impacts: dicts with frame, kind, position, speed (for debris and dust).
-    """
-
-    fps: float
-    centroids: np.ndarray  # (F, 3)
-    positions: np.ndarray  # (T, F, 3)
-    quats: np.ndarray  # (T, F, 4) wxyz
-    visible: np.ndarray  # (T, F) bool
-    masses: np.ndarray  # (F,)
-    events: list[dict] = field(default_factory=list)
-
-    @property
-    def frames(self) -> int:
-        return self.positions.shape[0]
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Plain arrays for storage (no pickles); events as a structured float table."""
-        table = np.array([[e["frame"], _EVENT_KINDS.index(e["kind"]), *e["position"], e["speed"], e.get("fragment", -1)]
-                          for e in self.events], dtype=np.float64).reshape(-1, 7)
-        return {"fps": np.array(self.fps), "centroids": self.centroids, "positions": self.positions,
-                "quats": self.quats, "visible": self.visible, "masses": self.masses, "events": table}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "RigidCache":
-        events = [{"frame": int(row[0]), "kind": _EVENT_KINDS[int(row[1])], "position": row[2:5].tolist(),
-                   "speed": float(row[5]), "fragment": int(row[6])} for row in arrays["events"]]
-        return cls(float(arrays["fps"]), arrays["centroids"], arrays["positions"], arrays["quats"],
-                   arrays["visible"].astype(bool), arrays["masses"], events)
-
-
-_EVENT_KINDS = ["break", "impact", "crumble"]
 
 
 def fragment_hulls(points: np.ndarray, labels: np.ndarray, count: int, min_thickness: float,
@@ -166,6 +128,39 @@ def collision_hulls(points: np.ndarray, labels: np.ndarray, count: int) -> list[
     thickened to 2% of the structure's extent, none reaching below the ground (z = 0)."""
     extent = float(np.linalg.norm(points.max(0) - points.min(0))) or 1.0
     return fragment_hulls(points, labels, count, min_thickness=0.02 * extent, floor=0.0)
+
+
+#: A collision hull smaller than this share of the minimum thickness cubed is too small or
+#: too flat for the solver (MuJoCo refuses a flat mesh, or a body with next to no mass).
+MIN_PIECE_VOLUME = 1e-3
+
+
+def solvable_fracture(points: np.ndarray, fracture: Fracture) -> Fracture:
+    """``fracture`` with every piece the solver cannot take merged into its neighbours.
+
+    A piece whose collision hull (:func:`collision_hulls`) is flat or smaller than
+    :data:`MIN_PIECE_VOLUME` of the thickness cube, typically a cell holding one or two
+    Gaussians of a dense fracture, gives up its seed: its points join the nearest other
+    pieces (:func:`splatfx.fx.fracture.merge_fragments`). Repeated until every piece is
+    solvable; a fracture without such pieces is returned unchanged.
+    """
+    extent = float(np.linalg.norm(points.max(0) - points.min(0))) or 1.0
+    smallest = MIN_PIECE_VOLUME * (0.02 * extent) ** 3
+    while fracture.count > 1:
+        hulls = collision_hulls(points, fracture.labels, fracture.count)
+        small = np.array([_hull_volume(h) for h in hulls]) < smallest
+        if not small.any():
+            break
+        fracture = merge_fragments(points, fracture, small)
+    return fracture
+
+
+def _hull_volume(vertices: np.ndarray) -> float:
+    """Volume of the convex hull of ``vertices`` (0 for a flat or degenerate set)."""
+    try:
+        return float(ConvexHull(vertices).volume)
+    except (QhullError, ValueError):
+        return 0.0
 
 
 def projectile_start(hulls: list[np.ndarray], settings: CollapseSettings) -> np.ndarray:

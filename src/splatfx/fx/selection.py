@@ -16,6 +16,15 @@ from splatfx.core.camera import Camera
 from splatfx.core.errors import ConfigError
 
 
+def euler_xyz_degrees(angles: tuple[float, float, float]) -> np.ndarray:
+    """Rotation matrix of XYZ Euler angles in degrees (x applied first)."""
+    ax, ay, az = np.radians(angles)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
 @dataclass(frozen=True)
 class BoxSelection:
     """An oriented box: ``center`` (3,), full edge lengths ``size`` (3,), and ``rotation``

@@ -29,6 +29,21 @@ class SnowSettings:
     max_flakes: int = 200_000
 
 
+class TooManyFlakes(ValueError):
+    """The settings need more flakes than ``max_flakes`` allows (the stage names the setting).
+
+    ``fraction``: the share of the current density that fits, so that even a draw three
+    standard deviations above the expected (Poisson) flake count stays within the limit."""
+
+    def __init__(self, needed: int, max_flakes: int, expected: float) -> None:
+        super().__init__(f"snow would need {needed} flakes (more than max_flakes={max_flakes}): "
+                         "lower the density or raise max_flakes")
+        self.needed = needed
+        self.max_flakes = max_flakes
+        fitting_mean = ((np.sqrt(9.0 + 4.0 * max_flakes) - 3.0) / 2.0) ** 2  # mean + 3 sqrt(mean) = max_flakes
+        self.fraction = min(fitting_mean / expected, 1.0) if expected > 0 else 1.0
+
+
 @dataclass(frozen=True)
 class Volume:
     """The axis-aligned box (physics frame) snow falls through."""
@@ -77,13 +92,14 @@ def simulate_snow(frames: int, fps: float, volume: Volume, surfaces: HeightMap |
     falling flakes at the steady-state density; new flakes are born at the top."""
     rng = np.random.default_rng(seed)
     height = float(volume.hi[2] - volume.lo[2])
-    prefill = rng.poisson(settings.density * volume.area * height / settings.speed)
-    per_frame = rng.poisson(settings.density * volume.area / fps, size=frames)
+    prefill_mean = settings.density * volume.area * height / settings.speed
+    frame_mean = settings.density * volume.area / fps
+    prefill = rng.poisson(prefill_mean)
+    per_frame = rng.poisson(frame_mean, size=frames)
     per_frame[0] = 0
     total = prefill + int(per_frame.sum())
     if total > settings.max_flakes:
-        raise ValueError(f"snow would need {total} flakes (more than max_flakes={settings.max_flakes}): "
-                         "lower the density or raise max_flakes")
+        raise TooManyFlakes(total, settings.max_flakes, prefill_mean + frame_mean * (frames - 1))
     birth = np.concatenate([np.zeros(prefill, int), np.repeat(np.arange(frames), per_frame)])
     pos = rng.uniform(volume.lo, volume.hi, size=(total, 3))
     pos[prefill:, 2] = volume.hi[2]

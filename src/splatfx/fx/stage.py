@@ -1,5 +1,5 @@
-"""The fx stages on a shot folder: ``fx select``, ``fx collapse``, ``fx snow``, and loading
-the resulting animation for render and the viewer.
+"""The fx stages on a shot folder: ``fx select``, ``fx collapse``, ``fx snow``. Render and
+the viewer load the resulting animation with :func:`splatfx.fx.animation.load_animation`.
 
 Inputs: ``scene/scene.ply`` (solve coordinates), ``solve/scene.json`` (up, ground, metric
 scale), the ``[fx]`` tables of shot.toml and the shot's frame range and rate. Outputs in
@@ -11,25 +11,28 @@ written atomically, reused while inputs and settings are unchanged.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.markup import escape
 
 from splatfx.core.atomic import atomic_path, write_text_atomic
 from splatfx.shot.config import CollapseSection, SelectSection, SnowSection
 from splatfx.core.errors import ConfigError, InputError
-from splatfx.io.formats import read_gaussians
-from splatfx.fx.animation import ELEMENTS, Fragments, ShotAnimation, Similarity
+from splatfx.fx.animation import Similarity, load_frame, load_scene, load_selection, scene_path
 from splatfx.fx.colliders import FloorMap, StaticBox, fit_static_boxes
 from splatfx.fx.debris import DebrisSettings, DustSettings, simulate_debris, simulate_dust
-from splatfx.fx.fracture import fill_fracture_faces, fill_gaussian_params, voronoi_fracture
-from splatfx.fx.particles import ParticleCache
-from splatfx.fx.rigid import CollapseSettings, RigidCache, collision_hulls, simulate_collapse
-from splatfx.fx.selection import BoxSelection, PolygonSelection, require_selection, select_by_masks, selection_report
-from splatfx.fx.snow import HeightMap, SnowSettings, Volume, simulate_snow
+from splatfx.fx.budget import require_collapse_memory, require_snow_memory
+from splatfx.fx.fracture import (MIN_FRAGMENT_POINTS, fill_fracture_faces, fill_gaussian_params,
+                                 largest_fragment_count, voronoi_fracture)
+from splatfx.fx.rigid import CollapseSettings, collision_hulls, simulate_collapse, solvable_fracture
+from splatfx.fx.selection import (BoxSelection, PolygonSelection, euler_xyz_degrees, require_selection,
+                                  select_by_masks, selection_report)
+from splatfx.fx.snow import HeightMap, SnowSettings, TooManyFlakes, Volume, simulate_snow
 from splatfx.core.gaussians import Gaussians
-from splatfx.recon.orient import SceneFrame
 from splatfx.core.progress import progress_callback
 from splatfx.core.sh import SH_C0
 from splatfx.shot.folder import Shot
@@ -37,40 +40,11 @@ from splatfx.shot.runner import StageResult, run_stage
 
 
 # --- inputs ---------------------------------------------------------------------------------------
-def scene_path(shot: Shot) -> Path:
-    return shot.scene_dir / "scene.ply"
-
-
-def frame_path(shot: Shot) -> Path:
-    return shot.solve_dir / "scene.json"
-
-
-def load_scene(shot: Shot) -> Gaussians:
-    path = scene_path(shot)
-    if not path.is_file():
-        raise InputError(path, "scene.ply does not exist (run `splatfx train` first)")
-    return read_gaussians(path)
-
-
-def load_frame(shot: Shot) -> Similarity:
-    frame = SceneFrame.load(frame_path(shot))
-    return Similarity(frame.scale, frame.rotation, frame.translation)
-
-
 def world_means(scene: Gaussians, frame: Similarity) -> np.ndarray:
     return frame.to_world(scene.means.double().numpy())
 
 
 # --- select ----------------------------------------------------------------------------------------
-def euler_xyz_degrees(angles: tuple[float, float, float]) -> np.ndarray:
-    """Rotation matrix of XYZ Euler angles in degrees (x applied first)."""
-    ax, ay, az = np.radians(angles)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def selection_mask(shot: Shot, settings: SelectSection, points_world: np.ndarray) -> np.ndarray:
     """Which scene Gaussians (by centre, world frame) the ``[fx.select]`` settings choose."""
     if settings.shape == "box":
@@ -103,11 +77,11 @@ def _mask_votes(shot: Shot, settings: SelectSection, points_world: np.ndarray) -
     return select_by_masks(points_solve, cameras, masks, settings.mask_votes)
 
 
-def run_select(shot: Shot, force: bool = False) -> StageResult:
+def run_select(shot: Shot, *, force: bool = False) -> StageResult:
     """``splatfx fx select``: store which Gaussians the effects act on, and report it."""
     settings = shot.config.fx.select
     out_npz, out_json = shot.fx_dir / "selection.npz", shot.fx_dir / "selection.json"
-    inputs = {"scene": scene_path(shot), "frame": frame_path(shot)}
+    inputs = {"scene": scene_path(shot), "frame": shot.scene_json}
     if settings.shape == "masks":
         inputs["masks"] = shot.path(settings.masks)
 
@@ -121,10 +95,6 @@ def run_select(shot: Shot, force: bool = False) -> StageResult:
         return report
 
     return run_stage(shot, "fx.select", settings, inputs, [out_npz, out_json], work, force=force)
-
-
-def load_selection(shot: Shot) -> np.ndarray:
-    return _load_npz(shot.fx_dir / "selection.npz", "run `splatfx fx select` first")["indices"]
 
 
 # --- collapse --------------------------------------------------------------------------------------
@@ -167,23 +137,26 @@ def collider_boxes(section: CollapseSection, points_world: np.ndarray, opaque: n
     return tuple(boxes)
 
 
-def run_collapse(shot: Shot, force: bool = False) -> StageResult:
+def run_collapse(shot: Shot, *, force: bool = False) -> StageResult:
     """``splatfx fx collapse``: fracture the selection, fill the breaks, simulate the fall,
     emit debris and dust; cache everything in ``fx/collapse.npz``."""
     section = shot.config.fx.collapse
     out = shot.fx_dir / "collapse.npz"
-    inputs = {"scene": scene_path(shot), "frame": frame_path(shot), "selection": shot.fx_dir / "selection.npz"}
+    inputs = {"scene": scene_path(shot), "frame": shot.scene_json, "selection": shot.fx_dir / "selection.npz"}
     seed = shot.config.shot.seed
     frames = shot.frames
 
     def work() -> dict:
         scene = load_scene(shot)
         frame = load_frame(shot)
-        selected = load_selection(shot)
+        selected = load_selection(shot, len(scene))
         scene_points = world_means(scene, frame)
         points = scene_points[selected]
         colors = scene.sh[torch.from_numpy(selected), 0].double().numpy()
-        fracture = voronoi_fracture(points, section.fragments, seed=seed)
+        where = f"{shot.toml_path} [fx.collapse]"
+        require_collapse_memory(section, len(frames), where, selected=len(points))
+        asked = fragment_count(section.fragments, len(points), where)
+        fracture = solvable_fracture(points, voronoi_fracture(points, asked, seed=seed))
         fill = fill_fracture_faces(points, colors, fracture, max_count=section.fill_max, seed=seed) if section.fill else None
         all_points = points if fill is None else np.concatenate([points, fill.points])
         labels = fracture.labels if fill is None else np.concatenate([fracture.labels, fill.labels])
@@ -207,11 +180,26 @@ def run_collapse(shot: Shot, force: bool = False) -> StageResult:
         arrays.update(debris.arrays("debris"))
         arrays.update(dust.arrays("dust"))
         _save_npz(out, arrays)
-        return {"fragments": fracture.count, "fill_gaussians": 0 if fill is None else len(fill.points),
-                "debris": debris.count, "dust": dust.count, "breaks": sum(e["kind"] == "break" for e in cache.events),
-                "impacts": sum(e["kind"] == "impact" for e in cache.events), "colliders": len(boxes)}
+        figures = {"fragments": fracture.count, "fill_gaussians": 0 if fill is None else len(fill.points),
+                   "debris": debris.count, "dust": dust.count, "breaks": sum(e["kind"] == "break" for e in cache.events),
+                   "impacts": sum(e["kind"] == "impact" for e in cache.events), "colliders": len(boxes)}
+        if fracture.count != section.fragments:  # clamped to the selection, or pieces merged
+            figures["fragments_asked"] = section.fragments
+        return figures
 
     return run_stage(shot, "fx.collapse", section, inputs, [out], work, force=force)
+
+
+def fragment_count(asked: int, points: int, where: str) -> int:
+    """``[fx.collapse] fragments``, clamped (with a message) to what ``points`` selected
+    Gaussians can hold: one piece per :data:`MIN_FRAGMENT_POINTS` of them."""
+    largest = largest_fragment_count(points)
+    if asked <= largest:
+        return asked
+    Console(stderr=True, highlight=False).print(
+        f"{escape(where)} fragments: {asked} is more than the {points} selected Gaussians can hold "
+        f"(at least {MIN_FRAGMENT_POINTS} each); using {largest}", soft_wrap=True)
+    return largest
 
 
 def _collider_arrays(boxes: tuple[StaticBox, ...]) -> dict[str, np.ndarray]:
@@ -241,11 +229,28 @@ def snow_settings(section: SnowSection) -> SnowSettings:
                         settle=section.settle, max_flakes=section.max_flakes)
 
 
-def run_snow(shot: Shot, force: bool = False) -> StageResult:
+def flake_limit_error(shot: Shot, section: SnowSection, exc: TooManyFlakes) -> ConfigError:
+    """``[fx.snow] density`` needs more flakes than ``max_flakes``: name it and the largest
+    density that fits (the flake count scales with the density)."""
+    fits = _round_down(section.density * exc.fraction)
+    return ConfigError(f"{shot.toml_path} [fx.snow] density",
+                       f"{section.density:g} would need {exc.needed} flakes, more than max_flakes = "
+                       f"{exc.max_flakes}: the largest density that fits is about {fits:g} (or raise max_flakes)")
+
+
+def _round_down(value: float, digits: int = 2) -> float:
+    """``value`` cut (not rounded) to ``digits`` significant digits, so it stays under a limit."""
+    if value <= 0:
+        return 0.0
+    scale = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return math.floor(value / scale) * scale
+
+
+def run_snow(shot: Shot, *, force: bool = False) -> StageResult:
     """``splatfx fx snow``: simulate snowfall over the scene into ``fx/snow.npz``."""
     section = shot.config.fx.snow
     out = shot.fx_dir / "snow.npz"
-    inputs = {"scene": scene_path(shot), "frame": frame_path(shot)}
+    inputs = {"scene": scene_path(shot), "frame": shot.scene_json}
 
     def work() -> dict:
         scene = load_scene(shot)
@@ -254,8 +259,13 @@ def run_snow(shot: Shot, force: bool = False) -> StageResult:
         points = world_means(scene, frame)[opaque]
         volume = Volume.around(points)
         cell = max(float(np.ptp(points[:, :2], axis=0).max()) / 256.0, 0.02)
-        snow = simulate_snow(len(shot.frames), shot.config.shot.fps, volume, HeightMap(points, volume, cell),
-                             snow_settings(section), seed=shot.config.shot.seed)
+        require_snow_memory(section.density, snow_settings(section), volume, len(shot.frames), shot.config.shot.fps,
+                            f"{shot.toml_path} [fx.snow]")
+        try:
+            snow = simulate_snow(len(shot.frames), shot.config.shot.fps, volume, HeightMap(points, volume, cell),
+                                 snow_settings(section), seed=shot.config.shot.seed)
+        except TooManyFlakes as exc:
+            raise flake_limit_error(shot, section, exc) from None
         colour_dc = (np.asarray(section.color, dtype=np.float32) - 0.5) / SH_C0
         snow.colors_dc[:] = colour_dc
         _save_npz(out, {**snow.arrays("snow"), "volume.lo": volume.lo, "volume.hi": volume.hi})
@@ -264,53 +274,8 @@ def run_snow(shot: Shot, force: bool = False) -> StageResult:
     return run_stage(shot, "fx.snow", section, inputs, [out], work, force=force)
 
 
-# --- the animation ---------------------------------------------------------------------------------
-def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
-    """The shot's animated scene from ``scene.ply`` and whichever fx caches exist for the
-    effects listed in ``[fx] effects`` (the static scene when there are none)."""
-    scene = load_scene(shot) if scene is None else scene
-    effects = shot.config.fx.effects
-    frame = load_frame(shot) if effects else Similarity()
-    animation = ShotAnimation(scene, frame, len(shot.frames), shot.config.shot.fps)
-    if "collapse" in effects:
-        selected = load_selection(shot)
-        data = _load_npz(shot.fx_dir / "collapse.npz", "run `splatfx fx collapse` first")
-        cache = RigidCache.from_arrays({k[len("rigid."):]: v for k, v in data.items() if k.startswith("rigid.")})
-        parts, element, source = [scene[selected]], [np.full(len(selected), ELEMENTS["fragment"], np.int8)], [selected]
-        if "fill.means" in data:
-            n = len(data["fill.means"])
-            sh = np.zeros((n, scene.sh.shape[1], 3), np.float32)
-            sh[:, 0] = data["fill.sh_dc"]
-            parts.append(Gaussians.from_arrays({"means": data["fill.means"], "quats": data["fill.quats"],
-                                                "log_scales": data["fill.log_scales"],
-                                                "opacity_logits": data["fill.opacity_logits"], "sh": sh},
-                                               extras={k: np.zeros((n,) + v.shape[1:], np.float32)
-                                                       for k, v in scene.extras.items()}, source="fill"))
-            element.append(np.full(n, ELEMENTS["fill"], np.int8))
-            source.append(np.full(n, -1))
-        animation.removed = selected
-        animation.fragments = Fragments(Gaussians.cat(parts), data["labels"], np.concatenate(element),
-                                        np.concatenate(source), cache)
-        animation.particles["debris"] = ParticleCache.from_arrays(data, "debris")
-        animation.particles["dust"] = ParticleCache.from_arrays(data, "dust")
-    if "snow" in effects:
-        animation.particles["snow"] = ParticleCache.from_arrays(
-            _load_npz(shot.fx_dir / "snow.npz", "run `splatfx fx snow` first"), "snow")
-    return animation
-
-
 # --- storage ---------------------------------------------------------------------------------------
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-
-
-def _load_npz(path: Path, hint: str) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputError(path, f"does not exist ({hint})")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(path, f"unreadable fx cache ({exc}); rerun the stage with --force") from None

@@ -576,6 +576,47 @@ def colmap_to_camera(camera: ColmapCamera, image: ColmapImage, source: PathLike 
     return Camera.from_colmap(image.qvec, image.tvec, camera.width, camera.height, fx, fy, cx, cy, dist)
 
 
+@dataclass(frozen=True)
+class ModelCameras:
+    """The :class:`Camera` of every registered image of a model, in sorted image-name order,
+    and the two files they were read from (for error messages)."""
+
+    names: list[str]
+    cameras: list[Camera]
+    cameras_file: Path
+    images_file: Path
+
+    def by_name(self) -> dict[str, Camera]:
+        """Image name → camera."""
+        return dict(zip(self.names, self.cameras, strict=True))
+
+
+def read_model_cameras(folder: PathLike) -> ModelCameras:
+    """The cameras of the model in ``folder`` (``cameras`` and ``images``, .bin or .txt), as
+    solved: lens distortion kept, sizes as COLMAP saw the images.
+
+    InputError names the file when an image refers to an undefined camera or a camera is
+    invalid (a model :func:`colmap_intrinsics` refuses, a bad size, focal length or pose).
+    """
+    cameras_file = find_model_file(folder, "cameras")
+    images_file = find_model_file(folder, "images")
+    if cameras_file is None or images_file is None:
+        raise InputError(folder, "is not a COLMAP model: it needs cameras and images (.bin or .txt)")
+    intrinsics = read_cameras(cameras_file)
+    registered = sorted(read_images(images_file).values(), key=lambda im: im.name)
+    cameras = []
+    for im in registered:
+        if im.camera_id not in intrinsics:
+            raise InputError(images_file, f"image {im.name!r} refers to camera {im.camera_id}, "
+                                          f"which {cameras_file.name} does not define")
+        try:
+            cameras.append(colmap_to_camera(intrinsics[im.camera_id], im, cameras_file))
+        except ValueError as exc:  # Camera's checks: size, focal length, finite values
+            raise InputError(images_file, f"image {im.name!r} (camera {im.camera_id} of {cameras_file.name}): "
+                                          f"{exc}") from None
+    return ModelCameras([im.name for im in registered], cameras, cameras_file, images_file)
+
+
 def camera_to_colmap(camera: Camera, camera_id: int) -> ColmapCamera:
     """The COLMAP intrinsics of ``camera``: PINHOLE, OPENCV, or FULL_OPENCV when k3 is set."""
     size = (camera.width, camera.height)

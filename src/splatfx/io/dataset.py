@@ -35,7 +35,7 @@ from splatfx.io.images import IMAGE_SUFFIXES, image_size, read_image
 PathLike = str | os.PathLike[str]
 SPLITS = ("train", "test", "val", "all")
 LAYOUTS = ("transforms", "colmap", "llff")
-DEFAULT_TEST_EVERY = 8  # the LLFF / mip-NeRF 360 protocol: sorted names 0, 8, 16, … are test
+DEFAULT_HOLDOUT_EVERY = 8  # the LLFF / mip-NeRF 360 protocol: sorted names 0, 8, 16, … are test
 DEFAULT_CACHE_BYTES = 256 * 2**20
 DEFAULT_LLFF_IMAGES = "images_8"
 DEFAULT_COLMAP_IMAGES = "images"
@@ -257,12 +257,12 @@ def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_dataset(path: PathLike, split: str = "train", *, background: Sequence[float] | float | str | None = None,
-                 images: str | None = None, test_every: int = DEFAULT_TEST_EVERY, downscale: float = 1,
+                 images: str | None = None, holdout_every: int = DEFAULT_HOLDOUT_EVERY, downscale: float = 1,
                  layout: str | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Dataset:
     """Open a capture folder, recognising its layout, and return one split of it.
 
     ``split`` is "train", "test", "all", or "val" (NeRF-synthetic captures only). Captures
-    without split files hold out every ``test_every``-th image by sorted name as test (0: none).
+    without split files hold out every ``holdout_every``-th image by sorted name as test (0: none).
     ``images`` names the image folder (COLMAP: "images", LLFF: "images_8" by default);
     ``downscale`` resamples images (and cameras) by that factor on load. ``background``
     ("white", "black", a grey level or an RGB triple) is what RGBA images are composited
@@ -271,8 +271,8 @@ def load_dataset(path: PathLike, split: str = "train", *, background: Sequence[f
     root = require_dir(path, "capture folder")
     if split not in SPLITS:
         raise ConfigError("split", f"must be one of {', '.join(SPLITS)}, not {split!r}")
-    if not isinstance(test_every, int) or test_every < 0:
-        raise ConfigError("test_every", f"must be a whole number ≥ 0 (0: no test images), not {test_every!r}")
+    if not isinstance(holdout_every, int) or holdout_every < 0:
+        raise ConfigError("holdout_every", f"must be a whole number ≥ 0 (0: no test images), not {holdout_every!r}")
     if not downscale >= 1:
         raise ConfigError("downscale", f"must be ≥ 1 (images are only ever shrunk), not {downscale!r}")
     layout = detect_layout(root) if layout is None else layout
@@ -281,13 +281,13 @@ def load_dataset(path: PathLike, split: str = "train", *, background: Sequence[f
     if layout == "transforms":
         if images is not None:
             raise ConfigError("images", "applies to COLMAP and LLFF captures; transforms.json names its images")
-        frames, points, synthetic = _load_transforms(root, split, test_every)
+        frames, points, synthetic = _load_transforms(root, split, holdout_every)
         default_background = "white" if synthetic else "black"
     elif layout == "colmap":
-        frames, points = _load_colmap(root, images or DEFAULT_COLMAP_IMAGES, split, test_every)
+        frames, points = _load_colmap(root, images or DEFAULT_COLMAP_IMAGES, split, holdout_every)
         default_background = "black"
     else:
-        frames, points = _load_llff(root, images or DEFAULT_LLFF_IMAGES, split, test_every)
+        frames, points = _load_llff(root, images or DEFAULT_LLFF_IMAGES, split, holdout_every)
         default_background = "black"
     if downscale != 1:
         frames = [_downscaled(f, downscale) for f in frames]
@@ -348,13 +348,13 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _split_indices(names: Sequence[str], split: str, test_every: int, source: Path) -> list[int]:
-    """Indices, in sorted-name order, of one split: every ``test_every``-th sorted name is test."""
+def _split_indices(names: Sequence[str], split: str, holdout_every: int, source: Path) -> list[int]:
+    """Indices, in sorted-name order, of one split: every ``holdout_every``-th sorted name is test."""
     if split == "val":
         raise InputError(source, "has no val split (only NeRF-synthetic transforms_val.json captures do); "
                                  "use train, test or all")
     order = sorted(range(len(names)), key=lambda i: names[i])
-    test = set(order[::test_every]) if test_every > 0 else set()
+    test = set(order[::holdout_every]) if holdout_every > 0 else set()
     if split == "all":
         return order
     return [i for i in order if (i in test) == (split == "test")]
@@ -395,35 +395,22 @@ def _rescaled_to_images(cameras: list[Camera], first_image: Path, source: Path) 
 # --------------------------------------------------------------------------- COLMAP
 
 
-def _load_colmap(root: Path, images: str, split: str, test_every: int
+def _load_colmap(root: Path, images: str, split: str, holdout_every: int
                  ) -> tuple[list[Frame], SparsePoints | None]:
     model_dir = colmap_model_dir(root)
     if model_dir is None:
         raise InputError(root, "has no COLMAP model (cameras and images .bin/.txt in sparse/0 or sparse)")
-    cameras_file = colmap.find_model_file(model_dir, "cameras")
-    images_file = colmap.find_model_file(model_dir, "images")
-    assert cameras_file is not None and images_file is not None  # colmap_model_dir checked both
-    model_cameras = colmap.read_cameras(cameras_file)
-    registered = sorted(colmap.read_images(images_file).values(), key=lambda im: im.name)
-    if not registered:
-        raise InputError(images_file, "has no registered images")
+    model = colmap.read_model_cameras(model_dir)
+    if not model.names:
+        raise InputError(model.images_file, "has no registered images")
     image_dir = require_dir(root / images, "image folder")
-    cameras = []
-    for im in registered:
-        if im.camera_id not in model_cameras:
-            raise InputError(images_file, f"image {im.name!r} refers to camera {im.camera_id}, "
-                                          f"which {cameras_file.name} does not define")
-        if not (image_dir / im.name).is_file():
-            raise InputError(images_file, f"image {im.name!r} is not in {image_dir}")
-        try:
-            cameras.append(colmap.colmap_to_camera(model_cameras[im.camera_id], im, cameras_file))
-        except ValueError as exc:  # Camera's checks: size, focal length, finite values
-            raise InputError(images_file, f"image {im.name!r} (camera {im.camera_id} of {cameras_file.name}): "
-                                          f"{exc}") from None
-    cameras = _rescaled_to_images(cameras, image_dir / registered[0].name, cameras_file)
-    names = [im.name for im in registered]
+    for name in model.names:
+        if not (image_dir / name).is_file():
+            raise InputError(model.images_file, f"image {name!r} is not in {image_dir}")
+    names = model.names
+    cameras = _rescaled_to_images(model.cameras, image_dir / names[0], model.cameras_file)
     frames = [Frame(names[i], image_dir / names[i], cameras[i], (cameras[i].width, cameras[i].height))
-              for i in _split_indices(names, split, test_every, root)]
+              for i in _split_indices(names, split, holdout_every, root)]
     return frames, _colmap_points(model_dir)
 
 
@@ -438,7 +425,7 @@ def _colmap_points(model_dir: Path) -> SparsePoints | None:
 # --------------------------------------------------------------------------- LLFF
 
 
-def _load_llff(root: Path, images: str, split: str, test_every: int) -> tuple[list[Frame], SparsePoints | None]:
+def _load_llff(root: Path, images: str, split: str, holdout_every: int) -> tuple[list[Frame], SparsePoints | None]:
     poses_path = root / "poses_bounds.npy"
     poses = _read_poses_bounds(poses_path)
     image_dir = root / images
@@ -456,7 +443,7 @@ def _load_llff(root: Path, images: str, split: str, test_every: int) -> tuple[li
                                    "the aspect ratios differ")
     names = [f.name for f in files]
     frames = []
-    for i in _split_indices(names, split, test_every, root):
+    for i in _split_indices(names, split, holdout_every, root):
         try:
             camera = _orthonormalised(Camera.from_llff(poses[i, :15], w, h), poses_path, f"pose {i}")
         except ValueError as exc:  # Camera's checks: size, focal length, finite values
@@ -506,7 +493,7 @@ _UNSUPPORTED_MODELS = ("OPENCV_FISHEYE", "EQUIRECTANGULAR")
 _IMAGE_NAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".exr", ".PNG", ".JPG", ".JPEG", ".EXR")  # file_path may omit it
 
 
-def _load_transforms(root: Path, split: str, test_every: int
+def _load_transforms(root: Path, split: str, holdout_every: int
                      ) -> tuple[list[Frame], SparsePoints | None, bool]:
     """Frames, points and whether the capture is NeRF-synthetic style (``camera_angle_x``)."""
     if any((root / f).is_file() for f in SPLIT_FILES.values()):
@@ -522,7 +509,7 @@ def _load_transforms(root: Path, split: str, test_every: int
     path = root / "transforms.json"
     meta = _read_json(path)
     frames = _transforms_frames(path, meta, root)
-    keep = _split_indices([f.name for f in frames], split, test_every, root)
+    keep = _split_indices([f.name for f in frames], split, holdout_every, root)
     return [frames[i] for i in keep], _ply_points(path, meta), "camera_angle_x" in meta
 
 

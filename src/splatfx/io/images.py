@@ -13,6 +13,7 @@ float32 bit for bit; see ``docs/io.md``.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -102,14 +103,35 @@ def read_image(path: PathLike) -> Image:
     window; use :func:`read_exr` for every layer.
     """
     p = require_file(path, "image")
-    suffix = _suffix(p)
-    if suffix in EXR_SUFFIXES:
+    if _suffix(p) in EXR_SUFFIXES:
         return _read_exr_image(p)
-    if suffix in PNG_SUFFIXES:
+    codes = _decode_codes(p)
+    if codes.dtype == np.uint16:
+        return Image(from_uint16(codes), "srgb", 16)
+    return Image(from_uint8(codes), "srgb", 8)
+
+
+def check_image(path: PathLike) -> tuple[int, int]:
+    """Decode every pixel of ``path`` once, as :func:`read_image` would, and return its
+    ``(width, height)``; InputError names the file if it is truncated or corrupt.
+
+    PNG and JPEG pixels are neither converted to float nor kept, so checking big stills
+    costs little more than the decoding itself."""
+    p = require_file(path, "image")
+    if _suffix(p) in EXR_SUFFIXES:
+        image = _read_exr_image(p)
+        return image.width, image.height
+    codes = _decode_codes(p)
+    return int(codes.shape[1]), int(codes.shape[0])
+
+
+def _decode_codes(p: Path) -> np.ndarray:
+    """A PNG's or JPEG's stored codes: uint16 for a 16-bit PNG, else uint8 (H x W x C)."""
+    if p.suffix.lower() in PNG_SUFFIXES:
         _check_png_chunks(p)
         if _png_bit_depth(p) == 16:
-            return Image(from_uint16(_read_png16(p)), "srgb", 16)
-    return Image(from_uint8(_read_pil8(p)), "srgb", 8)
+            return _read_png16(p)
+    return _read_pil8(p)
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
@@ -343,19 +365,30 @@ def write_exr(path: PathLike, channels: Mapping[str, np.ndarray], *,
     header: dict[str, Any] = {"compression": EXR_COMPRESSIONS[compression],
                               "type": OpenEXR.scanlineimage}
     if frame is not None:
-        header["frame"] = int(frame)
+        header["frame"] = _exr_int("frame", int(frame))
     if fps is not None:
-        header["framesPerSecond"] = Fraction(fps).limit_denominator(1001000)
+        rate = Fraction(fps).limit_denominator(1001000)
+        _exr_int("framesPerSecond", rate.numerator)
+        header["framesPerSecond"] = rate
     for key, value in (attributes or {}).items():
         if key in _STANDARD_ATTRIBUTES:
             raise ValueError(f"EXR attribute name {key!r} is reserved")
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError(f"EXR attribute {key!r} must be str, int or float, "
                              f"not {type(value).__name__}")
-        header[key] = value
+        header[key] = _exr_int(key, value) if isinstance(value, int) else value
     exr = OpenEXR.File(header, {name: OpenEXR.Channel(a) for name, a in arrays.items()})
-    with atomic_path(path) as tmp:
-        exr.write(str(tmp))
+    encoded = io.BytesIO()  # encoded in memory, so that a disk error keeps its errno (OpenEXR's
+    exr.write(encoded)      # own file writes turn ENOSPC into a RuntimeError naming the temporary)
+    with atomic_path(path) as tmp:  # OutputError naming ``path`` for a full disk or a read-only folder
+        tmp.write_bytes(encoded.getbuffer())
+
+
+def _exr_int(name: str, value: int) -> int:
+    """``value``, checked to fit the 32-bit integer an EXR header stores (it wraps around otherwise)."""
+    if not -2**31 <= value < 2**31:
+        raise ValueError(f"EXR attribute {name!r} = {value} does not fit a 32-bit integer")
+    return value
 
 
 def _exr_arrays(channels: Mapping[str, np.ndarray],
@@ -389,6 +422,13 @@ def _exr_arrays(channels: Mapping[str, np.ndarray],
             raise ValueError(f"EXR channel {name!r} has unsupported dtype {a.dtype}")
         out[name] = np.ascontiguousarray(a, dtype=dtype)
     return out
+
+
+def read_exr_header(path: PathLike) -> ExrHeader:
+    """The header of an EXR's first part, without reading its pixels."""
+    p = require_file(path, "EXR image")
+    part = _open_exr(p, header_only=True).parts[0]
+    return _exr_header(part.header, {name: "" for name in part.channels})
 
 
 def read_exr(path: PathLike) -> tuple[dict[str, np.ndarray], ExrHeader]:

@@ -13,6 +13,8 @@
 
 Opening checks every frame's header (sizes must agree) without decoding pixels;
 ``read(frame)`` decodes one frame when asked, so long 4K plates never sit in memory.
+:func:`undecodable_frames` decodes every frame once (``splatfx init`` does, so that a
+truncated file is refused before the solve), and ``leave_out`` turns frames into gaps.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -28,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from splatfx.core.errors import InputError
-from splatfx.io.images import EXR_SUFFIXES, IMAGE_SUFFIXES, Encoding, image_size, read_image
-from splatfx.io.video import VIDEO_SUFFIXES, VideoReader
+from splatfx.core.progress import track
+from splatfx.io.images import EXR_SUFFIXES, IMAGE_SUFFIXES, Encoding, check_image, image_size, read_image
+from splatfx.io.video import VIDEO_SUFFIXES, FrameDecodeError, VideoReader
 
 PathLike = str | os.PathLike[str]
 DEFAULT_START_FRAME = 1001
@@ -152,6 +155,19 @@ class Plates(ABC):
         for frame in self.frames:
             yield frame, self.read(frame)
 
+    def check(self, frame: int) -> None:
+        """Decode ``frame`` fully without keeping it; InputError names what does not decode."""
+        self.read(frame)
+
+    def leave_out(self, frames: Collection[int]) -> None:
+        """Drop ``frames`` (e.g. ones that do not decode): they become gaps in the numbers."""
+        drop = set(frames)
+        kept = [f for f in self.frames if f not in drop]
+        if not kept:
+            raise InputError(self.source, "no frame is left once the skipped frames are left out")
+        self.frames = kept
+        self._present = frozenset(kept)
+
     def summary(self) -> str:
         """One line for the artist: what was opened, its size, range and colour encoding."""
         gaps = f", {len(self.missing)} missing" if self.missing else ""
@@ -189,10 +205,21 @@ class ImagePlates(Plates):
     def _read(self, frame: int) -> np.ndarray:
         path = self.files[frame]
         image = read_image(path)
-        if (image.width, image.height) != (self.width, self.height):
-            raise InputError(path, f"decodes to {image.width}x{image.height}, "
-                                   f"the header said {self.width}x{self.height}")
+        self._check_size(path, image.width, image.height)
         return image.pixels
+
+    def check(self, frame: int) -> None:
+        """Decode ``frame``'s file fully (without converting its pixels to float)."""
+        path = self.files[frame]
+        self._check_size(path, *check_image(path))
+
+    def _check_size(self, path: Path, width: int, height: int) -> None:
+        if (width, height) != (self.width, self.height):
+            raise InputError(path, f"decodes to {width}x{height}, the header said {self.width}x{self.height}")
+
+    def leave_out(self, frames: Collection[int]) -> None:
+        super().leave_out(frames)
+        self.files = {f: p for f, p in self.files.items() if f in self}
 
 
 class VideoPlates(Plates):
@@ -206,7 +233,11 @@ class VideoPlates(Plates):
                          fps if fps is not None else self.reader.fps, "srgb")
 
     def _read(self, frame: int) -> np.ndarray:
-        return self.reader.read(frame - self.start_frame)
+        try:
+            return self.reader.read(frame - self.start_frame)
+        except FrameDecodeError as exc:  # named by the plate's frame number, not the video's index
+            raise InputError(self.source, f"cannot decode frame {frame} (frame {exc.index} of the video, "
+                                          f"counting from 0): {exc.reason}") from None
 
     def close(self) -> None:
         self.reader.close()
@@ -241,6 +272,18 @@ def open_plates(path: PathLike, start_frame: int | None = None,
         return ImagePlates(p, {_start(start_frame): p}, "image", rate)
     raise InputError(p, f"is neither an image ({', '.join(sorted(IMAGE_SUFFIXES))}), "
                         f"a video ({', '.join(sorted(VIDEO_SUFFIXES))}) nor a folder")
+
+
+def undecodable_frames(plates: Plates) -> dict[int, InputError]:
+    """Decode every frame once, one at a time in order (a progress bar shows it): the frames
+    that do not decode, each with the one-line error naming its file or frame number."""
+    bad: dict[int, InputError] = {}
+    for frame in track(plates.frames, f"decoding {len(plates)} plates"):
+        try:
+            plates.check(frame)
+        except InputError as exc:
+            bad[frame] = exc
+    return bad
 
 
 def _start(start_frame: int | None) -> int:

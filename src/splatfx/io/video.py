@@ -44,6 +44,15 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(reason.split()) or type(exc).__name__
 
 
+class FrameDecodeError(InputError):
+    """One frame of a video does not decode: ``index`` (0-based) and FFmpeg's ``reason``."""
+
+    def __init__(self, path: Path, index: int, reason: str) -> None:
+        super().__init__(path, f"cannot decode frame {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
 class VideoReader:
     """Random and sequential access to the frames of one video file's first video stream."""
 
@@ -142,9 +151,9 @@ class VideoReader:
                     break
         except av.FFmpegError as exc:
             self._decoded = None
-            raise InputError(self.path, f"cannot decode frame {index}: {_one_line(exc)}") from None
+            raise FrameDecodeError(self.path, index, _one_line(exc)) from None
         self._decoded = None
-        raise InputError(self.path, f"frame {index} (pts {target}) could not be decoded exactly")
+        raise FrameDecodeError(self.path, index, f"it could not be decoded exactly (pts {target})")
 
     def _can_decode_forward_to(self, target: int) -> bool:
         """True when the open decoder is before ``target`` with no keyframe to jump to."""

@@ -15,48 +15,19 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import Tensor
 
 from splatfx.core.atomic import write_text_atomic
-from splatfx.core.camera import Camera
 from splatfx.io.dataset import Dataset, load_dataset
 from splatfx.core.errors import InputError
 from splatfx.core.gaussians import Gaussians
 from splatfx.io.images import write_png
 from splatfx.recon.metrics import MetricSummary
 from splatfx.core.progress import track
-from splatfx.raster import rasterize
+from splatfx.raster.views import render_view, resolve_device
 
 PathLike = str | os.PathLike[str]
 Background = tuple[float, float, float] | str | None
-
-
-def camera_tensors(cameras: list[Camera], device: torch.device) -> tuple[Tensor, Tensor]:
-    """World-to-camera matrices (C,4,4) and intrinsics (C,3,3) as float32 tensors."""
-    viewmats = torch.from_numpy(np.stack([c.viewmat() for c in cameras])).float().to(device)
-    Ks = torch.from_numpy(np.stack([c.K() for c in cameras])).float().to(device)
-    return viewmats, Ks
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: the GPU when torch sees one, else the CPU; any other name as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@torch.no_grad()
-def render_view(gaussians: Gaussians, camera: Camera, background: Tensor, backend: str = "auto") -> Tensor:
-    """Colour (H, W, 3) of ``gaussians`` seen by ``camera`` over ``background`` (3,)."""
-    viewmats, Ks = camera_tensors([camera], gaussians.device)
-    image, _, _ = rasterize(
-        gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.sh, viewmats, Ks,
-        camera.width, camera.height, backgrounds=background.to(gaussians.device)[None],
-        sh_degree=gaussians.sh_degree, backend=backend,
-    )
-    return image[0]
 
 
 def frame_stem(name: str, index: int) -> str:

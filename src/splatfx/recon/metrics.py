@@ -2,7 +2,7 @@
 
 Both take images (H, W, C) in [0, 1] (renders are clamped first, as the 3DGS and gsplat
 evaluation scripts do) and return plain floats. SSIM is the 3DGS variant from
-:mod:`splatfx.recon.losses` (11×11 Gaussian window, σ = 1.5), computed in float64 here so the
+:mod:`splatfx.core.losses` (11×11 Gaussian window, σ = 1.5), computed in float64 here so the
 reported figure does not depend on summation order. LPIPS is not provided: it needs
 network weights, which splatfx never downloads.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from splatfx.recon.losses import ssim as _ssim
+from splatfx.core.losses import ssim as _ssim
 
 
 def psnr(image: Tensor, reference: Tensor) -> float:

@@ -38,23 +38,21 @@ import pycolmap
 from splatfx.io import colmap
 from splatfx.core.atomic import write_text_atomic
 from splatfx.core.color import linear_to_srgb
-from splatfx.shot.config import SolveSection
 from splatfx.io.dataset import load_dataset
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.io.images import JPEG_SUFFIXES, PNG_SUFFIXES, write_jpeg
-from splatfx.recon.orient import SceneFrame, ScaleMeasure, orient_scene
+from splatfx.recon.orient import ScaleMeasure, orient_scene
 from splatfx.io.plates import ImagePlates, Plates, open_plates
 from splatfx.core.progress import make_progress
-from splatfx.shot.folder import Shot
+from splatfx.shot.folder import DISTORTED_MODEL, REPORT_JSON, SCENE_JSON, SPARSE_MODEL, Shot
 from splatfx.shot.runner import StageResult, run_stage
+from splatfx.shot.scene_frame import SceneFrame
 
 PathLike = str | os.PathLike[str]
 Matcher = Literal["auto", "exhaustive", "sequential"]
 
 #: Images COLMAP reads directly; other plates (EXR, video) are exported as JPEG first.
 COLMAP_READABLE = JPEG_SUFFIXES | PNG_SUFFIXES
-REPORT_JSON = "report.json"
-SCENE_JSON = "scene.json"
 
 
 class SolveWarning(UserWarning):
@@ -159,11 +157,11 @@ def solve_plates(plates: Plates, out: PathLike, config: SolveConfig = SolveConfi
         if unregistered:
             warnings.warn(SolveWarning(f"{plates.source}: {len(unregistered)} of {len(names)} images could not be "
                                        f"registered and have no camera: {', '.join(unregistered)}"), stacklevel=2)
-        distorted = build / "distorted" / "sparse" / "0"
+        distorted = build / DISTORTED_MODEL
         distorted.mkdir(parents=True)
         model.write_binary(str(distorted))
         _timed(seconds, "undistortion", lambda: undistort(distorted, image_dir, build, config, progress))
-        orient_model(build / "sparse" / "0", config).save(build / SCENE_JSON)
+        orient_model(build / SPARSE_MODEL, config).save(build / SCENE_JSON)
         shutil.rmtree(work)
         seconds["total"] = time.perf_counter() - t_start
         report = SolveReport(
@@ -205,14 +203,14 @@ def import_cameras(source: PathLike, out: PathLike, config: SolveConfig = SolveC
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(frame.image_path, target)
             progress.advance(task)
-        distorted = build / "distorted" / "sparse" / "0"
+        distorted = build / DISTORTED_MODEL
         colmap.write_model(model, distorted)
         if any(c.dist is not None for c in cameras):
             _timed(seconds, "undistortion", lambda: undistort(distorted, staged, build, config, progress))
         else:
             staged.rename(build / "images")
-            colmap.write_model(model, build / "sparse" / "0")
-        orient_model(build / "sparse" / "0", config).save(build / SCENE_JSON)
+            colmap.write_model(model, build / SPARSE_MODEL)
+        orient_model(build / SPARSE_MODEL, config).save(build / SCENE_JSON)
         shutil.rmtree(build / ".work")
         seconds["total"] = time.perf_counter() - t_start
         report = SolveReport(
@@ -226,26 +224,26 @@ def import_cameras(source: PathLike, out: PathLike, config: SolveConfig = SolveC
     return report
 
 
-def config_from_section(section: SolveSection, seed: int = 0, **overrides) -> SolveConfig:
-    """The SolveConfig a shot's ``[solve]`` table asks for (``overrides``: extra settings)."""
+def config_for_shot(shot: Shot) -> SolveConfig:
+    """The SolveConfig a shot's ``[solve]`` table asks for, seeded by ``[shot] seed``."""
+    section = shot.config.solve
     scale = section.scale
     return SolveConfig(matcher=section.matcher, loop_closure=section.loop_closure,
                        camera_model=section.camera_model, single_camera=section.single_camera,
                        up=section.up, scale=ScaleMeasure(scale.kind, scale.metres, scale.points, scale.box),
-                       seed=seed, **overrides)
+                       seed=shot.config.shot.seed)
 
 
-def solve_shot(shot: Shot, config: SolveConfig | None = None, *, force: bool = False,
-               verbose: bool = False, import_path: PathLike | None = None) -> list[StageResult]:
-    """Run the shot's ``solve`` stage (cameras) and then its ``orient`` stage (scene.json).
+def run_solve(shot: Shot, *, force: bool = False, config: SolveConfig | None = None, verbose: bool = False,
+              import_path: PathLike | None = None) -> StageResult:
+    """The shot's ``solve`` stage: cameras for the plates (:func:`run_orient` then orients them).
 
-    ``config`` defaults to the shot's ``[solve]`` table. Known cameras are imported instead
-    of solving from ``import_path``, else from ``import_cameras`` in that table (a path in
-    the shot folder). Each stage is skipped when its inputs and settings did not change
-    since its last run, so changing only the scale re-orients in seconds.
+    ``config`` defaults to :func:`config_for_shot`. Known cameras are imported instead of
+    solving from ``import_path``, else from ``import_cameras`` in ``[solve]`` (a path in
+    the shot folder). Skipped when its inputs and settings did not change since its last run.
     """
     section = shot.config.solve
-    config = config or config_from_section(section, shot.config.shot.seed)
+    config = config or config_for_shot(shot)
     out = shot.solve_dir
     # what the cameras depend on: orientation is the next stage's, threads change nothing asked for
     solve_settings = {k: v for k, v in asdict(config).items() if k not in ("up", "scale", "num_threads")}
@@ -261,18 +259,23 @@ def solve_shot(shot: Shot, config: SolveConfig | None = None, *, force: bool = F
             return import_cameras(source, out, config, verbose=verbose).figures()
         with shot.open_plates() as plates:
             return solve_plates(plates, out, config, verbose=verbose).figures()
-    results = [run_stage(shot, "solve", solve_settings, inputs, [out / "sparse" / "0", out / REPORT_JSON],
-                         work, force=force, seed=config.seed)]
+    return run_stage(shot, "solve", solve_settings, inputs, [shot.sparse_model, shot.solve_report],
+                     work, force=force, seed=config.seed)
+
+
+def run_orient(shot: Shot, *, force: bool = False, config: SolveConfig | None = None) -> StageResult:
+    """The shot's ``orient`` stage: ``solve/scene.json`` (up, ground, metric scale) of the
+    solved cameras; a stage of its own, so changing only the scale re-orients in seconds."""
+    config = config or config_for_shot(shot)
     orient_settings = {"up": config.up, "scale": asdict(config.scale)}
-    results.append(run_stage(shot, "orient", orient_settings, {"solve": out / "sparse" / "0"}, [out / SCENE_JSON],
-                             lambda: _reorient(out, config), force=force, seed=config.seed))
-    return results
+    return run_stage(shot, "orient", orient_settings, {"solve": shot.sparse_model}, [shot.scene_json],
+                     lambda: _reorient(shot, config), force=force, seed=config.seed)
 
 
-def _reorient(out: Path, config: SolveConfig) -> dict:
-    """Recompute ``scene.json`` of the solve in ``out``; its figures for the manifest."""
-    scene = orient_model(out / "sparse" / "0", config)
-    scene.save(out / SCENE_JSON)
+def _reorient(shot: Shot, config: SolveConfig) -> dict:
+    """Recompute the shot's ``solve/scene.json``; its figures for the manifest."""
+    scene = orient_model(shot.sparse_model, config)
+    scene.save(shot.scene_json)
     return {"scale": scene.scale, "up_source": scene.up_source, "camera_up_angle_deg": scene.camera_up_angle_deg}
 
 
@@ -380,7 +383,7 @@ def undistort(model_dir: Path, image_dir: Path, build: Path, config: SolveConfig
                               jpeg_quality=95, num_threads=_threads(config))
     (build / "sparse").mkdir()
     (staging / "images").rename(build / "images")
-    (staging / "sparse").rename(build / "sparse" / "0")
+    (staging / "sparse").rename(build / SPARSE_MODEL)
     progress.advance(task)
 
 

@@ -27,7 +27,7 @@ import math
 import os
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,17 +39,19 @@ from torch import Tensor
 
 from splatfx.core.atomic import write_text_atomic
 from splatfx.core.camera import Camera
-from splatfx.recon.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
-from splatfx.shot.config import TrainSection
-from splatfx.io.dataset import Dataset, load_dataset
+from splatfx.io.checkpoint import (Checkpoint, gaussians_from_params, latest_checkpoint, load_checkpoint,
+                                   save_checkpoint)
+from splatfx.shot.config import TrainSection, check_ranges, redefault
+from splatfx.io.dataset import DEFAULT_HOLDOUT_EVERY, Dataset, load_dataset
 from splatfx.recon.densify import ADCStrategy, MCMCStrategy, Params, StepInfo, Strategy, strategy_fields
 from splatfx.core.errors import ConfigError, InputError
-from splatfx.recon.evaluate import camera_tensors, evaluate_split, resolve_device
+from splatfx.recon.evaluate import evaluate_split
 from splatfx.io.formats.ply import write_ply
 from splatfx.core.gaussians import Gaussians
-from splatfx.recon.losses import photometric_loss
+from splatfx.core.losses import photometric_loss
 from splatfx.core.progress import make_progress
 from splatfx.raster import rasterize
+from splatfx.raster.views import camera_tensors, resolve_device
 from splatfx.core.sh import num_sh_coeffs, rgb_to_sh
 from splatfx.shot.folder import Shot
 from splatfx.shot.runner import StageResult, run_stage
@@ -58,25 +60,20 @@ PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
 REFERENCE_STEPS = 30_000  # the 3DGS schedule (densify until 15k, reset every 3k, SH every 1k)
 
 
-@dataclass
-class TrainConfig:
-    """Settings of one training run; defaults are the 3DGS recipe.
+@dataclass(frozen=True)
+class TrainConfig(TrainSection):
+    """Settings of one training run: the ``[train]`` table of shot.toml (its keys, defaults,
+    meanings and ranges are declared there, once) and the recipe's further settings, whose
+    defaults are the 3DGS recipe.
 
     Schedules (densification window, opacity resets, SH degree steps, means learning-rate
     decay) are laid out over ``max_steps`` by scaling the 3DGS 30k-step schedule, so a
     short CPU run densifies, resets and raises the SH degree in the same proportions.
     """
 
-    max_steps: int = 30_000
-    max_minutes: float | None = None  # stop cleanly (and save) after this much training time
-    strategy: Literal["adc", "mcmc"] = "adc"
-    max_gaussians: int = 1_000_000
-    sh_degree: int = 3
+    # a capture (outside a shot) without split files holds out every 8th image by default
+    holdout_every: int = redefault(TrainSection, "holdout_every", DEFAULT_HOLDOUT_EVERY)
     sh_degree_interval: int | None = None  # None: 1000 steps per 30k, scaled
-    downscale: float = 1.0  # train (and evaluate) on images shrunk by this factor
-    background: tuple[float, float, float] | str | None = None  # None: the capture's own (white for NeRF-synthetic)
-    random_background: bool = False  # a random colour per step (needs images with alpha)
-    ssim_weight: float = 0.2
     # initialisation
     init_opacity: float = 0.1
     init_scale: float = 1.0  # × mean distance to the 3 nearest neighbours
@@ -109,7 +106,6 @@ class TrainConfig:
     checkpoint_every: int = 1_000
     keep_checkpoints: int = 3
     eval_split: str | None = "test"  # None: no evaluation after training
-    test_every: int = 8  # captures without split files: every Nth image (sorted) is test; 0: none
     seed: int = 0
     backend: Literal["auto", "cpu", "gsplat"] = "auto"
     device: str = "auto"  # "auto": CUDA when available
@@ -118,14 +114,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_ranges(self, "train")  # the [train] keys, as declared in the table
         checks = [
-            (self.max_steps >= 1, "max_steps", "must be at least 1"),
-            (self.max_minutes is None or self.max_minutes > 0, "max_minutes", "must be positive"),
-            (self.strategy in ("adc", "mcmc"), "strategy", "must be 'adc' or 'mcmc'"),
-            (self.max_gaussians >= 1, "max_gaussians", "must be at least 1"),
-            (0 <= self.sh_degree <= 3, "sh_degree", "must be 0..3"),
-            (self.downscale >= 1.0, "downscale", "must be ≥ 1 (a factor to shrink images by)"),
-            (0.0 <= self.ssim_weight <= 1.0, "ssim_weight", "must be in [0, 1]"),
             (0.0 < self.init_opacity < 1.0, "init_opacity", "must be in (0, 1)"),
             (self.random_points >= 1, "random_points", "must be at least 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1"),
@@ -161,7 +151,7 @@ class TrainResult:
 def open_split(data: str | os.PathLike[str], split: str, config: "TrainConfig") -> Dataset:
     """A split of the capture at ``data``, downscaled and with the configured background."""
     return load_dataset(data, split=split, background=config.background, downscale=config.downscale,
-                        test_every=config.test_every, cache_bytes=config.cache_mb << 20)
+                        holdout_every=config.holdout_every, cache_bytes=config.cache_mb << 20)
 
 
 def image_tensor(dataset: Dataset, index: int, device: torch.device) -> Tensor:
@@ -250,12 +240,6 @@ def params_from_gaussians(g: Gaussians, sh_degree: int, device: torch.device) ->
         "sh0": sh[:, :1], "shN": sh[:, 1:],
     }
     return {name: torch.nn.Parameter(v.detach().to(device).contiguous().clone()) for name, v in values.items()}
-
-
-def gaussians_from_params(params: Params) -> Gaussians:
-    """A detached ``Gaussians`` (on the CPU) of the trainable tensors."""
-    p = {k: v.detach().cpu() for k, v in params.items()}
-    return Gaussians(p["means"], p["quats"], p["scales"], p["opacities"], torch.cat([p["sh0"], p["shN"]], dim=1))
 
 
 def make_optimizer(params: Params, config: TrainConfig, extent: float) -> torch.optim.Adam:
@@ -530,26 +514,25 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: Tra
     return TrainResult(scene_path, metrics_path, metrics, gaussians)
 
 
-def config_from_section(section: TrainSection, seed: int = 0, **overrides: Any) -> TrainConfig:
-    """The TrainConfig of a shot's ``[train]`` table (plus overrides, e.g. from the command line)."""
-    values = {
-        "max_steps": section.max_steps, "max_minutes": section.max_minutes, "strategy": section.strategy,
-        "max_gaussians": section.max_gaussians, "sh_degree": section.sh_degree, "downscale": section.downscale,
-        "background": section.background, "random_background": section.random_background,
-        "ssim_weight": section.ssim_weight, "test_every": section.holdout_every,
-        "eval_split": "test" if section.holdout_every > 0 else None, "seed": seed,
-    }
-    values.update(overrides)
-    return TrainConfig(**values)
+def config_for_shot(shot: Shot) -> TrainConfig:
+    """The TrainConfig of a shot: its ``[train]`` table as it is, ``[shot] seed``, and an
+    evaluation on the held-out plates when ``holdout_every`` holds some out."""
+    section = shot.config.train
+    table = {f.name: getattr(section, f.name) for f in fields(TrainSection)}
+    return TrainConfig(**table, seed=shot.config.shot.seed,
+                       eval_split="test" if section.holdout_every > 0 else None)
 
 
-def train_shot(shot: Shot, config: TrainConfig | None = None, *, resume: bool = False, force: bool = False) -> StageResult:
+def run_train(shot: Shot, *, force: bool = False, resume: bool = False,
+              config: TrainConfig | None = None) -> StageResult:
     """The train stage of a shot: ``solve/`` (images and cameras) → ``scene/``.
 
-    Skipped when the solve and the settings are unchanged since the last successful run;
-    ``resume`` continues an interrupted run from its newest checkpoint.
+    ``config`` defaults to :func:`config_for_shot` (a command's flags override it with
+    :func:`splatfx.shot.config.override`). Skipped when the solve and the settings are
+    unchanged since the last successful run; ``resume`` continues an interrupted run from
+    its newest checkpoint.
     """
-    config = config or config_from_section(shot.config.train, shot.config.shot.seed)
+    config = config or config_for_shot(shot)
     if not shot.solve_dir.is_dir():
         raise InputError(shot.solve_dir, "has no camera solve yet (run `splatfx solve` first)")
     out = shot.scene_dir

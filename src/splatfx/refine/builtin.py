@@ -56,9 +56,10 @@ from splatfx.core.atomic import atomic_path, write_text_atomic
 from splatfx.core.camera import Camera
 from splatfx.core.errors import InputError
 from splatfx.core.gaussians import Gaussians
-from splatfx.recon.losses import dssim
+from splatfx.core.losses import dssim
 from splatfx.core.progress import make_progress
-from splatfx.refine.pipeline import BUILTIN_CONFIG, Refiner, denoise, read_json, resolve_device
+from splatfx.raster.views import render_view, resolve_device
+from splatfx.refine.base import BUILTIN_CONFIG, Refiner, denoise, read_json
 
 PathLike = str | os.PathLike[str]
 FORMAT = "splatfx-builtin-refiner-1"
@@ -226,8 +227,6 @@ def make_pairs(scene: Gaussians, dataset: Any, settings: PairSettings | None = N
     """Training pairs from ``dataset``'s views (a :class:`splatfx.io.dataset.Dataset`): each view
     rendered by ``scene`` as trained plus ``degraded_per_view`` degraded renders (drop,
     jitter, reduced resolution, and the ``early`` reconstructions in turn), against its image."""
-    from splatfx.recon.evaluate import render_view
-
     settings = settings or PairSettings()
     generator = torch.Generator().manual_seed(seed)
     kinds = ["drop", "jitter", "lowres", *[f"early{i}" for i in range(len(early))]]

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from splatfx.core.errors import InputError
-from splatfx.refine.pipeline import DIFFUSERS_INDEX, Refiner, denoise, read_json, resolve_device
+from splatfx.raster.views import resolve_device
+from splatfx.refine.base import DIFFUSERS_INDEX, Refiner, denoise, read_json
 
 PathLike = str | os.PathLike[str]
 # Libraries a model folder may name for its components (nothing else is imported).

@@ -1,6 +1,6 @@
 """The refine stage: diffusion clean-up of the rendered frames, only where they are synthetic.
 
-Inputs: ``render/*.exr`` (one multi-layer EXR per frame, :mod:`splatfx.render.stage`:
+Inputs: ``render/*.exr`` (one multi-layer EXR per frame, read by :mod:`splatfx.render.layers`:
 ``R,G,B,A`` premultiplied scene-linear, ``mask.synthetic``, ``motion.u``/``motion.v``,
 ``depth.Z`` and, where a structure was removed, the clean pass ``clean.R,G,B,A``,
 ``mask.structure``, ``mask.holes``) and a model (:func:`choose_model`). Output:
@@ -21,7 +21,7 @@ Per frame:
 5. With ``fill_holes``, the clean-plate holes (``mask.holes``: behind the removed structure,
    never seen by the reconstruction) are painted by the model instead of the comp's
    classical inpainting: the background the comp would build (plate, clean render, Telea
-   fill; :func:`splatfx.render.cleanplate.fill_clean_plate`) is denoised from ``hole_strength``
+   fill; :func:`splatfx.render.cleanfill.fill_clean_plate`) is denoised from ``hole_strength``
    (1: from pure noise) in the holes only, and written into ``clean.R,G,B`` with
    ``clean.A = 1`` there, so the comp treats them as solid.
 
@@ -43,7 +43,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from splatfx.render.cleanplate import fill_clean_plate, grow_footprint
 from splatfx.core.color import linear_to_srgb, srgb_to_linear
 from splatfx.core.errors import InputError
 from splatfx.shot.farm import FrameOutput, ProcessCache, farm_out, folder_stamp, for_workers
@@ -59,20 +58,18 @@ from splatfx.io.images import EXR_COMPRESSIONS, read_exr, write_exr
 from splatfx.core.progress import track
 from splatfx.refine.builtin import PairSettings, TrainSettings
 from splatfx.refine.noise_warp import DEFAULT_FACTOR, NoiseWarper, motion_at
-from splatfx.refine.pipeline import Refiner, load_refiner, model_kind
+from splatfx.refine.base import Refiner
+from splatfx.refine.pipeline import load_refiner, model_kind
+from splatfx.render.cleanfill import fill_clean_plate, grow_footprint
+from splatfx.render.layers import CLEAN, COLOUR, SYNTHETIC, RenderLayers, render_layers
 from splatfx.shot.folder import Shot
 from splatfx.shot.runner import StageResult, run_stage
 
 PathLike = str | os.PathLike[str]
 #: Frame number → the plate's scene-linear RGB (H, W, 3), for painting clean-plate holes.
 PlateReader = Callable[[int], np.ndarray]
-SYNTHETIC = "mask.synthetic"
-HOLES = "mask.holes"
-STRUCTURE = "mask.structure"
-CLEAN = ("clean.R", "clean.G", "clean.B", "clean.A")
-MOTION = ("motion.u", "motion.v")
-DEPTH = "depth.Z"
-COLOUR = ("R", "G", "B")
+#: The render layers refine cannot do without.
+NEEDED = (*COLOUR, SYNTHETIC)
 KEY_ATTRIBUTE = "splatfx/refine_key"
 _RESERVED = frozenset({"channels", "compression", "dataWindow", "displayWindow", "lineOrder", "pixelAspectRatio",
                        "screenWindowCenter", "screenWindowWidth", "type", "name", "tiles", "version", "chunkCount",
@@ -114,49 +111,13 @@ def render_frames(folder: PathLike) -> list[tuple[int, Path]]:
     return frames
 
 
-@dataclass
-class FrameLayers:
-    """What refinement needs from one render EXR (float32 arrays, H x W [x C])."""
-
-    rgb: np.ndarray  # premultiplied, scene-linear
-    alpha: np.ndarray
-    synthetic: np.ndarray
-    motion: np.ndarray | None  # (H, W, 2) pixels to the next frame
-    depth: np.ndarray | None
-    clean: np.ndarray | None = None  # (H, W, 4) clean pass, premultiplied, when a structure was removed
-    structure: np.ndarray | None = None  # its footprint in the plate
-    holes: np.ndarray | None = None  # where the clean render has nothing to show
-
-    @property
-    def has_holes(self) -> bool:
-        return self.clean is not None and self.holes is not None and bool((self.holes > 0).any())
+def frame_layers(path: Path, channels: dict[str, np.ndarray], header: Any = None) -> RenderLayers:
+    """The layers of a render EXR's ``channels`` (InputError naming what refine needs and it lacks)."""
+    return render_layers(path, channels, header.attributes if header is not None else None, NEEDED,
+                         " that refine needs (render with the rgba and mask passes)")
 
 
-def frame_layers(path: Path, channels: dict[str, np.ndarray]) -> FrameLayers:
-    """Pick the layers out of a render EXR's channels (InputError naming what is missing)."""
-    missing = [c for c in (*COLOUR, SYNTHETIC) if c not in channels]
-    if missing:
-        raise InputError(path, f"lacks the channels {', '.join(missing)} that refine needs (render with the "
-                               "rgba and mask passes)")
-    rgb = np.stack([channels[c] for c in COLOUR], axis=-1).astype(np.float32)
-    alpha = channels["A"].astype(np.float32) if "A" in channels else np.ones(rgb.shape[:2], np.float32)
-    layers = FrameLayers(rgb, alpha, channels[SYNTHETIC].astype(np.float32), *motion_depth(channels))
-    if all(c in channels for c in (*CLEAN, STRUCTURE, HOLES)):
-        layers.clean = np.stack([channels[c] for c in CLEAN], axis=-1).astype(np.float32)
-        layers.structure = channels[STRUCTURE].astype(np.float32)
-        layers.holes = channels[HOLES].astype(np.float32)
-    return layers
-
-
-def motion_depth(channels: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """A render frame's motion (H, W, 2) and depth (H, W), float32, where it has them: all the
-    noise warp needs of a frame."""
-    motion = np.stack([channels[c] for c in MOTION], axis=-1).astype(np.float32) \
-        if all(c in channels for c in MOTION) else None
-    return motion, channels[DEPTH].astype(np.float32) if DEPTH in channels else None
-
-
-def display_colour(layers: FrameLayers) -> np.ndarray:
+def display_colour(layers: RenderLayers) -> np.ndarray:
     """Straight (un-premultiplied) sRGB-encoded colour, unclipped, H x W x 3."""
     safe = np.where(layers.alpha > 1e-6, layers.alpha, 1.0)[..., None]
     straight = np.where(layers.alpha[..., None] > 1e-6, layers.rgb / safe, 0.0)
@@ -174,12 +135,12 @@ def blend_weight(synthetic: np.ndarray, feather: float) -> np.ndarray:
     return (np.clip(synthetic, 0, 1) * ramp).astype(np.float32)
 
 
-def strength_map(layers: FrameLayers, options: RefineOptions) -> np.ndarray:
+def strength_map(layers: RenderLayers, options: RefineOptions) -> np.ndarray:
     """Per-pixel strength: ``strength`` on synthetic pixels, 0 elsewhere."""
     return np.where(layers.synthetic > 0, options.strength, 0.0).astype(np.float32)
 
 
-def compose(layers: FrameLayers, before: np.ndarray, refined: np.ndarray, options: RefineOptions) -> np.ndarray:
+def compose(layers: RenderLayers, before: np.ndarray, refined: np.ndarray, options: RefineOptions) -> np.ndarray:
     """Premultiplied linear RGB of the refined frame: the model's change added to the unclipped
     display colour, blended in by :func:`blend_weight`; pixels of weight 0 keep their bits."""
     weight = blend_weight(layers.synthetic, options.feather)
@@ -189,7 +150,7 @@ def compose(layers: FrameLayers, before: np.ndarray, refined: np.ndarray, option
     return np.where(weight[..., None] > 0, mixed, layers.rgb).astype(np.float32)
 
 
-def fill_holes(refiner: Refiner, plate: np.ndarray, layers: FrameLayers, noise: torch.Tensor,
+def fill_holes(refiner: Refiner, plate: np.ndarray, layers: RenderLayers, noise: torch.Tensor,
                options: RefineOptions) -> np.ndarray:
     """The clean pass (H, W, 4) with its holes painted by the model: the background the comp
     would build around them (plate, clean render, classical fill) denoised from
@@ -214,7 +175,7 @@ class _Pending:
     out: Path
     channels: dict[str, np.ndarray]
     header: Any
-    layers: FrameLayers
+    layers: RenderLayers
     colour: np.ndarray
     noise: torch.Tensor
     key: str
@@ -282,14 +243,15 @@ def refine_frames(frames: Sequence[tuple[int, Path]], out_dir: PathLike, refiner
     noise = NoiseTrack(refiner, options)
     for number, path in frames[_run_start(frames, start):start]:  # the replay: motion and depth only
         channels, _ = read_exr(path)
-        noise.advance(number, next(iter(channels.values())).shape[:2], *motion_depth(channels))
+        replayed = render_layers(path, channels)
+        noise.advance(number, next(iter(channels.values())).shape[:2], replayed.motion, replayed.depth)
     pending: list[_Pending] = []
     for position in range(start, stop):
         if position % options.batch == 0:
             yield from _flush(pending, refiner, options)
         number, path = frames[position]
         channels, header = read_exr(path)
-        layers = frame_layers(path, channels)
+        layers = frame_layers(path, channels, header)
         current = noise.advance(number, layers.rgb.shape[:2], layers.motion, layers.depth)
         out = out_dir / path.name
         paint = options.fill_holes and layers.has_holes
@@ -426,31 +388,25 @@ def choose_model(shot: Shot, model: PathLike | None = None, trained: bool = Fals
                                      "refiner), or run `splatfx refine SHOT --train` or `--model DIR`")
 
 
-def options_from_shot(shot: Shot, **overrides: Any) -> RefineOptions:
-    """:class:`RefineOptions` from ``[refine]`` (seed defaulting to ``[shot] seed``) and the
-    overrides that are not None (command-line flags)."""
+def options_from_shot(shot: Shot) -> RefineOptions:
+    """:class:`RefineOptions` from ``[refine]`` (seed defaulting to ``[shot] seed``)."""
     s = shot.config.refine
     seed = s.seed if s.seed is not None else shot.config.shot.seed
-    options = RefineOptions(steps=s.steps, strength=s.strength, seed=seed, fill_holes=s.fill_holes,
-                            hole_strength=s.hole_strength, feather=s.feather, batch=s.batch)
-    return replace(options, **{k: v for k, v in overrides.items() if v is not None})
+    return RefineOptions(steps=s.steps, strength=s.strength, seed=seed, fill_holes=s.fill_holes,
+                         hole_strength=s.hole_strength, feather=s.feather, batch=s.batch)
 
 
-def model_settings_from_shot(shot: Shot, **overrides: Any) -> dict[str, Any]:
-    """How a local diffusers model is run (``prompt``, ``negative_prompt``, ``guidance``) from
-    ``[refine]`` and the overrides that are not None."""
+def model_settings_from_shot(shot: Shot) -> dict[str, Any]:
+    """How a local diffusers model is run (``prompt``, ``negative_prompt``, ``guidance``), from ``[refine]``."""
     s = shot.config.refine
-    settings = {"prompt": s.prompt, "negative_prompt": s.negative_prompt, "guidance": s.guidance}
-    return settings | {k: v for k, v in overrides.items() if v is not None}
+    return {"prompt": s.prompt, "negative_prompt": s.negative_prompt, "guidance": s.guidance}
 
 
-def training_from_shot(shot: Shot, **overrides: Any) -> tuple[TrainSettings, PairSettings]:
-    """How the built-in refiner is trained, from ``[refine] train_*`` (seed: ``[shot] seed``);
-    ``overrides`` that are not None replace :class:`TrainSettings` fields (command-line flags)."""
+def training_from_shot(shot: Shot) -> tuple[TrainSettings, PairSettings]:
+    """How the built-in refiner is trained, from ``[refine] train_*`` (seed: ``[shot] seed``)."""
     s = shot.config.refine
     settings = TrainSettings(max_steps=s.train_steps, max_minutes=s.train_minutes, patch=s.train_patch,
                              channels=tuple(s.train_widths), seed=shot.config.shot.seed)
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     return settings, PairSettings(views=s.train_views)
 
 
@@ -555,24 +511,20 @@ def _remove_stale(folder: Path, keep: set[str]) -> None:
 
 def _early_checkpoints(scene_dir: Path, most: int = 2) -> list[Any]:
     """Gaussians of the training checkpoints older than the newest (degraded reconstructions)."""
-    from splatfx.recon.checkpoint import list_checkpoints, load_checkpoint
-    from splatfx.recon.train import gaussians_from_params
+    from splatfx.io.checkpoint import gaussians_from_params, list_checkpoints, load_checkpoint
 
     found = list_checkpoints(scene_dir / "checkpoints")[:-1]
     return [gaussians_from_params(load_checkpoint(path).params) for _, path in found[:most]]
 
 
-def run_refine_train(shot: Shot, settings: TrainSettings | None = None, pairs: PairSettings | None = None, *,
-                     device: str = "auto", force: bool = False) -> StageResult:
+def run_refine_train(shot: Shot, *, force: bool = False, device: str = "auto") -> StageResult:
     """``splatfx refine --train``: train the built-in refiner on the shot's own scene and plates,
-    resuming its checkpoint in ``refine/training/`` when one is there."""
+    as ``[refine] train_*`` say, resuming its checkpoint in ``refine/training/`` when one is there."""
     from splatfx.io.dataset import load_dataset
     from splatfx.io.formats import read_gaussians
     from splatfx.refine.builtin import make_pairs, train_refiner
 
-    from_shot = training_from_shot(shot)
-    settings = settings or from_shot[0]
-    pairs = pairs or from_shot[1]
+    settings, pairs = training_from_shot(shot)
     scene_path = shot.scene_dir / "scene.ply"
     if not scene_path.is_file():
         raise InputError(scene_path, "scene.ply does not exist (run `splatfx train` first)")

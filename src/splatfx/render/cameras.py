@@ -296,11 +296,9 @@ def plate_cameras(solve_dir: PathLike, frames: FrameRange, plate_names: dict[int
         model_dir = solve / "sparse" / "0"
     if not colmap.is_model(model_dir):
         raise InputError(solve, "has no COLMAP model in sparse/0 (run `splatfx solve` first)")
-    cameras_file = colmap.find_model_file(model_dir, "cameras")
-    images_file = colmap.find_model_file(model_dir, "images")
-    intrinsics = colmap.read_cameras(cameras_file)
-    by_name = {im.name: colmap.colmap_to_camera(intrinsics[im.camera_id], im, cameras_file)
-               for im in colmap.read_images(images_file).values()}
+    model = colmap.read_model_cameras(model_dir)
+    cameras_file, images_file = model.cameras_file, model.images_file
+    by_name = model.by_name()
     names = _frame_images(solve / "report.json", frames, plate_names, sorted(by_name))
     known = {f: by_name[n] for f, n in names.items() if n in by_name}
     if not known:

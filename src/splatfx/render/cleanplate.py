@@ -11,42 +11,28 @@ structure covers (plus a margin):
   scene-linear. Where its alpha is low the reconstruction never saw what lies behind the
   structure: those are the holes (``mask.holes``: inside the footprint, alpha < 0.5).
 
-:func:`fill_clean_plate` (used by the comp) turns that into the plate with the structure
-removed: plate outside the (slightly grown, softened) footprint, the clean render inside,
-and holes filled by classical inpainting (OpenCV ``cv2.inpaint``, Telea's method) from the
-surrounding plate and clean render, on sRGB-encoded values.
+The channels are named and written by :mod:`splatfx.render.layers`; what the comp and the
+refiner build from them (the plate with the structure removed) is
+:func:`splatfx.render.cleanfill.fill_clean_plate`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from splatfx.core.camera import Camera
-from splatfx.core.color import linear_to_srgb, srgb_to_linear
 from splatfx.core.gaussians import Gaussians
-from splatfx.io.images import pack_layer
+from splatfx.render.cleanfill import MATTE_EPS, grow_footprint
+from splatfx.render.layers import clean_channels
 from splatfx.render.passes import NEAR, Crop, colours, render_canvas, render_features, to_linear_premultiplied
 
-#: Matte values below this count as exactly 0 (keeps "outside the effect" bit-exact).
-MATTE_EPS = 1.0 / 1024.0
-#: The footprint is grown by this many pixels, then softened with a Gaussian of this sigma,
-#: to cover the structure's anti-aliased fringe in the plate.
-GROW_PX = 2
-SOFTEN_SIGMA = 1.0
 #: Clean-render alpha below which a footprint pixel counts as a hole (reported in mask.holes).
 HOLE_ALPHA = 0.5
-#: Clean-render alpha at or above which a pixel needs no inpainted backing.
-SOLID_ALPHA = 0.95
 #: Pixels of margin around the structure's projected extent in the clean renders.
 CROP_MARGIN = 16
-INPAINT_RADIUS = 5
-#: Holes larger than this many pixels are inpainted on a shrunk image (see :func:`inpaint`).
-INPAINT_BUDGET = 16384
 
 
 @dataclass
@@ -60,8 +46,7 @@ class CleanPass:
 
     def channels(self) -> dict[str, np.ndarray]:
         """EXR channels: ``clean.R,G,B,A``, ``mask.structure``, ``mask.holes``."""
-        return {**pack_layer("clean", self.rgba, ("R", "G", "B", "A")), "mask.structure": self.structure,
-                "mask.holes": self.holes}
+        return clean_channels(self.rgba, self.structure, self.holes)
 
 
 def structure_crop(structure: Gaussians, canvas: Camera, margin: int = CROP_MARGIN) -> Crop | None:
@@ -100,63 +85,3 @@ def render_clean_pass(scene: Gaussians, removed: np.ndarray, camera: Camera) -> 
     rgba = np.concatenate([to_linear_premultiplied(clean.channels, clean.alpha), clean.alpha[..., None]], axis=2)
     holes = ((grow_footprint(structure) > 0) & (clean.alpha < HOLE_ALPHA)).astype(np.float32)
     return CleanPass(rgba.astype(np.float32), structure, holes, crop)
-
-
-def grow_footprint(structure: np.ndarray) -> np.ndarray:
-    """The footprint matte the comp uses: grown by :data:`GROW_PX`, softened by
-    :data:`SOFTEN_SIGMA`, values below :data:`MATTE_EPS` set to exactly 0."""
-    if not np.any(structure > 0):
-        return np.zeros_like(structure, dtype=np.float32)
-    size = 2 * GROW_PX + 1
-    grown = cv2.dilate(structure.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    soft = cv2.GaussianBlur(grown, (0, 0), SOFTEN_SIGMA)
-    return np.where(soft >= MATTE_EPS, np.clip(soft, 0.0, 1.0), 0.0).astype(np.float32)
-
-
-def fill_clean_plate(plate: np.ndarray, clean_rgba: np.ndarray, region: np.ndarray,
-                     radius: int = INPAINT_RADIUS) -> np.ndarray:
-    """The plate (H,W,3, scene-linear) with the structure removed inside ``region`` (the
-    grown footprint, H,W): the clean render over an inpainted backing where it is not
-    solid, the plate itself outside ``region``."""
-    inside = region > 0
-    out = plate.astype(np.float32, copy=True)
-    if not inside.any():
-        return out
-    rows, cols = np.nonzero(inside)
-    pad = 3 * radius + 2
-    y0, y1 = max(rows.min() - pad, 0), min(rows.max() + pad + 1, plate.shape[0])
-    x0, x1 = max(cols.min() - pad, 0), min(cols.max() + pad + 1, plate.shape[1])
-    win = (slice(y0, y1), slice(x0, x1))
-    alpha = clean_rgba[win][..., 3]
-    premult = clean_rgba[win][..., :3]
-    inner = inside[win]
-    solid = inner & (alpha >= SOLID_ALPHA)
-    context = np.where(solid[..., None], premult / np.maximum(alpha, 1e-6)[..., None], plate[win]).astype(np.float32)
-    hole = (inner & ~solid).astype(np.uint8)
-    backing = inpaint(context, hole, radius) if hole.any() else context
-    filled = premult + (1.0 - alpha)[..., None] * backing
-    out[win] = np.where(inner[..., None], filled, plate[win])
-    return out
-
-
-def inpaint(linear: np.ndarray, hole: np.ndarray, radius: int = INPAINT_RADIUS) -> np.ndarray:
-    """Fill the ``hole`` pixels (H,W uint8, 1 = fill) of scene-linear RGB by Telea's method.
-
-    It runs per channel on sRGB-encoded values scaled to 0-255 (OpenCV's float Telea is only
-    stable on that range; display values also spread more evenly than linear ones), on an
-    image shrunk so the hole has at most :data:`INPAINT_BUDGET` pixels (the fill of a large
-    unseen region is smooth anyway), then enlarged again; known pixels are kept as they are.
-    """
-    h, w = hole.shape
-    factor = max(1, math.ceil(math.sqrt(int(hole.sum()) / INPAINT_BUDGET)))
-    encoded = linear_to_srgb(np.clip(linear, 0.0, None)) * np.float32(255.0)
-    small, mask = encoded, hole
-    if factor > 1:
-        size = (max(1, w // factor), max(1, h // factor))
-        small = cv2.resize(encoded, size, interpolation=cv2.INTER_AREA)
-        mask = (cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
-    filled = np.stack([cv2.inpaint(np.ascontiguousarray(small[..., k]), mask, max(2, radius // factor),
-                                   cv2.INPAINT_TELEA) for k in range(small.shape[2])], axis=2)
-    if factor > 1:
-        filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.where(hole[..., None] > 0, srgb_to_linear(filled / np.float32(255.0)), linear).astype(np.float32)

@@ -28,6 +28,8 @@ front of the effect hold it out automatically. Derived layers:
   edges are not darkened towards 0); +inf where alpha < :data:`ALPHA_EMPTY`.
 * ``matte.<element>`` and ``id``: per-element coverage (scene = alpha − Σ others) and the
   element with the most coverage (:data:`NO_ELEMENT` where alpha < :data:`ALPHA_EMPTY`).
+
+The channels are named and written by :mod:`splatfx.render.layers`.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ from splatfx.core.camera import Camera
 from splatfx.core.color import srgb_to_linear
 from splatfx.fx.animation import ELEMENTS, FrameGaussians
 from splatfx.core.gaussians import Gaussians
-from splatfx.io.images import pack_layer
 from splatfx.raster import rasterize
+from splatfx.raster.views import camera_tensors, resolve_device
 from splatfx.core.sh import eval_sh
 from splatfx.render.cameras import lens_warp
+from splatfx.render.layers import PASS_NAMES, frame_channels
 
 #: Element names in id order (``ELEMENT_NAMES[id]``).
 ELEMENT_NAMES = tuple(sorted(ELEMENTS, key=ELEMENTS.get))
@@ -55,9 +58,6 @@ NO_ELEMENT = 255
 ALPHA_EMPTY = 1.0 / 255.0
 #: Gaussians closer to the camera than this (solve units) are culled.
 NEAR = 0.01
-#: Which EXR channels each ``[render] passes`` entry writes (besides the always-written
-#: comp inputs in ``mask``).
-PASS_NAMES = ("rgba", "depth", "motion", "mask", "id")
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,6 @@ class Rendered:
     depth: np.ndarray | None = None
 
 
-def device() -> torch.device:
-    """Where renders run: the GPU (gsplat) when there is one, else the CPU kernels."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def render_features(gaussians: Gaussians, features: torch.Tensor, camera: Camera, *, depth: bool = False,
                     crop: Crop | None = None) -> Rendered:
     """Composite per-Gaussian ``features`` (N,D) seen by ``camera``.
@@ -104,7 +99,7 @@ def render_features(gaussians: Gaussians, features: torch.Tensor, camera: Camera
     warp = lens_warp(camera)
     canvas = warp.pinhole if warp is not None else camera
     cam = crop.camera(canvas) if crop is not None else canvas
-    dev = device()
+    dev = resolve_device()
     d = features.shape[1]
     if len(gaussians) == 0:
         channels = np.zeros((cam.height, cam.width, d), np.float32)
@@ -115,8 +110,7 @@ def render_features(gaussians: Gaussians, features: torch.Tensor, camera: Camera
         with torch.no_grad():
             image, alphas, _ = rasterize(
                 g.means, g.quats, g.scales, g.opacities, features.to(dev, torch.float32),
-                torch.tensor(cam.viewmat(), dtype=torch.float32, device=dev)[None],
-                torch.tensor(cam.K(), dtype=torch.float32, device=dev)[None], cam.width, cam.height,
+                *camera_tensors([cam], dev), cam.width, cam.height,
                 near=NEAR, render_mode="RGB+ED" if depth else "RGB")
         image = image[0].cpu().numpy()
         channels, alpha = image[..., :d], alphas[0, ..., 0].cpu().numpy()
@@ -179,21 +173,9 @@ class FramePasses:
     element_id: np.ndarray  # (H,W) uint32 dominant element
 
     def channels(self, passes: tuple[str, ...] = PASS_NAMES) -> dict[str, np.ndarray]:
-        """The EXR channels of the chosen ``passes`` (compositor names)."""
-        out: dict[str, np.ndarray] = {}
-        if "rgba" in passes:
-            out |= {name: self.rgba[..., i] for i, name in enumerate("RGBA")}
-        if "depth" in passes:
-            out["depth.Z"] = self.depth
-        if "motion" in passes:
-            out |= pack_layer("motion", self.motion, ("u", "v"))
-        if "mask" in passes:
-            out["mask.synthetic"] = self.synthetic
-            out |= pack_layer("fx", self.fx, ("R", "G", "B"))
-        if "id" in passes:
-            out |= {f"matte.{name}": m for name, m in self.mattes.items()}
-            out["id"] = self.element_id
-        return out
+        """The EXR channels of the chosen ``passes`` (:data:`splatfx.render.layers.PASS_NAMES`)."""
+        return frame_channels(passes, rgba=self.rgba, depth=self.depth, motion=self.motion, synthetic=self.synthetic,
+                              fx=self.fx, mattes=self.mattes, element_id=self.element_id)
 
 
 def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | None = None) -> FramePasses:

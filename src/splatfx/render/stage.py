@@ -1,17 +1,11 @@
 """The shot ``render`` stage: one multi-layer EXR per frame in ``render/``.
 
-``render/frame.####.exr`` holds, per ``[render] passes`` (see :mod:`splatfx.render.passes`):
-
-* rgba: ``R,G,B,A`` premultiplied scene-linear (half);
-* depth: ``depth.Z`` (float, camera z, +inf where empty);
-* motion: ``motion.u``, ``motion.v`` (float, pixels to the next frame, v down);
-* mask: ``mask.synthetic`` and ``fx.R,G,B`` (the effect's elements) and, when a structure
-  was removed, the clean pass ``clean.R,G,B,A``, ``mask.structure``, ``mask.holes``
-  (:mod:`splatfx.render.cleanplate`) — everything the comp needs;
-* id: ``matte.<element>`` coverage per element and ``id`` (uint32, dominant element).
+``render/frame.####.exr`` holds the ``[render] passes`` that :mod:`splatfx.render.layers`
+names and writes (computed by :mod:`splatfx.render.passes`; the clean pass, when a structure
+was removed, by :mod:`splatfx.render.cleanplate`).
 
 Cameras come from :mod:`splatfx.render.cameras` (the plates' solve, or a virtual path), the
-animated Gaussians from :func:`splatfx.fx.stage.load_animation`. The stage is skipped when
+animated Gaussians from :func:`splatfx.fx.animation.load_animation`. The stage is skipped when
 nothing changed; otherwise each frame whose EXR exists and was made from the same inputs,
 settings and camera (recorded in ``.splatfx/render_frames.json``) is kept, so an
 interrupted render resumes where it stopped.
@@ -26,10 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,99 +31,30 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from splatfx.core.atomic import write_text_atomic
 from splatfx.core.camera import Camera
 from splatfx.render.cleanplate import CleanPass, render_clean_pass
+from splatfx.render.layers import FRAME_KEY_ATTRIBUTE, write_render_exr
 from splatfx.shot.config import config_to_dict
 from splatfx.core.errors import InputError
 from splatfx.shot.farm import FrameOutput, ProcessCache, farm_out, for_workers, with_farm
-from splatfx.fx.animation import ShotAnimation, Similarity
-from splatfx.fx.stage import load_animation
-from splatfx.io.images import write_exr
-from splatfx.shot.manifest import HashCache, fingerprint
-from splatfx.recon.orient import SceneFrame
+from splatfx.fx.animation import ShotAnimation, load_animation, load_frame, scene_path
+from splatfx.shot.manifest import fingerprint
 from splatfx.render.passes import render_passes
 from splatfx.io.plates import ImagePlates, Plates
 from splatfx.shot.folder import Shot
 from splatfx.render.cameras import DEFAULT_FOV_X_DEG, load_virtual_cameras, plate_cameras
-from splatfx.shot.runner import StageResult, run_stage
+from splatfx.shot.runner import FrameLedger, StageResult, frame_key, run_stage
 
-#: Channels stored as 16-bit half (colour and mattes); depth and motion stay float32, id uint32.
-FLOAT_CHANNELS = ("depth.Z", "motion.u", "motion.v")
-#: Render EXRs are intermediate files, mostly flat or empty layers: RLE writes them 2-3× faster
-#: than ZIP for about 15 % more bytes (measured on the benchmark shot).
-RENDER_COMPRESSION = "rle"
 #: The last clean pass rendered: its camera, the scene rows it left out, and the pass.
 CleanCache = tuple[Camera, np.ndarray, CleanPass]
 
 
-# --- per-frame bookkeeping ------------------------------------------------------------------------
-def frame_key(**parts: Any) -> str:
-    """A digest of everything that makes one frame's output (inputs, settings, camera …)."""
-    text = json.dumps(parts, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-class FrameLedger:
-    """Per-frame records of a stage (``.splatfx/<stage>_frames.json``): the key of what made
-    each frame and the sha256 of the files it wrote, so finished frames are not redone."""
-
-    def __init__(self, shot: Shot, stage: str) -> None:
-        self.shot = shot
-        self.path = shot.state_dir / f"{stage}_frames.json"
-        self.cache = HashCache(shot.state_dir / f"{stage}_hashes.json")
-        self.entries: dict[str, dict] = {}
-        if self.path.is_file():
-            try:
-                self.entries = dict(json.loads(self.path.read_text(encoding="utf-8")))
-            except (ValueError, TypeError):
-                self.entries = {}  # a damaged ledger only costs re-rendering
-
-    def sha256(self, path: Path) -> str:
-        return self.cache.sha256(path)[0]
-
-    def entry(self, frame: int) -> dict:
-        return self.entries[str(frame)]
-
-    def is_current(self, frame: int, key: str, files: Sequence[Path]) -> bool:
-        """True when ``frame`` was made with ``key`` and all its ``files`` are there, unchanged."""
-        entry = self.entries.get(str(frame))
-        if not files or entry is None or entry.get("key") != key:
-            return False
-        recorded = entry.get("files", {})
-        return all(p.is_file() and recorded.get(self.shot.relative(p)) == self.sha256(p) for p in files)
-
-    def record(self, frame: int, key: str, files: Sequence[Path], figures: dict | None = None) -> None:
-        """Note that ``frame`` was made with ``key`` into ``files`` (saved at once)."""
-        self.entries[str(frame)] = {"key": key, "files": {self.shot.relative(p): self.sha256(p) for p in files},
-                                    "figures": figures or {}}
-        self._save()
-
-    def prune(self, frames: Sequence[int], files_of: Callable[[int], Sequence[Path]]) -> None:
-        """Forget frames outside ``frames`` and delete the files they wrote."""
-        keep = {str(f) for f in frames}
-        for name in [k for k in self.entries if k not in keep]:
-            for p in files_of(int(name)):
-                p.unlink(missing_ok=True)
-            del self.entries[name]
-        self._save()
-
-    def _save(self) -> None:
-        write_text_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
-        self.cache.save()
-
-
 # --- inputs and cameras -----------------------------------------------------------------------------
-def render_frame_path(shot: Shot, frame: int) -> Path:
-    return shot.render_dir / f"frame.{frame:04d}.exr"
-
-
 def render_inputs(shot: Shot) -> dict[str, Path | list[Path]]:
     """The files the render depends on, by label (for the manifest and the frame keys)."""
-    solve = shot.solve_dir
-    inputs: dict[str, Path | list[Path]] = {"scene": shot.scene_dir / "scene.ply"}
-    solve_files = [p for p in (solve / "sparse" / "0", solve / "distorted" / "sparse" / "0", solve / "report.json",
-                               solve / "scene.json") if p.exists()]
+    inputs: dict[str, Path | list[Path]] = {"scene": scene_path(shot)}
+    solve_files = [p for p in (shot.sparse_model, shot.distorted_sparse_model, shot.solve_report, shot.scene_json)
+                   if p.exists()]
     if solve_files:
         inputs["solve"] = solve_files
     effects = shot.config.fx.effects
@@ -169,11 +93,7 @@ def shot_cameras(shot: Shot, size: tuple[int, int]) -> list[Camera]:
         with shot.open_plates() as plates:
             names = {f: p.name for f in plates.frames if (p := _plate_path(plates, f)) is not None}
         return plate_cameras(shot.solve_dir, frames, names, size)
-    scene_json = shot.solve_dir / "scene.json"
-    space = None
-    if scene_json.is_file():
-        frame = SceneFrame.load(scene_json)
-        space = Similarity(frame.scale, frame.rotation, frame.translation)
+    space = load_frame(shot) if shot.scene_json.is_file() else None
     width, height = size
     fx = width / (2.0 * np.tan(np.radians(DEFAULT_FOV_X_DEG) / 2.0))
     with contextlib.suppress(InputError):  # the plates' lens when there is a solve to read it from
@@ -193,7 +113,7 @@ def _camera_facts(camera: Camera | None) -> dict | None:
 
 
 # --- the stage --------------------------------------------------------------------------------------
-def render_shot(shot: Shot, force: bool = False) -> StageResult:
+def run_render(shot: Shot, *, force: bool = False) -> StageResult:
     """``splatfx render SHOT``: render every frame's passes into ``render/`` (``force``: the
     stage and every frame, even those up to date)."""
     settings = {"render": config_to_dict(shot.config.render), "effects": list(shot.config.fx.effects),
@@ -240,7 +160,7 @@ def _render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: d
         following = cameras[i + 1] if i + 1 < len(frames) else None
         key = frame_key(stage="render", frame=frame, inputs=prints, settings=settings, seed=seed,
                         camera=_camera_facts(camera), next_camera=_camera_facts(following))
-        if redo or not ledger.is_current(frame, key, [render_frame_path(shot, frame)]):
+        if redo or not ledger.is_current(frame, key, [shot.render_frame(frame)]):
             todo[frame] = FrameJob(i, key, camera, following)
     timings: dict[str, float] = {}
     most = 0
@@ -248,7 +168,7 @@ def _render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: d
     def record(frame: int, output: FrameOutput) -> None:
         nonlocal most
         gaussians = output.info["gaussians"]
-        ledger.record(frame, todo[frame].key, [render_frame_path(shot, frame)], {"gaussians": gaussians})
+        ledger.record(frame, todo[frame].key, [shot.render_frame(frame)], {"gaussians": gaussians})
         most = max(most, gaussians)
         for name, seconds in output.info["seconds"].items():
             timings[name] = timings.get(name, 0.0) + seconds
@@ -260,7 +180,7 @@ def _render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: d
                         description="rendering")
     finally:
         _ANIMATION.clear()  # the scene stays loaded only in workers, between their chunks
-    ledger.prune(frames, lambda f: [render_frame_path(shot, f)])
+    ledger.prune(frames, lambda f: [shot.render_frame(f)])
     return {"frames": len(frames), "rendered": len(todo), "skipped": len(frames) - len(todo),
             "size": list(size), "gaussians_max": most, "seconds": {k: round(v, 3) for k, v in timings.items()},
             "farm": farm}
@@ -327,11 +247,10 @@ def render_frame(shot: Shot, animation: ShotAnimation, frame: int, job: FrameJob
         channels |= clean_cache[2].channels()
         _lap(timings, "clean", t)
     t = time.perf_counter()
-    path = render_frame_path(shot, frame)
-    write_exr(path, channels, half={n for n in channels if n not in FLOAT_CHANNELS and n != "id"},
-              compression=RENDER_COMPRESSION, frame=frame, fps=shot.config.shot.fps,
-              attributes={"splatfx/stage": "render", "splatfx/key": job.key, "splatfx/seed": shot.config.shot.seed,
-                          "splatfx/gaussians": len(gaussians.gaussians)})
+    path = shot.render_frame(frame)
+    write_render_exr(path, channels, frame=frame, fps=shot.config.shot.fps,
+                     attributes={"splatfx/stage": "render", FRAME_KEY_ATTRIBUTE: job.key,
+                                 "splatfx/seed": shot.config.shot.seed, "splatfx/gaussians": len(gaussians.gaussians)})
     _lap(timings, "write", t)
     return FrameOutput((str(path),), {"gaussians": len(gaussians.gaussians), "seconds": timings}), clean_cache
 
@@ -346,10 +265,10 @@ def _lap(timings: dict[str, float], name: str, t0: float) -> None:
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
-def render_shot_command(shot_path: str | Path, force: bool = False, **farm: Any) -> StageResult:
+def render_shot_command(shot_path: str | Path, *, force: bool = False, **farm: Any) -> StageResult:
     """What ``splatfx render SHOT [--force]`` runs: the stage (``farm``: the farm flags,
     overriding ``[farm]``), then one summary line."""
-    result = render_shot(with_farm(Shot.open(shot_path), **farm), force=force)
+    result = run_render(with_farm(Shot.open(shot_path), **farm), force=force)
     figures = result.record.figures if result.record else {}
     if result.ran and figures:
         Console(stderr=True).print(f"rendered {figures['rendered']} of {figures['frames']} frames "

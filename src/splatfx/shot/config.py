@@ -14,6 +14,7 @@ may not leave it; only ``[shot] plates`` may be absolute (plates referenced in p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -50,6 +51,11 @@ DEFAULT_CAMERA_HEIGHT_M = 1.6
 
 _HEADER = "# splatfx shot settings: every key is described in docs/shot.md\n\n"
 
+#: The largest seed and frame number: both land in EXR headers, whose integers are 32-bit.
+EXR_INT_MAX = 2**31 - 1
+#: TOML integers are 64-bit; a larger one would overflow numpy and torch where it is used.
+TOML_INT_MIN, TOML_INT_MAX = -2**63, 2**63 - 1
+
 
 class Invalid(ValueError):
     """A cross-field check failed: ``key`` (within the table being checked) and the problem."""
@@ -71,6 +77,13 @@ def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None
     return field(default=default, metadata=meta)
 
 
+def redefault(cls: type, name: str, default: Any) -> Any:
+    """Setting ``name`` of table ``cls`` (meaning, range) with another default, for a stage
+    config that extends the table (e.g. a capture's held-out images outside a shot)."""
+    declared = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field(default=default, metadata=declared.metadata)
+
+
 def table(cls: type, doc: str) -> Any:
     """Declare a sub-table (a nested dataclass) with its meaning."""
     return field(default_factory=cls, metadata={"doc": doc, "table": True})
@@ -88,6 +101,9 @@ class FrameRange:
             raise ValueError(f"frames must not be negative, got {self.start}")
         if self.end < self.start:
             raise ValueError(f"end frame {self.end} is before start frame {self.start}")
+        if self.end > EXR_INT_MAX:
+            raise ValueError(f"frames must be at most {EXR_INT_MAX} (EXR headers store 32-bit frame numbers), "
+                             f"got {self.end}")
 
     def __len__(self) -> int:
         return self.end - self.start + 1
@@ -125,7 +141,7 @@ class ShotSection:
     """[shot]: what the footage is and how it is numbered."""
 
     name: str = setting("", "shot name for reports; empty means the shot folder's name")
-    fps: float = setting(24.0, "frames per second of the plates and every output", gt=0)
+    fps: float = setting(24.0, "frames per second of the plates and every output (at most 1000)", gt=0, le=1000)
     frames: FrameRange | None = setting(
         None, 'frame range "START-END" of the plates; absent: the plate count from 1001')
     plates: str = setting("plates", "the footage: folder, sequence pattern (plate.####.exr) "
@@ -133,12 +149,18 @@ class ShotSection:
                           path=True, absolute_ok=True)
     plates_mode: Literal["reference", "copy"] = setting(
         "reference", "reference: plates stay where they are; copy: they were copied into plates/")
-    seed: int = setting(0, "seed of every random choice in every stage", ge=0)
+    skip_frames: tuple[int, ...] = setting(
+        (), "plate frames left out as gaps in the frame numbers (`splatfx init --skip-bad-frames` "
+        "lists those that do not decode)", ge=0, le=EXR_INT_MAX)
+    seed: int = setting(0, "seed of every random choice in every stage, 0 to 2147483647", ge=0, le=EXR_INT_MAX)
 
     def check(self) -> None:
         if self.plates_mode == "copy" and _is_absolute(self.plates):
             raise Invalid("plates", "plates_mode 'copy' needs plates inside the shot folder, "
                                     f"got the absolute path {self.plates!r}")
+        outside = [f for f in self.skip_frames if self.frames is not None and f not in self.frames]
+        if outside:
+            raise Invalid("skip_frames", f"frame {outside[0]} is outside the shot's frames {self.frames}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +208,8 @@ class SolveSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    """[train]: fitting the Gaussian scene to the plates (names as in splatfx.recon.train.TrainConfig)."""
+    """[train]: fitting the Gaussian scene to the plates (splatfx.recon.train.TrainConfig extends
+    this table with the recipe's fixed settings; ``splatfx train`` has a flag per key)."""
 
     max_steps: int = setting(30_000, "optimisation steps", ge=1)
     max_minutes: float | None = setting(None, "stop after this wall time (absent: no limit)", gt=0)
@@ -342,7 +365,7 @@ class RefineSection:
         4, "denoising steps run on pixels of full strength (the built-in refiner needs 1; SD-Turbo-class "
         "models 1-4, others 20 or more)", ge=1)
     strength: float = setting(0.3, "how far the model may move away from the render, 0-1", ge=0, le=1)
-    seed: int | None = setting(None, "noise seed (absent: [shot] seed)", ge=0)
+    seed: int | None = setting(None, "noise seed, 0 to 2147483647 (absent: [shot] seed)", ge=0, le=EXR_INT_MAX)
     prompt: str = setting("", "what the frames show, for text-conditioned models (the built-in refiner has none)")
     negative_prompt: str = setting("", "what to steer away from, for text-conditioned models (with guidance above 1)")
     guidance: float = setting(1.0, "classifier-free guidance scale for text-conditioned models (1: none)", ge=0)
@@ -464,15 +487,66 @@ def config_from_dict(data: Mapping[str, Any], source: PathLike = "shot.toml") ->
     return _parse_table(ShotConfig, data, str(source), ())
 
 
-def override(section: T, source: str, **values: Any) -> T:
-    """A copy of a table's dataclass with ``values`` replaced, validated like the file.
+def override(settings: T, source: str, **values: Any) -> T:
+    """A copy of ``settings`` with ``values`` replaced, each shot.toml setting among them
+    validated like the file (then the table's cross-field check).
 
-    For command-line flags that override shot.toml for one run; ``source`` names them in
-    errors (e.g. ``"--max-steps"``). None values are ignored (flag not given).
+    The one way a command-line flag overrides shot.toml for one run. ``settings`` is a
+    table's dataclass, or a stage config that extends one (:class:`splatfx.recon.train.TrainConfig`),
+    whose other fields are replaced as given. ``source`` names the flags in errors (e.g.
+    ``"--max-steps"``). None values are ignored (flag not given).
     """
+    fields = {f.name: f for f in dataclasses.fields(settings)}
     given = {k: v for k, v in values.items() if v is not None}
-    merged = {**_to_plain(section), **{k: _to_plain(v) for k, v in given.items()}}
-    return _parse_table(type(section), merged, source, ())
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise TypeError(f"{type(settings).__name__} has no settings {unknown}")
+    hints = typing.get_type_hints(type(settings))
+    checked = {}
+    for name, value in given.items():
+        meta = fields[name].metadata
+        if meta.get("table"):
+            checked[name] = _parse_table(hints[name], _to_plain(value), source, (name,))
+        elif "doc" in meta:
+            checked[name] = _convert(_to_plain(value), hints[name], meta, _label(source, (), name))
+        else:
+            checked[name] = value
+    result = dataclasses.replace(settings, **checked)
+    _run_check(result, source, ())
+    return result
+
+
+def override_table(config: ShotConfig, table: str, source: str, **values: Any) -> ShotConfig:
+    """``config`` with its table ``[table]`` overridden by ``values`` (see :func:`override`)."""
+    return dataclasses.replace(config, **{table: override(getattr(config, table), source, **values)})
+
+
+def check_ranges(settings: Any, source: str) -> None:
+    """Check the choices and numeric ranges of the shot.toml settings in ``settings``, a
+    table built in code rather than read (e.g. a stage config that extends a table)."""
+    hints = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if "doc" not in f.metadata or value is None:
+            continue
+        tp = hints[f.name]
+        if typing.get_origin(tp) in (types.UnionType, typing.Union):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        label = _label(source, (), f.name)
+        if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+            raise ConfigError(label, f"must be one of {_choices(typing.get_args(tp))}, got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_range(value, f.metadata, label)
+
+
+def _run_check(obj: Any, source: str, where: tuple[str, ...]) -> None:
+    """A table's cross-field ``check()``, its failure as a ConfigError naming the key."""
+    try:
+        if hasattr(obj, "check"):
+            obj.check()
+    except Invalid as exc:
+        *inner, key = exc.key.split(".")
+        raise ConfigError(_label(source, (*where, *inner), key), exc.problem) from None
 
 
 def _parse_table(cls: type, data: Any, source: str, where: tuple[str, ...]) -> Any:
@@ -492,12 +566,7 @@ def _parse_table(cls: type, data: Any, source: str, where: tuple[str, ...]) -> A
         else:
             values[name] = _convert(value, hints[name], f.metadata, _label(source, where, name))
     obj = cls(**values)
-    try:
-        if hasattr(obj, "check"):
-            obj.check()
-    except Invalid as exc:
-        *inner, key = exc.key.split(".")
-        raise ConfigError(_label(source, (*where, *inner), key), exc.problem) from None
+    _run_check(obj, source, where)
     return obj
 
 
@@ -555,7 +624,10 @@ def _convert(value: Any, tp: Any, meta: Mapping[str, Any], label: str) -> Any:
     if tp is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(label, f"must be an integer, got {_describe(value)}")
-        return _check_range(value, meta, label)
+        _check_range(value, meta, label)
+        if not TOML_INT_MIN <= value <= TOML_INT_MAX:
+            raise ConfigError(label, f"must be a 64-bit integer (at most {TOML_INT_MAX} in size), got {value}")
+        return value
     if tp is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(label, f"must be a number, got {_describe(value)}")
@@ -615,14 +687,19 @@ def _check_range(value: float, meta: Mapping[str, Any], label: str) -> Any:
         need = "a positive integer" if ge == 1 else "a non-negative integer (0 or more)"
     elif le is not None and (ge is not None or gt is not None):
         low = ge if ge is not None else gt
-        need = f"between {low:g} and {le:g}" if ge is not None else f"above {low:g} and at most {le:g}"
+        need = f"between {low:g} and {_bound(le)}" if ge is not None else f"above {low:g} and at most {_bound(le)}"
     elif le is not None:
-        need = f"at most {le:g}"
+        need = f"at most {_bound(le)}"
     elif gt is not None:
         need = f"greater than {gt:g}"
     else:
         need = f"at least {ge:g}"
     raise ConfigError(label, f"must be {need}, got {value!r}")
+
+
+def _bound(limit: float) -> str:
+    """A range limit as written in shot.toml (2147483647, not 2.14748e+09)."""
+    return str(limit) if isinstance(limit, int) else f"{limit:g}"
 
 
 def _check_path(value: str, absolute_ok: bool, label: str) -> None:
@@ -745,6 +822,18 @@ def iter_settings(cls: type = ShotConfig, where: tuple[str, ...] = ()) -> Iterat
             yield from iter_settings(hints[f.name], (*where, f.name))
         else:
             yield SettingInfo(".".join(where), f.name, _type_name(hints[f.name]), f.default, f.metadata["doc"])
+
+
+def table_name(cls: type, within: type = ShotConfig, where: tuple[str, ...] = ()) -> str:
+    """The shot.toml name of table ``cls``, e.g. ``"fx.collapse"`` for CollapseSection."""
+    hints = typing.get_type_hints(within)
+    for f in dataclasses.fields(within):
+        if f.metadata.get("table"):
+            if hints[f.name] is cls:
+                return ".".join((*where, f.name))
+            with contextlib.suppress(LookupError):
+                return table_name(cls, hints[f.name], (*where, f.name))
+    raise LookupError(f"{cls.__name__} is no table of shot.toml")
 
 
 def _type_name(tp: Any) -> str:

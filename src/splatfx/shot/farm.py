@@ -29,7 +29,6 @@ Training and simulation are not farmed out this way: see ``docs/robustness.md``.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import functools
 import json
 import math
@@ -295,11 +294,11 @@ def farm_out(frames: Iterable[int], work_fn: ChunkFn, settings: FarmSection,
 def with_farm(shot: Shot, executor: str | None = None, ray_address: str | None = None,
               chunk_size: int | None = None, workers: int | None = None) -> Shot:
     """``shot`` with its ``[farm]`` settings overridden by the command-line flags given (not None)."""
-    from splatfx.shot.config import override
+    from splatfx.shot.config import override_table
 
-    farm = override(shot.config.farm, "--executor/--ray-address/--chunk-size/--workers", executor=executor,
-                    ray_address=ray_address, chunk_size=chunk_size, workers=workers)
-    return shot.with_config(dataclasses.replace(shot.config, farm=farm))
+    return shot.with_config(override_table(shot.config, "farm", "--executor/--ray-address/--chunk-size/--workers",
+                                           executor=executor, ray_address=ray_address, chunk_size=chunk_size,
+                                           workers=workers))
 
 
 def for_workers(shot: Shot) -> Shot:

@@ -17,13 +17,14 @@ import shutil
 import stat
 import tempfile
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from splatfx.shot.config import (FrameRange, ShotConfig, ShotSection, config_from_dict, config_to_dict, load_config,
                              save_config)
 from splatfx.core.errors import ConfigError, InputError
-from splatfx.io.plates import DEFAULT_START_FRAME, ImagePlates, Plates, open_plates
+from splatfx.io.plates import DEFAULT_START_FRAME, ImagePlates, Plates, open_plates, undecodable_frames
 from splatfx.core.progress import track
 
 PathLike = str | os.PathLike[str]
@@ -34,6 +35,11 @@ MANIFEST_JSON = "manifest.json"
 STATE_DIR = ".splatfx"
 #: The stage folders, in pipeline order.
 STAGE_DIRS = ("plates", "solve", "scene", "fx", "render", "refine", "comp")
+#: The solve folder's layout (a solve writes it the same way into any folder).
+SCENE_JSON = "scene.json"
+REPORT_JSON = "report.json"
+SPARSE_MODEL = "sparse/0"
+DISTORTED_MODEL = "distorted/sparse/0"
 
 
 class Shot:
@@ -110,10 +116,51 @@ class Shot:
     def comp_dir(self) -> Path:
         return self.root / "comp"
 
-    def path(self, setting: str) -> Path:
-        """A path from shot.toml (relative to the shot folder unless absolute) as a Path."""
+    # --- files in the stage folders -------------------------------------------------------------
+    @property
+    def scene_json(self) -> Path:
+        """``solve/scene.json``: the solve-to-world frame (:mod:`splatfx.shot.scene_frame`)."""
+        return self.solve_dir / SCENE_JSON
+
+    @property
+    def solve_report(self) -> Path:
+        """``solve/report.json``: what the solve did, and which image is which frame."""
+        return self.solve_dir / REPORT_JSON
+
+    @property
+    def sparse_model(self) -> Path:
+        """``solve/sparse/0``: the COLMAP model of the (undistorted) plates."""
+        return self.solve_dir / SPARSE_MODEL
+
+    @property
+    def distorted_sparse_model(self) -> Path:
+        """``solve/distorted/sparse/0``: the COLMAP model with the plates' own lens distortion."""
+        return self.solve_dir / DISTORTED_MODEL
+
+    def render_frame(self, frame: int) -> Path:
+        """``render/frame.####.exr``: the render's multi-layer EXR of ``frame``."""
+        return self.render_dir / f"frame.{frame:04d}.exr"
+
+    def refined_frame(self, frame: int) -> Path:
+        """``refine/frame.####.exr``: the refine stage's version of the render of ``frame``."""
+        return self.refine_dir / self.render_frame(frame).name
+
+    def comp_frame(self, frame: int, suffix: str) -> Path:
+        """``comp/comp.####.<suffix>``: the comp of ``frame`` as ``exr`` or ``png``."""
+        return self.comp_dir / f"comp.{frame:04d}.{suffix}"
+
+    def path(self, setting: str, *, confined: bool = True) -> Path:
+        """A path from shot.toml (relative to the shot folder unless absolute) as a Path.
+
+        A relative path must stay inside the shot folder once symbolic links are resolved,
+        so a link in the folder cannot lead splatfx to read e.g. /etc/passwd (InputError).
+        ``confined=False`` for the plates, which may live anywhere (even by absolute path)."""
         p = Path(setting).expanduser()
-        return p if p.is_absolute() else self.root / p
+        if p.is_absolute():
+            return p
+        if confined:
+            confine(self.root / p, self.root)
+        return self.root / p
 
     def relative(self, path: PathLike) -> str:
         """``path`` relative to the shot folder in ``/`` form, or absolute when outside it."""
@@ -128,19 +175,22 @@ class Shot:
     @property
     def plates_path(self) -> Path:
         """Where the footage is: folder, sequence pattern or video file."""
-        return self.path(self.config.shot.plates)
+        return self.path(self.config.shot.plates, confined=False)
 
     def open_plates(self) -> Plates:
-        """The plates numbered as the shot's frames; ConfigError if ``[shot] frames`` disagrees."""
+        """The plates numbered as the shot's frames, ``[shot] skip_frames`` left out as gaps;
+        ConfigError if ``[shot] frames`` disagrees."""
         frames = self.config.shot.frames
         start = frames.start if frames is not None else DEFAULT_START_FRAME
         plates = open_plates(self.plates_path, start_frame=start, fps=self.config.shot.fps)
-        if frames is not None:
-            try:
+        try:
+            if frames is not None:
                 check_frames(frames, plates, f"{self.toml_path} [shot] frames")
-            except ConfigError:
-                plates.close()
-                raise
+            if self.config.shot.skip_frames:
+                plates.leave_out(self.config.shot.skip_frames)
+        except InputError:
+            plates.close()
+            raise
         return plates
 
     @property
@@ -177,13 +227,16 @@ def check_frames(frames: FrameRange, plates: Plates, label: str) -> None:
 # --- creating a shot ------------------------------------------------------------------------------
 
 def create_shot(root: PathLike, plates: PathLike, *, fps: float = 24.0, frames: FrameRange | None = None,
-                copy: bool = False, force: bool = False, name: str | None = None) -> Shot:
+                copy: bool = False, force: bool = False, name: str | None = None,
+                skip_bad_frames: bool = False) -> Shot:
     """Make the shot folder ``root`` and its shot.toml for the footage ``plates``.
 
     The plates are opened (every header checked) and numbered from ``frames.start``
-    (default 1001); ``frames`` must then span them exactly. They are referenced by their
-    absolute path, or with ``copy`` copied (never moved) into ``root/plates/`` and made
-    read-only. An existing shot.toml or plates/ is only replaced with ``force``.
+    (default 1001); ``frames`` must then span them exactly. Every frame is decoded once: a
+    truncated or corrupt one is refused by name, or with ``skip_bad_frames`` left out as a
+    gap in the frame numbers (``[shot] skip_frames``, reported as a SkippedFrameWarning).
+    They are referenced by their absolute path, or with ``copy`` copied (never moved) into
+    ``root/plates/`` and made read-only. An existing shot.toml or plates/ is only replaced with ``force``.
     shot.toml is written last, so a failed init leaves no shot behind.
     """
     root = Path(root)
@@ -196,17 +249,57 @@ def create_shot(root: PathLike, plates: PathLike, *, fps: float = 24.0, frames: 
         if frames is not None:
             check_frames(frames, opened, "--frames")
         frames = FrameRange(opened.first, opened.last)
-        files = plate_files(opened)
+        files = plate_files(opened)  # the skipped frames' files too, so that the numbering stays
         single = opened.kind in ("video", "image")
+        skipped = _bad_frames(opened, skip_bad_frames)
     root.mkdir(parents=True, exist_ok=True)
     setting = _relative_within(source, root / "plates" if copy else root, root)
     if setting is None:
         setting = _copy_plates(files, root, force, single) if copy else os.path.abspath(source)
     section = ShotSection(name=name or Path(os.path.abspath(root)).name, fps=float(fps), frames=frames,
-                          plates=setting, plates_mode="copy" if copy else "reference")
+                          plates=setting, plates_mode="copy" if copy else "reference", skip_frames=skipped)
     config = config_from_dict(config_to_dict(ShotConfig(shot=section)), toml)  # exactly what a reload gives
     save_config(config, toml)
     return Shot(root, config)
+
+
+class SkippedFrameWarning(UserWarning):
+    """A plate frame that does not decode was left out as a gap (``splatfx init --skip-bad-frames``)."""
+
+
+def _bad_frames(plates: Plates, skip: bool) -> tuple[int, ...]:
+    """Decode every plate once: the frames that fail, each reported as a SkippedFrameWarning
+    when ``skip``; otherwise InputError naming the first (and the others' frame numbers)."""
+    bad = undecodable_frames(plates)
+    if not bad:
+        return ()
+    if skip and len(bad) < len(plates):
+        for frame, exc in bad.items():
+            warnings.warn(SkippedFrameWarning(f"skipped frame {frame} (a gap in the frame numbers): {exc}"),
+                          stacklevel=3)
+        return tuple(bad)
+    (first, exc), others = next(iter(bad.items())), list(bad)[1:]
+    where = "" if f"frame {first}" in exc.problem else f" (frame {first})"
+    also = f"; frames {_listing(others)} do not decode either" if others else ""
+    hint = "no frame of the plates decodes" if skip else "pass --skip-bad-frames to leave them out as gaps"
+    raise InputError(exc.source, f"{exc.problem}{where}{also}; {hint}")
+
+
+def _listing(frames: list[int], most: int = 10) -> str:
+    """``1003, 1007`` (the first ``most``, then how many more)."""
+    shown = ", ".join(str(f) for f in frames[:most])
+    return shown + (f" and {len(frames) - most} more" if len(frames) > most else "")
+
+
+def confine(path: Path, root: Path) -> None:
+    """InputError unless ``path``, with every symbolic link resolved, lies inside ``root``."""
+    try:
+        real, top = path.resolve(), root.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of links
+        raise InputError(path, f"cannot be resolved ({exc})") from None
+    if real != top and top not in real.parents:
+        raise InputError(path, f"leads outside the shot folder (to {real}) through a symbolic link; "
+                               "paths in shot.toml must stay inside the shot folder")
 
 
 def _relative_within(source: Path, folder: Path, root: Path) -> str | None:

@@ -136,6 +136,7 @@ class RunRecord:
     outputs: dict[str, dict] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    upstream: dict[str, str] = field(default_factory=dict)  # stage -> id of the run whose outputs it read
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -9,7 +9,7 @@ What it shows (all in the world frame, z-up metres, when ``solve/scene.json`` ex
 * the ``[fx.select]`` box as a transform gizmo plus size sliders; every change is written
   back to ``shot.toml`` atomically through the config API;
 * a timeline that scrubs and plays the simulated effects frame by frame (from the fx
-  caches, through :func:`splatfx.fx.stage.load_animation`);
+  caches, through :func:`splatfx.fx.animation.load_animation`);
 * buttons that run a stage in a background thread, and the comp frame of the current
   time beside its plate once ``comp/`` holds one.
 
@@ -216,7 +216,7 @@ class ShotViewer:
         self._update_scene_text()
 
     def _load_shot_scene(self) -> tuple[Gaussians | None, str]:
-        from splatfx.fx.stage import load_animation, scene_path
+        from splatfx.fx.animation import load_animation, scene_path
 
         path = scene_path(self.shot)
         if not path.is_file():
@@ -518,7 +518,7 @@ class ShotViewer:
         self.status_text = gui.add_markdown("")
         self._set_status("idle")
 
-    def run_stage(self, name: str, force: bool = False) -> concurrent.futures.Future:
+    def run_stage(self, name: str, *, force: bool = False) -> concurrent.futures.Future:
         """Run stage ``name`` (see :data:`STAGES`) on the saved shot in a background thread.
 
         Returns the future of its :class:`~splatfx.shot.runner.StageResult`; the *Stages* panel

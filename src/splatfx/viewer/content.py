@@ -17,18 +17,17 @@ from PIL import Image as PILImage
 
 from splatfx.core.color import linear_to_srgb
 from splatfx.core.errors import SplatfxError
-from splatfx.fx.animation import Similarity
+from splatfx.fx.animation import Similarity, load_frame
 from splatfx.io.images import IMAGE_SUFFIXES, read_image
-from splatfx.recon.orient import SceneFrame
 from splatfx.core.rotation import rotmat_to_quat
 from splatfx.shot.folder import Shot
 
-#: The stages the viewer can run: name → (module, function(shot, force=False)).
+#: The stages the viewer can run: name → (module, function(shot, *, force=False)).
 STAGES: dict[str, tuple[str, str]] = {
     "fx.select": ("splatfx.fx.stage", "run_select"),
     "fx.collapse": ("splatfx.fx.stage", "run_collapse"),
     "fx.snow": ("splatfx.fx.stage", "run_snow"),
-    "render": ("splatfx.render.stage", "render_shot"),
+    "render": ("splatfx.render.stage", "run_render"),
     "refine": ("splatfx.refine.stage", "run_refine"),
     "comp": ("splatfx.comp.stage", "run_comp"),
 }
@@ -49,11 +48,7 @@ class PlateCamera:
 
 def scene_frame(shot: Shot) -> Similarity | None:
     """The solve→world similarity from ``solve/scene.json``, or None without one."""
-    path = shot.solve_dir / "scene.json"
-    if not path.is_file():
-        return None
-    frame = SceneFrame.load(path)
-    return Similarity(frame.scale, frame.rotation, frame.translation)
+    return load_frame(shot) if shot.scene_json.is_file() else None
 
 
 def plate_cameras(shot: Shot, frame: Similarity | None) -> list[PlateCamera]:
@@ -78,7 +73,7 @@ def plate_cameras(shot: Shot, frame: Similarity | None) -> list[PlateCamera]:
 def _frames_by_image(shot: Shot) -> dict[str, int]:
     """Solved image name → shot frame: from ``solve/report.json`` when it says, else the
     plates' file names (a solve names images after the plates, or ``NNNNNN.jpg``)."""
-    report = shot.solve_dir / "report.json"
+    report = shot.solve_report
     if report.is_file():
         try:
             rows = json.loads(report.read_text()).get("frames", [])

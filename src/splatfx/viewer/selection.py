@@ -9,8 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import viser
 
-from splatfx.fx.selection import BoxSelection
-from splatfx.fx.stage import euler_xyz_degrees
+from splatfx.fx.selection import BoxSelection, euler_xyz_degrees
 from splatfx.core.rotation import quat_to_rotmat, rotmat_to_quat
 
 Vec3 = tuple[float, float, float]

@@ -10,6 +10,8 @@ One file ``checkpoints/step_XXXXX.safetensors`` holds
 and, as string metadata, the step, the elapsed training time and any JSON-able extras
 (the config used). safetensors holds no code, so loading a checkpoint cannot run any.
 Files are written to a temporary name and renamed; only the newest ``keep`` are kept.
+:func:`gaussians_from_params` turns the parameters back into a scene (early checkpoints
+are degraded reconstructions for the refiner's training pairs).
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from splatfx.core.atomic import atomic_path
 from splatfx.core.errors import InputError
+from splatfx.core.gaussians import Gaussians
 
 FORMAT = "splatfx-checkpoint-1"
 _NAME = re.compile(r"step_(\d+)\.safetensors$")
@@ -42,6 +47,12 @@ class Checkpoint:
     rng_state: Tensor | None = None
     elapsed_s: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+def gaussians_from_params(params: Mapping[str, Tensor]) -> Gaussians:
+    """A detached ``Gaussians`` (on the CPU) of the trainable tensors (``Checkpoint.params``'s names)."""
+    p = {k: v.detach().cpu() for k, v in params.items()}
+    return Gaussians(p["means"], p["quats"], p["scales"], p["opacities"], torch.cat([p["sh0"], p["shN"]], dim=1))
 
 
 def checkpoint_path(folder: str | os.PathLike[str], step: int) -> Path:

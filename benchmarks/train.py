@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/train.py [--only lego|fern|south_building] [--quick] [--json FILE] [--out DIR]
+    python benchmarks/train.py --working-size [--capture DIR] [--json FILE]
 
 Each case runs ``splatfx train`` in a fresh process (so the peak resident memory is that
 run's alone) with the settings below, then reads the run's ``metrics.json``:
@@ -19,6 +20,13 @@ run's alone) with the settings below, then reads the run's ``metrics.json``:
 Printed per case: test PSNR/SSIM, training time, steps, seconds per step, the final number
 of Gaussians and peak memory, plus the load average before and after (the machine may be
 shared). ``--quick`` runs each case for 2 minutes only, to check the script.
+
+``--working-size`` measures the cost model behind ``[train] downscale = "auto"``
+(:mod:`splatfx.recon.working_size`): seconds per training step at long sides of 384 to
+3072 px and 20k to 180k Gaussians on south_building_full's 12-MP plates, and the seconds
+to decode a plate at each size; then the least-squares fit of
+``fixed + per_mpx·megapixels + per_100k·Gaussians/100k`` beside the constants in use.
+``--capture`` names a solved capture of those plates (else they are solved first, ~5 min).
 """
 
 from __future__ import annotations
@@ -143,13 +151,112 @@ def table(results: list[dict]) -> str:
     return "\n".join([head, *rows, *solves])
 
 
+WS_SIDES = (384, 768, 1536, 3072)
+WS_GAUSSIANS = (20_000, 60_000, 180_000)
+
+
+def _solved_full(root: Path) -> Path:
+    """south_building_full's 24 plates solved as a user would (init + solve); returns the solve folder."""
+    shot = root / "shot"
+    log = root / "solve.log"
+    root.mkdir(parents=True, exist_ok=True)
+    _run_logged(_cli("init", str(shot), "--plates", str(DATA / "south_building_full" / "images"), "--force"),
+                log, "init")
+    _run_logged(_cli("solve", str(shot), "--force"), log, "splatfx solve")
+    return shot / "solve"
+
+
+def _gaussians_near_points(points, count: int, seed: int = 0):
+    """``count`` Gaussians spread around the capture's SfM points (jittered copies, sized by their neighbours)."""
+    import numpy as np
+
+    from splatfx.recon.train import TrainConfig, init_from_points
+
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(points), count)
+    spread = np.percentile(np.linalg.norm(points.xyz - np.median(points.xyz, axis=0), axis=1), 50) * 0.01
+    xyz = points.xyz[pick] + rng.normal(0, spread, (count, 3)).astype(np.float32)
+    return init_from_points(xyz, points.rgb[pick].astype(np.float32) / 255.0, TrainConfig(init_opacity=0.5))
+
+
+def measure_step_costs(capture: Path, steps: int = 3) -> list[dict]:
+    """Seconds per training step at each long side and Gaussian count, and the decode time per plate."""
+    import torch
+
+    from splatfx.io.dataset import load_dataset
+    from splatfx.recon.train import TrainConfig, Trainer, make_optimizer, params_from_gaussians
+
+    plates = load_dataset(capture, "train", holdout_every=0)
+    w, h = plates.frames[0].source_size
+    rows = []
+    for count in WS_GAUSSIANS:
+        gaussians = _gaussians_near_points(plates.points, count)
+        for side in WS_SIDES:
+            factor = max(w, h) / side
+            views = plates.downscaled(factor) if factor != 1 else plates
+            t0 = time.perf_counter()
+            for i in range(steps + 1):
+                views.image(i)  # decode the views the steps use, timed apart from the steps
+            decode = (time.perf_counter() - t0) / (steps + 1)
+            config = TrainConfig(downscale=factor, max_steps=100_000, strategy="mcmc", max_gaussians=count,
+                                 progress=False, eval_split=None, checkpoint_every=10**9)
+            trainer = Trainer(capture, Path(tempfile.mkdtemp(prefix="splatfx-ws-")), config, dataset=views)
+            trainer.params = params_from_gaussians(gaussians, config.sh_degree, trainer.device)
+            trainer.optimizer = make_optimizer(trainer.params, config, trainer.extent)
+            trainer.state = trainer.strategy.initial_state(count, trainer.extent)
+            trainer.step = 50_001  # past the SH warm-up (degree 3), between two refinements
+            trainer.train_step()  # warm-up: kernels, allocations
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step()
+            seconds = (time.perf_counter() - t0) / steps
+            size = views.cameras[0].width, views.cameras[0].height
+            rows.append({"size": f"{size[0]}x{size[1]}", "megapixels": size[0] * size[1] / 1e6, "gaussians": count,
+                         "s_per_step": seconds, "decode_s": decode, "load": os.getloadavg()[0]})
+            print(f"{rows[-1]['size']:>10} {count:>8,} G  {seconds:7.3f} s/step  decode {decode:.2f} s  "
+                  f"load {rows[-1]['load']:.1f}", flush=True)
+            del trainer
+            torch.set_num_threads(1)
+    return rows
+
+
+def fit_step_cost(rows: list[dict]) -> dict[str, float]:
+    """Least-squares ``fixed + per_mpx·MP + per_100k·G/100k`` over the measured rows."""
+    import numpy as np
+
+    a = np.array([[1.0, r["megapixels"], r["gaussians"] / 1e5] for r in rows])
+    b = np.array([r["s_per_step"] for r in rows])
+    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+    return {"fixed": float(coef[0]), "per_mpx": float(coef[1]), "per_100k": float(coef[2])}
+
+
+def working_size_table(rows: list[dict]) -> str:
+    from splatfx.recon.working_size import CPU_COST
+
+    head = "| size | Gaussians | s/step measured | s/step model | decode s/plate | load |\n|---|---|---|---|---|---|"
+    body = [f"| {r['size']} | {r['gaussians']:,} | {r['s_per_step']:.3f} | "
+            f"{CPU_COST.step_seconds(round(r['megapixels'] * 1e6), r['gaussians']):.3f} | {r['decode_s']:.2f} | "
+            f"{r['load']:.1f} |" for r in rows]
+    fit = fit_step_cost(rows)
+    return "\n".join([head, *body, "fit: " + ", ".join(f"{k} {v:.4f}" for k, v in fit.items())])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=[c.name for c in (*CASES, SOUTH_BUILDING)], help="Run one case.")
     parser.add_argument("--quick", action="store_true", help="2 minutes per case (checks the script, not the target).")
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--out", type=Path, help="Keep the trained scenes here (default: a temporary folder).")
+    parser.add_argument("--working-size", action="store_true", help="Measure the working-size cost model instead.")
+    parser.add_argument("--capture", type=Path, help="--working-size: a solve of south_building_full to reuse.")
     args = parser.parse_args()
+    if args.working_size:
+        with tempfile.TemporaryDirectory(prefix="splatfx-bench-ws-") as tmp:
+            rows = measure_step_costs(args.capture or _solved_full(Path(tmp)))
+        print(working_size_table(rows))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        return
     cases = [c for c in (*CASES, SOUTH_BUILDING) if args.only in (None, c.name)]
     results = []
     with tempfile.TemporaryDirectory(prefix="splatfx-bench-train-") as tmp:

@@ -36,9 +36,10 @@ ALLOWED: dict[str, set[str]] = {
     "refine": _STAGE,
     "comp": _STAGE,
     "viewer": _APP - {"pipeline"},
+    "export": _APP - {"pipeline", "viewer"},  # the shot in other tools: reads every stage's outputs
     "pipeline": _APP - {"viewer"},
     "demo": _APP,
-    "commands": _APP | {"demo", "commands"},
+    "commands": _APP | {"demo", "commands", "export"},
     "cli": _BASE | {"commands"},
     "__init__": set(),
 }

@@ -32,6 +32,7 @@ TABLES: dict[str, tuple[type, ...]] = {
 #: Flags named as a key whose value is written another way, and why.
 SPELLED_OTHERWISE = {
     ("train", "background"): "also white, black or a grey level, as load_dataset reads it",
+    ("init", "size"): "WIDTHxHEIGHT, as image sizes are written on a command line ([shot] size = [w, h])",
 }
 
 

@@ -97,6 +97,8 @@ def make_shot(root: Path, data_dir: Path, frames: int = 3, fx: dict | None = Non
                      "substeps": 4},
     }
     settings["comp"] = {"outputs": ["exr", "png", "mp4"]}
+    # sharp frames: these tests check the layers of one instant (tests/test_motion_blur.py the exposure)
+    settings["render"] = {**settings.get("render", {}), "shutter": 0.0}
     save_config(config_from_dict(settings, shot.toml_path), shot.toml_path)
     shot = Shot.open(shot.root)
     run_select(shot)

@@ -29,9 +29,10 @@ from splatfx.comp.credentials import (
     build_manifest,
     comp_actions,
     read_credentials,
+    sidecar_path,
 )
-from splatfx.core.errors import ConfigError, InputError
-from splatfx.io.images import write_png
+from splatfx.core.errors import ConfigError, InputError, OutputError
+from splatfx.io.images import read_exr, write_exr, write_png
 from splatfx.render.stage import run_render
 from splatfx.shot.folder import Shot
 from splatfx.io.video import VideoReader
@@ -193,6 +194,35 @@ def test_without_c2pa_installed_the_error_says_which_extra(tmp_path, monkeypatch
 
 
 # --- the comp ----------------------------------------------------------------------------------------
+def test_exr_sidecar_binds_the_frame_and_a_changed_byte_breaks_it(tmp_path):
+    chain = make_chain(tmp_path / "certs")
+    signing = Signing.load(chain.cert, chain.key)
+    exr = tmp_path / "comp.1001.exr"
+    pixels = np.random.default_rng(1).random((32, 48)).astype(np.float32)
+    write_exr(exr, {"R": pixels, "G": pixels, "B": pixels})
+    before = exr.read_bytes()
+    sidecar = signing.sign_sidecar(exr, _manifest(exr.name))
+    assert sidecar == sidecar_path(exr) == tmp_path / "comp.1001.c2pa"
+    assert exr.read_bytes() == before and sidecar.stat().st_size > 1000  # the EXR is untouched
+    creds = read_credentials(exr)
+    assert creds.state == "Valid" and creds.failures == UNTRUSTED
+    assert creds.provenance == {"synthetic_share": 0.25, "seed": 7}
+    assert creds.digital_source_types == {DIGITAL_SOURCE_TYPE}
+    assert any(a["label"].startswith("c2pa.hash.data") for a in creds.manifest.get("assertions", [])) or \
+        creds.manifest.get("title") == exr.name
+    assert read_credentials(exr, trust_anchors=chain.root).state == "Trusted"
+    changed = bytearray(before)
+    changed[len(changed) // 2] ^= 0x01  # one bit of the pixel data
+    exr.write_bytes(bytes(changed))
+    tampered = read_credentials(exr)
+    assert tampered.state == "Invalid" and "assertion.dataHash.mismatch" in tampered.failures
+    sidecar.unlink()
+    with pytest.raises(InputError, match=r"comp\.1001\.exr: carries no C2PA manifest \(no sidecar comp\.1001\.c2pa"):
+        read_credentials(exr)
+    with pytest.raises(OutputError, match="no sidecar C2PA signing"):
+        signing.sign_sidecar(_png(tmp_path / "x.png"), _manifest("x.png"))
+
+
 def _configure(shot: Shot, **comp) -> Shot:
     settings = config_to_dict(shot.config)
     settings["comp"].update(comp)
@@ -205,7 +235,7 @@ def signed_shot(tmp_path_factory, data_dir):
     """A 2-frame collapse shot composited unsigned, then signed; the unsigned PNG bytes kept."""
     root = tmp_path_factory.mktemp("credentials")
     shot = make_shot(root, data_dir, frames=2)
-    shot = _configure(shot, outputs=["png", "mp4"])
+    shot = _configure(shot, outputs=["exr", "png", "mp4"])
     run_render(shot)
     unsigned = run_comp(shot)
     assert unsigned.value["content_credentials"].startswith("unsigned")
@@ -245,6 +275,20 @@ def test_comp_signs_every_png_and_movie(signed_shot):
         assert read_credentials(shot.comp_dir / name).failures == UNTRUSTED
     record = [r for r in json.loads(shot.manifest_path.read_text())["runs"] if r["stage"] == "comp"][-1]
     assert record["config"]["c2pa_cert"] == "credentials/chain.pem" and "c2pa_cert" in record["inputs"]
+
+
+def test_comp_signs_every_exr_frame_with_a_sidecar(signed_shot):
+    shot, chain, _, result = signed_shot
+    per_frame = result.value["per_frame"]
+    for frame in (1001, 1002):
+        exr = shot.comp_dir / f"comp.{frame}.exr"
+        assert (shot.comp_dir / f"comp.{frame}.c2pa").is_file()
+        creds = read_credentials(exr, trust_anchors=chain.root)
+        assert creds.state == "Trusted" and creds.failures == ()
+        assert creds.provenance["frame"] == frame
+        assert creds.provenance["render_sha256"] == per_frame[str(frame)]["render_sha256"]
+        assert creds.digital_source_types == {DIGITAL_SOURCE_TYPE}
+        assert read_exr(exr)  # still an ordinary EXR
 
 
 def test_skipped_frames_stay_signed_and_a_new_certificate_re_signs(signed_shot, tmp_path):

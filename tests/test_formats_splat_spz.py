@@ -233,3 +233,116 @@ def test_fern_points_round_trip_through_splat_and_spz(tmp_path, data_dir):
         again = tmp_path / f"again{suffix}"
         write_gaussians(back, again)
         assert again.read_bytes() == path.read_bytes()
+
+
+# --- .spz byte fixtures built from the published layout (not from splatfx's encoder) ----------
+
+# One Gaussian, as the spec lays it out, in spz's RUB frame: position (1, −2, 0.5) with 12 fraction
+# bits, alpha byte 191, colour bytes (128, 64, 200), scale bytes (160, 144, 128), SH degree 1 with
+# the y-, z- and x-terms (3DGS order) at bytes 64, 96, 192 for every channel.
+_FIXED = [4096, -2 * 4096, 2048]
+_POSITIONS = b"".join(struct.pack("<i", v)[:3] for v in _FIXED)
+_ALPHA, _COLOURS, _SCALES = bytes([191]), bytes([128, 64, 200]), bytes([160, 144, 128])
+_SH1 = bytes([64, 64, 64, 96, 96, 96, 192, 192, 192])
+# Rotation RUB (w, x, y, z) = (0.8, 0, 0, 0.6): version 2 stores x, y, z as round(q·127.5 + 127.5);
+# versions 3–4 drop w (index 3 in bits 30–31) and keep x, y, z as sign + 9 bits of |q|/√½·511,
+# x in the highest of the three 10-bit fields.
+_ROT_V2 = bytes([128, 128, 204])
+_ROT_V3 = struct.pack("<I", (3 << 30) | (0 << 20) | (0 << 10) | 434)
+
+
+def _legacy_fixture(version: int, rotation: bytes, flags: int = 0) -> bytes:
+    header = struct.pack("<IIIBBBB", 0x5053474E, version, 1, 1, 12, flags, 0)
+    return gzip.compress(header + _POSITIONS + _ALPHA + _COLOURS + _SCALES + rotation + _SH1)
+
+
+def _ngsp_fixture(parts: list[bytes], *, degree: int = 1, flags: int = 0, extensions: bytes = b"",
+                  count: int = 1) -> bytes:
+    import zstandard
+
+    streams = [zstandard.ZstdCompressor(level=3).compress(p) for p in parts]
+    toc_offset = 32 + len(extensions)
+    header = struct.pack("<IIIBBBBI12s", 0x5053474E, 4, count, degree, 12, flags, len(parts), toc_offset, bytes(12))
+    toc = b"".join(struct.pack("<QQ", len(s), len(p)) for s, p in zip(streams, parts))
+    return header + extensions + toc + b"".join(streams)
+
+
+def _check_fixture(back: GaussianArrays, *, exact_rotation: bool) -> None:
+    np.testing.assert_allclose(back.means, [[1.0, 2.0, -0.5]])  # RUB → RDF: y and z negated
+    np.testing.assert_allclose(_sigmoid(back.opacity_logits), [191 / 255], rtol=1e-6)
+    np.testing.assert_allclose(back.sh[0, 0], (np.array([128, 64, 200]) / 255 - 0.5) / 0.15, rtol=1e-6)
+    np.testing.assert_allclose(back.log_scales, [[0.0, -1.0, -2.0]])
+    # SH y- and z-terms change sign with the frame, the x-term does not
+    np.testing.assert_allclose(back.sh[0, 1:], [[0.5, 0.5, 0.5], [0.25, 0.25, 0.25], [0.5, 0.5, 0.5]])
+    expected = np.array([0.8, 0.0, 0.0, -0.6])  # RUB (0.8, 0, 0, 0.6) in RDF: y, z of the axis negated
+    tolerance = 2e-3 if exact_rotation else 0.5 / 127.5 + 1e-3
+    np.testing.assert_allclose(back.quats[0], expected, atol=tolerance)
+
+
+@pytest.mark.parametrize("version", [2, 3, 4])
+def test_spz_reads_hand_built_files_of_each_version(tmp_path, version):
+    if version == 4:
+        data = _ngsp_fixture([_POSITIONS, _ALPHA, _COLOURS, _SCALES, _ROT_V3, _SH1])
+    else:
+        data = _legacy_fixture(version, _ROT_V2 if version == 2 else _ROT_V3)
+    path = tmp_path / f"v{version}.spz"
+    path.write_bytes(data)
+    _check_fixture(spz.read_arrays(path), exact_rotation=version >= 3)
+    assert spz.read_header(path)["version"] == version
+    assert f"spz v{version} ({'zstd' if version == 4 else 'gzip'})" in spz.describe(path)
+
+
+def test_spz_v4_skips_extension_records_and_keeps_the_antialiased_flag(tmp_path):
+    record = struct.pack("<II", 0xADBE0002, 12) + struct.pack("<3f", -0.5, 0.5, 1.0)  # safe orbit camera
+    data = _ngsp_fixture([_POSITIONS, _ALPHA, _COLOURS, _SCALES, _ROT_V3, _SH1], flags=0x3, extensions=record)
+    path = tmp_path / "ext.spz"
+    path.write_bytes(data)
+    back = spz.read_arrays(path)
+    _check_fixture(back, exact_rotation=True)
+    assert back.antialiased
+    assert "antialiased" in spz.describe(path) and "vendor extensions (skipped)" in spz.describe(path)
+
+
+def test_spz_v4_degree_4_is_read_as_degree_3(tmp_path):
+    sh4 = bytes(range(100, 100 + 72))  # 24 coefficients × RGB
+    data = _ngsp_fixture([_POSITIONS, _ALPHA, _COLOURS, _SCALES, _ROT_V3, sh4], degree=4)
+    path = tmp_path / "deg4.spz"
+    path.write_bytes(data)
+    back = spz.read_arrays(path)
+    assert back.sh_degree == 3
+    stored = (np.frombuffer(sh4, np.uint8).reshape(24, 3)[:15].astype(np.float32) - 128) / 128
+    np.testing.assert_allclose(back.sh[0, 1:], stored * spz.SH_FLIP[:, None])
+
+
+@pytest.mark.parametrize("degree", [0, 3])
+def test_spz_v4_round_trip_and_layout(tmp_path, degree):
+    arrays = random_arrays(3000, degree, seed=11)
+    arrays.antialiased = True
+    first, second = tmp_path / "a.spz", tmp_path / "b.spz"
+    spz.write_arrays(arrays, first, version=4)
+    data = first.read_bytes()
+    magic, version, n, deg, bits, flags, streams, toc = struct.unpack_from("<IIIBBBBI", data)
+    assert (data[:4], version, n, deg, bits, flags, toc) == (b"NGSP", 4, 3000, degree, 12, 1, 32)
+    assert streams == (5 if degree == 0 else 6)  # an empty SH stream is left out
+    back = spz.read_arrays(first)
+    assert back.antialiased
+    v3 = spz.decode(spz.encode(arrays, version=3))
+    _assert_same(back, v3)  # the same quantisation as version 3, only the container differs
+    spz.write_arrays(back, second, version=4)
+    assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda raw: raw[:20], "inside the 32-byte NGSP header"),
+    (lambda raw: raw[:-7], "truncated: the sh stream"),
+    (lambda raw: raw + b"junk", "4 bytes after its last stream"),
+    (lambda raw: raw[:8] + struct.pack("<I", 10**6) + raw[12:], "positions stream holds 450 bytes; 1000000 points need"),
+    (lambda raw: raw[:4] + struct.pack("<I", 3) + raw[8:], "spz version 3 in an NGSP header"),
+    (lambda raw: raw[:16] + struct.pack("<I", 10**9) + raw[20:], "table of contents at byte"),
+    (lambda raw: raw[:128] + bytes(4) + raw[132:], "positions stream is corrupt"),  # its zstd magic
+])
+def test_spz_v4_malformed_files_name_the_file(tmp_path, mutate, message):
+    path = tmp_path / "bad4.spz"
+    path.write_bytes(mutate(spz.encode(random_arrays(50, 1), version=4)))
+    with pytest.raises(InputError, match=rf"bad4\.spz: .*{message}"):
+        spz.read_arrays(path)

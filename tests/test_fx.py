@@ -178,9 +178,10 @@ def test_snow_falls_at_its_speed_and_settles_on_surfaces():
     settled = live & np.all(snow.velocities[-1] == 0, axis=1) & snow.alive[0]
     assert settled.sum() > 50
     p = snow.positions[-1][settled]
-    assert np.allclose(p[:, 2], surfaces(p[:, :2]) + settings.size, atol=1e-5)
+    rest = settings.thickness * snow.sizes[-1][settled]  # a flat flake lies on its face
+    assert np.allclose(p[:, 2], surfaces(p[:, :2]) + rest, atol=1e-5)
     on_roof = (p[:, 0] > 0.3) & (p[:, 0] < 1.7) & (p[:, 1] > 0.3) & (p[:, 1] < 1.7)
-    assert np.allclose(p[on_roof, 2], 3.0 + settings.size, atol=1e-5) and on_roof.any()
+    assert np.allclose(p[on_roof, 2], 3.0 + rest[on_roof], atol=1e-5) and on_roof.any()
 
 
 def test_animation_moves_only_the_selection_with_exact_motion(building):

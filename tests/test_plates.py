@@ -250,3 +250,103 @@ def test_a_video_frame_that_does_not_decode_is_named_by_its_frame_number(data_di
         assert str(found[1005]).startswith(f"{movie}: cannot decode frame 1005 (frame 4 of the video")
         plates.leave_out(found)
         assert plates.frames == [1001, 1002, 1003, 1004] and plates.read(1004).shape == (288, 384, 3)
+
+
+# --------------------------------------------------------------------------- phone video (issue #16)
+
+
+def test_portrait_phone_video_plates_are_upright(data_dir: Path, tmp_path: Path) -> None:
+    from test_video import make_clip, psnr, south_images
+
+    frames = south_images(data_dir, 3)  # 384x288 stored, as a phone's sensor records it
+    clip = make_clip(tmp_path / "IMG_0001.MOV", frames, codec="libx265", rotation=-90)
+    with open_plates(clip) as plates:
+        assert (plates.kind, plates.width, plates.height, plates.fps) == ("video", 288, 384, 30)
+        assert "rotated -90 degrees (display matrix): 384x288 stored, 288x384 upright" in plates.summary()
+        pixels = plates.read(1002)
+    assert pixels.shape == (384, 288, 3)
+    assert psnr(pixels, np.rot90(frames[1], -1)) > 31.0
+
+
+def test_variable_rate_video_plates_are_numbered_at_the_shot_rate(data_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_video import VFR_TICKS, make_clip, psnr, south_images
+
+    frames = south_images(data_dir, len(VFR_TICKS), step=4)
+    clip = make_clip(tmp_path / "vfr.mov", frames, ticks=VFR_TICKS)
+    seeks: list[int] = []
+    seek = VideoReader._seek
+    monkeypatch.setattr(VideoReader, "_seek", lambda self, target: (seeks.append(target), seek(self, target))[1])
+    with open_plates(clip) as plates:  # at the clip's own nominal rate, 30 fps
+        assert (plates.fps, plates.frames) == (30, list(range(1001, 1013)))
+        assert [plates.source_index(f) for f in plates.frames] == [0, 1, 2, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+        assert plates.summary().endswith("1 source frames dropped, 1 doubled")
+        seeks.clear()
+        read = dict(plates.items())  # in order: one seek, the doubled frame is not decoded twice
+        assert len(seeks) <= 1, seeks
+    np.testing.assert_array_equal(read[1003], read[1004])
+    assert psnr(read[1004], frames[2]) > 27.0 and psnr(read[1007], frames[6]) > 27.0
+    with open_plates(clip, fps=24) as plates:  # 0.4 s at 24 fps: ten frames
+        assert plates.frames == list(range(1001, 1011))
+        # Output times 0, 25, 50 ... ticks: 150 is as near source 7 (140) as 8 (160) and takes the earlier.
+        assert [plates.source_index(f) for f in plates.frames] == [0, 1, 2, 3, 4, 6, 7, 9, 10, 11]
+        mapping = plates.frame_map
+        assert (mapping.dropped, mapping.doubled) == (2, 0)
+
+
+def test_init_on_variable_rate_video_reports_what_was_dropped_and_doubled(data_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from splatfx.commands.init import command
+    from splatfx.shot.folder import Shot
+    from test_video import VFR_TICKS, make_clip, south_images
+
+    clip = make_clip(tmp_path / "vfr.mov", south_images(data_dir, len(VFR_TICKS), step=4), ticks=VFR_TICKS)
+    result = CliRunner().invoke(command, [str(tmp_path / "shot"), "--plates", str(clip), "--fps", "24"])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "extracting 10 frames from vfr.mov" in flat  # the decode pass's progress bar
+    assert ("12 source frames, variable rate 30.000 fps average, interval 33.33 ms mean, 16.67-66.67 ms; "
+            "mapped to 10 frames at 24 fps by nearest time: 2 source frames dropped, 0 doubled") in flat
+    shot = Shot.open(tmp_path / "shot")
+    assert (shot.config.shot.fps, str(shot.frames)) == (24.0, "1001-1010")
+    report = json.loads(shot.plates_report.read_text())
+    assert (report["source"], report["codec"], report["bit_depth"], report["size"]) == (str(clip), "h264", 8,
+                                                                                       [192, 144])
+    assert (report["frames"], report["source_frames"], report["dropped"], report["doubled"]) == (10, 12, 2, 0)
+    assert (report["interval_min_ms"], report["interval_max_ms"], report["variable_rate"]) == (16.6667, 66.6667, True)
+    assert report["frames_to_source"]["1007"] == 7 and report["frames_to_source"]["1008"] == 9
+    with shot.open_plates() as plates:  # every later stage numbers the frames the same way
+        assert [plates.source_index(f) for f in plates.frames] == list(report["frames_to_source"].values())
+
+
+def test_init_on_constant_rate_video_keeps_its_rate_one_to_one(data_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from splatfx.commands.init import command
+    from splatfx.shot.folder import Shot
+    from test_video import make_clip, south_images
+
+    # 29.97 fps on a 1/30000 clock, as broadcast cameras write it; no --fps: the clip's own rate.
+    clip = make_clip(tmp_path / "ntsc.mp4", south_images(data_dir, 5, step=4), ticks=[1001 * i for i in range(5)],
+                     timescale=30000, rotation=-90)
+    result = CliRunner().invoke(command, [str(tmp_path / "shot"), "--plates", str(clip)])
+    assert result.exit_code == 0, result.output
+    assert "1:1 as 5 frames at 29.97 fps (none dropped or doubled)" in " ".join(result.output.split())
+    assert "144x192" in result.output  # the upright size
+    shot = Shot.open(tmp_path / "shot")
+    assert Fraction(shot.config.shot.fps).limit_denominator(1001000) == Fraction(30000, 1001)
+    report = json.loads(shot.plates_report.read_text())
+    assert (report["fps"], report["one_to_one"], report["rotation_degrees"]) == ("30000/1001", True, -90)
+    assert (report["stored_size"], report["size"]) == ([192, 144], [144, 192])
+    with shot.open_plates() as plates:  # the rate read back from shot.toml still maps 1:1
+        assert plates.frame_map.one_to_one and (plates.width, plates.height) == (144, 192)
+    # Images afterwards (with --force): the stale video report goes.
+    again = CliRunner().invoke(command, [str(tmp_path / "shot"), "--plates", str(data_dir / "fern" / "images_8"),
+                                         "--force"])
+    assert again.exit_code == 0, again.output
+    assert not shot.plates_report.exists() and Shot.open(tmp_path / "shot").config.shot.fps == 24.0

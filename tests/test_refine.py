@@ -424,3 +424,179 @@ def test_training_pairs_are_rendered_from_degraded_reconstructions(data_dir):
         assert degraded.shape == target.shape == (3, 50, 50)
     for k in range(3):  # each degraded render differs from the scene's own render of that view
         assert float((pairs.degraded[3 + k] - pairs.degraded[k]).abs().mean()) > 1e-3
+
+
+# --- tiles, batch fitting and the memory check ---------------------------------------------------
+
+def _random_builtin(scale: float = 0.05) -> BuiltinRefiner:
+    """A built-in refiner whose zero-started layers are drawn at random: it changes what it sees."""
+    torch.manual_seed(0)
+    refiner = BuiltinRefiner.create(device="cpu")
+    with torch.no_grad():
+        for p in refiner.unet.parameters():
+            if not p.abs().any():
+                p.normal_(0, scale)
+    return refiner
+
+
+def _photo(data_dir: Path, width: int, height: int, index: int = 0) -> np.ndarray:
+    """A south_building photo as sRGB codes / 255, ``width`` × ``height``."""
+    path = sorted((data_dir / "south_building" / "images").glob("*.JPG"))[index]
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB").resize((width, height), Image.Resampling.BOX), np.float32) / 255
+
+
+def test_frames_one_tile_covers_are_refined_bit_for_bit_as_before(tmp_path, shot):
+    """Frames no larger than a tile go to the model whole, batch by batch, exactly as the
+    untiled stage did: same noise, same model calls, same bits."""
+    from splatfx.refine.stage import NoiseTrack, display_colour, frame_layers, strength_map
+
+    refiner = _random_builtin()
+    options = RefineOptions(steps=2, strength=0.5, seed=5, batch=FRAMES)
+    frames = render_frames(shot.render_dir)
+    refine_sequence(frames, shot.refine_dir, refiner, options, progress=False)
+    track, layers = NoiseTrack(refiner, options), []
+    noises = []
+    for number, path in frames:  # the untiled stage: one model call on the stacked frames
+        channels, header = read_exr(path)
+        layers.append(frame_layers(path, channels, header))
+        noises.append(track.advance(number, (SIZE, SIZE), layers[-1].motion, layers[-1].depth).clone())
+    colours = [display_colour(l) for l in layers]
+    images = torch.stack([torch.from_numpy(np.clip(c, 0, 1)).permute(2, 0, 1) for c in colours])
+    strength = torch.stack([torch.from_numpy(strength_map(l, options))[None] for l in layers])
+    refined = refiner.refine(images, strength, torch.stack(noises), options.steps).permute(0, 2, 3, 1).numpy()
+    for (_, path), l, c, r in zip(frames, layers, colours, refined):
+        expected = compose(l, c, r, options)
+        got, _ = read_exr(shot.refine_dir / path.name)
+        for i, name in enumerate("RGB"):
+            assert got[name].tobytes() == expected[..., i].tobytes(), name
+
+
+def test_tiles_are_cut_from_the_frames_noise_and_feathered_without_seams(data_dir, monkeypatch):
+    from splatfx.refine.base import Refiner
+    from splatfx.refine.tiles import BatchPlan, TileJob, overlap_for, refine_tiles, refine_whole, tile_grid
+
+    class Pointwise(Refiner):  # a pixel's result depends on its own colour and noise only
+        noise_channels, noise_scale, size_multiple = 3, 1, 4
+
+        def _refine(self, images, strength, noise, steps):
+            return images * 0.5 + 0.2 * noise * strength
+
+        def describe(self):
+            return {}
+
+    h, w = 288, 384
+    colour = _photo(data_dir, w, h)
+    strength = np.zeros((h, w), np.float32)
+    strength[40:250, 60:300] = 0.6
+    # The feathered weights of any grid sum to 1 everywhere.
+    grid = tile_grid(h, w, 96, overlap_for(96, 4), 4)
+    total = np.zeros((h, w), np.float32)
+    for t in grid:
+        total[t.y0:t.y1, t.x0:t.x1] += t.weight
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    # A pointwise model gives the whole frame's result through tiles: the noise is the frame's.
+    pointwise = Pointwise()
+    job = TileJob(colour, strength, torch.randn((3, h, w), generator=torch.Generator().manual_seed(1)))
+    plan = BatchPlan(h, w, 1, 5, 96, overlap_for(96, 4), len(grid), 0.0)
+    np.testing.assert_allclose(refine_tiles(pointwise, job, 1, plan), refine_whole(pointwise, [job], 1, 1)[0],
+                               atol=2e-6, rtol=0)
+    # A UNet sees each tile's own statistics, and its output near a tile's edge is its worst:
+    # the feathered weights fade each tile out there, so the refined frame's steps between
+    # neighbours in the overlap stay within 3 % of the untiled frame's (the picture's own
+    # edges), and well below what tiles cut hard at the middle of the overlap add.
+    import splatfx.refine.tiles as tiles
+
+    h, w = 192, 256
+    colour = _photo(data_dir, w, h)
+    refiner = _random_builtin(0.02)
+    job = TileJob(colour, np.full((h, w), 0.5, np.float32),
+                  torch.randn((3, h, w), generator=torch.Generator().manual_seed(2)))
+    plan = BatchPlan(h, w, 1, 6, 160, 48, 2, 0.0)  # two tiles side by side
+    whole = refine_whole(refiner, [job], 2, 1)[0]
+    assert np.abs(whole - colour).mean() > 0.01  # the model does change the frame
+    starts, size = tiles.axis_tiles(w, plan.tile, plan.overlap, 4)
+    overlaps = [c for i in range(1, len(starts)) for c in range(starts[i], starts[i - 1] + size - 1)]
+
+    def border_steps(image: np.ndarray) -> float:
+        return float(np.abs(np.diff(image, axis=1)).mean(axis=(0, 2))[overlaps].mean())
+
+    def hard(starts, tile, length):  # each pixel from the tile whose middle is nearest
+        cuts = [(starts[i - 1] + tile + starts[i]) / 2 for i in range(1, len(starts))]
+        k = np.arange(tile)
+        return [((k + s >= ([-1] + cuts)[i]) & (k + s < (cuts + [1e9])[i])).astype(np.float32)
+                for i, s in enumerate(starts)]
+
+    feathered = border_steps(refine_tiles(refiner, job, 2, plan)) / border_steps(whole)
+    monkeypatch.setattr(tiles, "_ramps", hard)
+    cut = border_steps(refine_tiles(refiner, job, 2, plan)) / border_steps(whole)
+    print(f"mean step between neighbours in the tile overlap, against the untiled frame's: {feathered:.4f} "
+          f"feathered, {cut:.4f} cut")
+    assert feathered < 1.03 and feathered - 1 < 0.7 * (cut - 1), (feathered, cut)
+
+
+def test_batch_is_fitted_to_the_memory_budget_and_refused_by_name():
+    from splatfx.core.errors import ConfigError
+    from splatfx.refine.tiles import fit_batch
+
+    refiner = BuiltinRefiner.create(device="cpu")
+    small = fit_batch(refiner, 288, 384, 12, 4, 512, 2.0)
+    assert small.whole and (small.frames, small.per_call) == (4, 4)
+    clamped = fit_batch(refiner, 288, 384, 12, 64, 512, 1.0)  # 64 frames do not fit in 1 GiB
+    assert clamped.whole and 1 <= clamped.frames < 64 and clamped.bytes <= 2**30
+    full = fit_batch(refiner, 2304, 3072, 16, 4, 512, 3.0)  # a full-size plate: tiled, bounded
+    assert not full.whole and full.frames == 1 and full.tiles > 20 and 1 <= full.per_call < full.tiles
+    assert full.bytes <= 3 * 2**30
+    uhd = fit_batch(refiner, 2160, 3840, 16, 4, 512, 3.0)
+    assert uhd.bytes <= 3 * 2**30 and uhd.tile == full.tile
+    with pytest.raises(ConfigError, match=r"\[refine\] tile.*largest tile that fits is \d+"):
+        fit_batch(refiner, 2304, 3072, 16, 4, 4096, 3.0)
+    with pytest.raises(ConfigError, match=r"\[refine\] memory.*set at least [\d.]+"):
+        fit_batch(refiner, 2304, 3072, 16, 4, 512, 1.0)
+
+
+def test_refine_refuses_before_it_starts_when_the_machine_lacks_the_memory(tmp_path, data_dir, monkeypatch):
+    import splatfx.core.memory as memory
+    from splatfx.core.errors import ConfigError
+    from splatfx.refine.stage import RefineJob, check_memory
+
+    h, w = 768, 1024
+    rgb = srgb_to_linear(_photo(data_dir, w, h))
+    synthetic = np.zeros((h, w), np.float32)
+    synthetic[100:600, 200:800] = 1
+    channels = {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2], "A": np.ones((h, w), np.float32),
+                "mask.synthetic": synthetic}
+    plates = tmp_path / "plates"
+    write_png(plates / "plate.1001.png", _photo(data_dir, w, h))
+    shot = create_shot(tmp_path / "shot", plates, fps=24.0)
+    for frame in (1001, 1002, 1003):
+        write_exr(shot.render_dir / f"frame.{frame}.exr", channels, half=True, frame=frame, fps=24)
+    model = tmp_path / "model"
+    BuiltinRefiner.create(device="cpu").save_pretrained(model)
+    frames = tuple(render_frames(shot.render_dir))
+
+    def job(options: RefineOptions) -> RefineJob:
+        return RefineJob(shot, model, "cpu", {}, options, frames, 1)
+
+    monkeypatch.setattr(memory, "_mem_available", lambda: 3 * 2**30)
+    plan = check_memory(shot, job(RefineOptions(memory=1.0)), say=False)  # fits: tiles fitted to 1 GiB
+    assert not plan.whole and plan.bytes <= 2**30
+    with pytest.raises(ConfigError, match=r"shot.toml \[refine\] memory.*largest value that fits is [\d.]+"):
+        check_memory(shot, job(RefineOptions(memory=16.0)), say=False)  # all 6 tiles at once: about 3 GiB
+    with pytest.raises(ConfigError, match=r"shot.toml \[refine\] batch.*largest value that fits is \d+"):
+        check_memory(shot, job(RefineOptions(memory=64.0, tile=2048, batch=3)), say=False)  # 3 whole frames
+
+
+def test_render_refuses_a_resolution_scale_the_machine_cannot_hold(tmp_path, data_dir, monkeypatch):
+    import splatfx.core.memory as memory
+    from splatfx.core.errors import ConfigError
+    from splatfx.render.stage import check_memory as render_check
+
+    plates = tmp_path / "plates"
+    write_png(plates / "plate.1001.png", _photo(data_dir, 384, 288))
+    shot = create_shot(tmp_path / "shot", plates, fps=24.0)
+    monkeypatch.setattr(memory, "_mem_available", lambda: 8 * 2**30)
+    assert render_check(shot, (3072, 2304)) < 6.4 * 2**30  # a full-size plate fits
+    with pytest.raises(ConfigError, match=r"\[render\] resolution_scale: 1 renders 7680x5760 frames.*"
+                                          r"largest value that fits is 0\.\d+"):
+        render_check(shot, (7680, 5760))

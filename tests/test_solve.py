@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -20,7 +21,8 @@ from splatfx.shot.manifest import Manifest
 from splatfx.recon.orient import cameras_mean_up
 from splatfx.shot.folder import Shot, create_shot
 from splatfx.shot.scene_frame import SceneFrame
-from splatfx.recon.solve import SolveConfig, feature_count, image_pairs, import_cameras, solve_images
+from splatfx.recon.solve import (SolveConfig, choose_keyframes, feature_count, image_pairs, import_cameras,
+                                 measure_frames, solve_images)
 
 FAST = ["--max-image-size", "512"]  # features on 512-px images keep the test quick
 
@@ -162,3 +164,107 @@ def test_exr_plates_are_exported_and_solved(tmp_path: Path, data_dir: Path) -> N
     assert [f["image"] for f in report.frames][:2] == ["001001.jpg", "001002.jpg"]
     assert [f["frame"] for f in report.frames] == list(range(1001, 1009))
     assert (tmp_path / "solve" / "images" / "001001.jpg").is_file()
+
+
+# --- keyframes, registration and interpolation for video-like sequences --------------------------
+def _motion_blur(image: np.ndarray, length: int) -> np.ndarray:
+    """Horizontal motion blur over ``length`` pixels, as a camera panning during the exposure."""
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1.0 / length
+    return cv2.filter2D(image, -1, kernel)
+
+
+def _video_like(data_dir: Path, folder: Path, photos: int, blurred_copies: set[int], size=(384, 288)) -> list[str]:
+    """Consecutive south_building photos as frames ``f.1001.jpg``...; each photo index in
+    ``blurred_copies`` is followed by a motion-blurred copy of itself (a smeared video frame)."""
+    folder.mkdir()
+    frame = 1001
+    for i, src in enumerate(sorted((data_dir / "south_building" / "images").iterdir())[:photos]):
+        image = cv2.resize(cv2.imread(str(src)), size, interpolation=cv2.INTER_AREA)
+        versions = [image] + ([_motion_blur(image, 11)] if i in blurred_copies else [])
+        for version in versions:
+            cv2.imwrite(str(folder / f"f.{frame:04d}.jpg"), version, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            frame += 1
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_keyframes_skip_blurred_frames(tmp_path: Path, data_dir: Path) -> None:
+    """On 24 consecutive photos, blurring 4 that would be keyframes makes the choice move off them."""
+    folder = tmp_path / "seq"
+    names = _video_like(data_dir, folder, 24, set())
+    sharp = choose_keyframes(measure_frames(folder, names), spacing=0.08, max_gap=24)
+    assert 6 <= len(sharp) < 24  # consecutive photos move ~2-9 % of the width: about one keyframe per two
+    blurred = sharp[1:-1:2][:4]
+    for k in blurred:
+        image = cv2.imread(str(folder / names[k]))
+        cv2.imwrite(str(folder / names[k]), _motion_blur(image, 9), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    measures = measure_frames(folder, names)
+    assert all(measures.sharpness[k] < 0.6 for k in blurred)  # blur detected (relative to the median)
+    assert np.median(np.delete(measures.sharpness, blurred)) > 0.9
+    keys = choose_keyframes(measures, spacing=0.08, max_gap=24)
+    assert not set(keys) & set(blurred)
+    assert keys[0] <= 2 and keys[-1] >= len(names) - 3 and max(np.diff(keys)) <= 5  # spread along the path
+
+
+def test_sequential_solve_gives_every_frame_a_camera(tmp_path: Path, data_dir: Path) -> None:
+    """Ten photos with three heavily smeared frames between them: the photos are solved or
+    registered, the smeared frames are interpolated, and report.json says which."""
+    folder = tmp_path / "seq"
+    names = _video_like(data_dir, folder, 10, {2, 5, 7})
+    out = tmp_path / "solve"
+    report = solve_images(folder, out, SolveConfig(matcher="sequential", max_image_size=384, max_features=1024,
+                                                    keyframe_spacing=0.08))
+    assert report.matcher == "sequential" and report.keyframes < len(names)
+    rows = {r["image"]: r for r in report.frames}
+    smeared = [names[i] for i in (3, 7, 10)]  # the copies follow photos 2, 5 and 7
+    assert all(rows[n]["sharpness"] < 0.6 and not rows[n]["keyframe"] for n in smeared)
+    assert all(r["camera"] in ("solved", "registered", "interpolated") for r in report.frames)  # every frame
+    kinds = [r["camera"] for r in report.frames]
+    assert kinds.count("solved") >= 4 and kinds.count("registered") >= 1 and "interpolated" in kinds
+    model = colmap.read_model(out / "sparse" / "0")
+    in_model = {im.name for im in model.images.values()}
+    assert in_model == {n for n, r in rows.items() if r["camera"] in ("solved", "registered")}
+    assert report.images_registered == len(in_model) and report.mean_reprojection_error_px < 1.5
+    by_name = {im.name: im for im in model.images.values()}
+    centre = {r["frame"]: _centre(by_name[n].qvec, by_name[n].tvec) for n, r in rows.items() if n in by_name}
+    for row in (r for r in report.frames if r["camera"] == "interpolated"):
+        pose = row["pose"]
+        here = _centre(np.array(pose["rotation_wxyz"]), np.array(pose["translation"]))
+        ends = [centre[f] for f in row["interpolated_from"]]
+        if len(ends) == 2:  # on the segment between the neighbours, at its share of the frames
+            a, b = row["interpolated_from"]
+            expected = ends[0] + (row["frame"] - a) / (b - a) * (ends[1] - ends[0])
+            np.testing.assert_allclose(here, expected, atol=1e-6 * (1 + np.linalg.norm(expected)))
+        else:
+            np.testing.assert_allclose(here, ends[0], atol=1e-6 * (1 + np.linalg.norm(ends[0])))
+    for name in (n for n, r in rows.items() if r["camera"] == "registered"):  # posed from real observations
+        assert (by_name[name].point3D_ids >= 0).sum() >= 30
+    assert json.loads((out / "report.json").read_text())["frames"] == report.frames
+
+
+def _centre(qvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+    """Camera centre of a COLMAP world-to-camera pose (quaternion wxyz, translation)."""
+    w, x, y, z = qvec / np.linalg.norm(qvec)
+    rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                         [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                         [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    return -rotation.T @ tvec
+
+
+def test_capped_feature_size_keeps_full_size_cameras(tmp_path: Path, data_dir: Path) -> None:
+    """Four 3072×2304 photos solved with features at 768 px: the cameras are full size."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    for src in sorted((data_dir / "south_building_full" / "images").iterdir())[:4]:
+        (folder / src.name).symlink_to(src)
+    out = tmp_path / "solve"
+    report = solve_images(folder, out, SolveConfig(max_image_size=768, max_features=1024))
+    assert report.images_registered == 4 and report.max_image_size == 768
+    assert report.mean_reprojection_error_px < 1.0  # in full-size pixels, from 768-px features
+    distorted = colmap.read_model(out / "distorted" / "sparse" / "0").cameras[1]
+    assert (distorted.width, distorted.height) == (3072, 2304)
+    assert 0.6 < distorted.params[0] / 3072 < 1.6  # focal length in full-size pixels (a compact's ~35-mm-equiv. lens)
+    pinhole = next(iter(colmap.read_model(out / "sparse" / "0").cameras.values()))
+    assert pinhole.width >= 3072 * 0.98 and pinhole.height >= 2304 * 0.98
+    with Image.open(out / "images" / report.frames[0]["image"]) as im:
+        assert im.size == (pinhole.width, pinhole.height)

@@ -17,7 +17,10 @@ from splatfx.io.dataset import Dataset, load_dataset
 from splatfx.recon.densify import ADCStrategy, MCMCStrategy, relocation_correction
 from splatfx.recon.evaluate import evaluate_split
 from splatfx.io.formats.ply import read_ply
+from splatfx.core.errors import ConfigError
 from splatfx.recon.train import TrainConfig, Trainer
+from splatfx.recon.working_size import FLOOR_PX, TARGET_STEPS, choose_working_size
+from splatfx.shot.config import config_from_dict, override
 
 # Measured: 300 MCMC steps on 20 lego views at 50×50 give 19.4 dB on 10 held-out views
 # (the random initialisation scores ≈ 11 dB).
@@ -221,3 +224,80 @@ def test_train_shot_form_uses_shot_toml_and_skips_when_up_to_date(data_dir, tmp_
     result = runner.invoke(cli, ["train", str(shot), "--threads", "2"])
     assert result.exit_code == 0 and "up to date" not in result.output, result.output
     assert json.loads((shot / "scene" / "metrics.json").read_text())["steps"] == 20
+
+
+# --- working size -------------------------------------------------------------------------------
+
+
+def test_auto_working_size_buys_the_target_steps_at_the_largest_size() -> None:
+    """12-MP plates in a 20-minute budget: the largest ladder size buying 2,000 steps, not full size."""
+    chosen = choose_working_size((3072, 2304), downscale="auto", max_steps=30_000, max_minutes=20,
+                                 gaussians=40_000, plates=24)
+    assert chosen.size == (768, 576) and chosen.downscale == 4.0
+    assert chosen.steps >= TARGET_STEPS and chosen.reason.startswith("auto")
+    larger = choose_working_size((3072, 2304), downscale=3.0, max_steps=30_000, max_minutes=20,
+                                 gaussians=40_000, plates=24)
+    assert larger.steps < TARGET_STEPS  # the next size up would not buy them
+    assert chosen.line(20) == f"training at 768x576 (plates 3072x2304 ÷ 4), ~{chosen.steps:,} steps in 20 min"
+
+
+def test_working_size_floor_no_upsampling_and_forced_factor() -> None:
+    # 2.5 minutes cannot buy 2,000 steps at any size on 2 cores: the floor, never below it
+    tight = choose_working_size((3072, 2304), downscale="auto", max_steps=30_000, max_minutes=2.5, gaussians=40_000)
+    assert tight.size == (384, 288) and "floor" in tight.reason and tight.steps > 500
+    small = choose_working_size((384, 288), downscale="auto", max_steps=1500, max_minutes=2.5, gaussians=20_000)
+    assert small.size == (384, 288) and small.full_size  # the demo's plates stay at full size, never upsampled
+    forced = choose_working_size((3072, 2304), downscale=2, max_steps=30_000, max_minutes=2.5, gaussians=40_000)
+    assert forced.size == (1536, 1152) and forced.reason == "set: [train] downscale = 2"
+    unlimited = choose_working_size((3072, 2304), downscale="auto", max_steps=30_000, max_minutes=None,
+                                    gaussians=40_000)
+    assert unlimited.full_size and "no time limit" in unlimited.line(None)
+    few = choose_working_size((1536, 1152), downscale="auto", max_steps=100, max_minutes=10, gaussians=40_000)
+    assert few.full_size and few.steps == 100  # 100 steps fit at full size: no reason to shrink
+
+
+def test_downscale_setting_accepts_auto_or_a_number(tmp_path) -> None:
+    assert TrainConfig().downscale == "auto"
+    assert override(TrainConfig(), "--downscale", downscale=3).downscale == 3
+    with pytest.raises(ConfigError, match="downscale"):
+        override(TrainConfig(), "--downscale", downscale=0.5)
+    with pytest.raises(ConfigError, match="auto"):
+        override(TrainConfig(), "--downscale", downscale="automatic")
+    section = config_from_dict({"train": {"downscale": "auto"}}).train
+    assert section.downscale == "auto"
+    assert config_from_dict({"train": {"downscale": 2}}).train.downscale == 2.0
+
+
+def test_train_shot_picks_its_working_size_on_full_size_photos(data_dir, tmp_path) -> None:
+    """Four 12-MP photos straight from the camera, solved, trained at ``downscale = "auto"`` with a
+    tight budget: the trainer shrinks them itself, says so, records why, and writes the scene."""
+    photos = sorted((data_dir / "south_building_full" / "images").iterdir())[:4]
+    plates = tmp_path / "plates"
+    plates.mkdir()
+    for photo in photos:
+        (plates / photo.name).symlink_to(photo)
+    shot = tmp_path / "shot"
+    runner = CliRunner()
+    for args in (["init", str(shot), "--plates", str(plates)], ["solve", str(shot)]):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    toml = shot / "shot.toml"
+    text = toml.read_text()
+    assert 'downscale = "auto"' in text  # the default, written out by init
+    toml.write_text(text.replace("max_steps = 30000", "max_steps = 4").replace(
+        "# max_minutes (optional, unset)", "max_minutes = 0.1\n# was"))
+
+    result = runner.invoke(cli, ["train", str(shot), "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((shot / "scene" / "metrics.json").read_text())
+    working = metrics["working_size"]
+    plate_w, plate_h = working["plate_size"]
+    assert plate_w > 3000 and plate_h > 2250  # the solve's undistorted full-size images
+    expected = choose_working_size((plate_w, plate_h), downscale="auto", max_steps=4, max_minutes=0.1,
+                                   gaussians=working["gaussians"], plates=4)
+    assert working["size"] == list(expected.size) and working["downscale"] == expected.downscale > 1
+    assert working["reason"].startswith("auto")
+    assert f"training at {expected.size[0]}x{expected.size[1]} (plates {plate_w}x{plate_h} ÷ " in result.output
+    assert metrics["steps"] >= 1 and metrics["gaussians"] == len(read_ply(shot / "scene" / "scene.ply"))
+    runs = [r for r in json.loads((shot / "manifest.json").read_text())["runs"] if r["stage"] == "train"]
+    assert runs[-1]["figures"]["working_size"]["size"] == list(expected.size)

@@ -18,7 +18,7 @@ from splatfx import __version__
 from splatfx.core.errors import SplatfxError
 
 # Modules under splatfx.commands whose ``command`` is added to the CLI, in help order.
-COMMAND_MODULES = ["init", "solve", "train", "eval", "render", "fx", "refine", "comp", "run", "demo", "view", "ply"]
+COMMAND_MODULES = ["init", "solve", "train", "eval", "render", "fx", "refine", "comp", "run", "demo", "view", "ply", "export"]
 
 
 class _Group(click.Group):

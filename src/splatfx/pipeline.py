@@ -19,8 +19,10 @@ choices between stages:
   "virtual"``), whose frames do not match the plates, it writes the fully synthetic
   shot instead (:mod:`splatfx.comp.virtual`).
 
-At the end it prints a table of the stages (ran or up to date, seconds) and where the
-outputs are.
+At the end it prints a table of the stages (ran or up to date, seconds, the size each
+worked at: ``768x576 (proxy 0.25 of 3072x2304)`` at a proxy) and where the outputs are.
+``[shot] proxy`` (or ``--proxy``) renders, refines and comps at a fraction of full size
+into ``proxy/<proxy>/``, beside the full-size frames (:meth:`~splatfx.shot.folder.Shot.proxy_dir`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from splatfx.core.errors import InputError
-from splatfx.shot.folder import Shot
+from splatfx.shot.folder import PROXY_MARK, Shot, describe_size
 from splatfx.shot.runner import StageResult
 
 #: The pipeline's steps, in order (``until`` names one of them).
@@ -47,13 +49,15 @@ _console = Console(stderr=True, highlight=False)
 
 @dataclass(frozen=True)
 class StepTiming:
-    """One stage of a pipeline run: whether it ran, why, and its wall time in seconds
-    (the stage's own record when it ran; the up-to-date check when skipped)."""
+    """One stage of a pipeline run: whether it ran, why, its wall time in seconds (the
+    stage's own record when it ran; the up-to-date check when skipped) and the size it
+    worked at, as its record states it (e.g. ``768x576 (proxy 0.25 of 3072x2304)``)."""
 
     stage: str
     ran: bool
     reason: str
     seconds: float
+    size: str | None = None
 
 
 @dataclass
@@ -189,7 +193,8 @@ def _timings(results: Sequence[StageResult], wall: float) -> list[StepTiming]:
     skipped = [r for r in results if not r.ran]
     check = max(wall - ran_seconds, 0.0) / len(skipped) if skipped else 0.0
     return [StepTiming(r.stage, r.ran, r.reason,
-                       float(r.record.seconds) if r.ran and r.record and r.record.seconds else check)
+                       float(r.record.seconds) if r.ran and r.record and r.record.seconds else check,
+                       describe_size(r.record.figures or {}) if r.record else None)
             for r in results]
 
 
@@ -201,9 +206,11 @@ def print_summary(run: PipelineRun, console: Console = _console) -> None:
     table.add_column("stage")
     table.add_column("status")
     table.add_column("seconds", justify="right")
+    table.add_column("size")
     for s in run.stages:
-        table.add_row(s.stage, "ran" if s.ran else "up to date", f"{s.seconds:.1f}")
-    table.add_row("total", "", f"{run.seconds:.1f}", style="bold")
+        table.add_row(s.stage.partition(PROXY_MARK)[0], "ran" if s.ran else "up to date", f"{s.seconds:.1f}",
+                      s.size or "")
+    table.add_row("total", "", f"{run.seconds:.1f}", "", style="bold")
     console.print(table)
     outputs = run.outputs()
     if outputs:

@@ -60,7 +60,14 @@ def _option(f: dataclasses.Field, tp: Any, table: str) -> Callable[[F], F]:
 
 
 def click_type(tp: Any, meta: typing.Mapping[str, Any]) -> click.ParamType:
-    """The click type of a setting's type and range (``X | None`` as ``X``)."""
+    """The click type of a setting's type and range (``X | None`` as ``X``; a number or a
+    choice, ``float | Literal["auto"]``, as :class:`NumberOrChoice`)."""
+    arms = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (types.UnionType, typing.Union) and len(arms) > 1:
+        choices = [a for a in arms if typing.get_origin(a) is Literal]
+        numbers = [a for a in arms if typing.get_origin(a) is not Literal]
+        if len(choices) == 1 and len(numbers) == 1:
+            return NumberOrChoice(click_type(numbers[0], meta), [str(a) for a in typing.get_args(choices[0])])
     tp = _optional_inner(tp)
     if typing.get_origin(tp) is Literal:
         return click.Choice([str(a) for a in typing.get_args(tp)])
@@ -86,6 +93,27 @@ def _optional_inner(tp: Any) -> Any:
     return tp
 
 
+class NumberOrChoice(click.ParamType):
+    """A setting that is a number or one of a few words, e.g. ``--downscale auto`` or ``--downscale 4``."""
+
+    name = "number-or-choice"
+
+    def __init__(self, number: click.ParamType, choices: list[str]) -> None:
+        self.number = number
+        self.choices = choices
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str:
+        return f"[{'|'.join(self.choices)}|NUMBER]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower() in self.choices:
+            return value.strip().lower()
+        try:
+            return self.number.convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is neither a number in range nor one of {', '.join(self.choices)}", param, ctx)
+
+
 class CommaList(click.ParamType):
     """An array setting as comma-separated items, e.g. ``--outputs exr,png,mp4``."""
 
@@ -102,3 +130,15 @@ class CommaList(click.ParamType):
         if isinstance(value, tuple):
             return value
         return tuple(self.item.convert(v.strip(), param, ctx) for v in str(value).split(",") if v.strip())
+
+
+def proxy_option(command: F) -> F:
+    """Add ``--proxy P`` (overriding ``[shot] proxy`` for one run) to a click command; it
+    receives ``proxy`` (None when not given)."""
+    from splatfx.shot.config import ShotSection
+
+    return click.option(
+        "--proxy", type=key_type(ShotSection, "proxy"), default=None, metavar="P",
+        help="Work at this fraction of full size for a quick look, e.g. 0.5 or 0.25; 1: full size "
+             "(overrides [shot] proxy). Each size keeps its own frames (proxy/<P>/ beside render/, "
+             "refine/, comp/).")(command)

@@ -1,4 +1,4 @@
-"""``splatfx refine SHOT [--train] [--model DIR]``: diffusion refinement of the rendered frames."""
+"""``splatfx refine SHOT [--train] [--model DIR] [--proxy P]``: diffusion refinement of the rendered frames."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from splatfx.commands.farm_options import farm_options, with_farm
-from splatfx.commands.options import key_type
+from splatfx.commands.options import key_type, proxy_option
 from splatfx.shot.config import RefineSection
 
 
@@ -43,11 +43,12 @@ from splatfx.shot.config import RefineSection
 @click.option("--train-minutes", type=key_type(RefineSection, "train_minutes"), default=None,
               help="Stop training the built-in refiner after this many minutes (overrides [refine] train_minutes).")
 @click.option("--force", is_flag=True, help="Run even if the outputs are up to date.")
+@proxy_option
 @farm_options
 def command(shot: Path, train: bool, model: Path | None, steps: int | None, strength: float | None,
             seed: int | None, prompt: str | None, negative_prompt: str | None, guidance: float | None,
             fill_holes: bool | None, hole_strength: float | None, feather: float | None, batch: int | None,
-            device: str, train_steps: int | None, train_minutes: float | None, force: bool, **farm: Any) -> None:
+            device: str, train_steps: int | None, train_minutes: float | None, force: bool, proxy: float | None, **farm: Any) -> None:
     """Refine the rendered frames of SHOT with a diffusion model, only where they are synthetic.
 
     Reads render/*.exr, writes refine/*.exr (every channel copied; colour refined where
@@ -61,7 +62,7 @@ def command(shot: Path, train: bool, model: Path | None, steps: int | None, stre
     from splatfx.shot.config import override_table
     from splatfx.shot.folder import Shot
 
-    opened = with_farm(Shot.open(shot), **farm)
+    opened = with_farm(Shot.open(shot).with_proxy(proxy), **farm)
     opened = opened.with_config(override_table(
         opened.config, "refine", "command line", steps=steps, strength=strength, seed=seed, prompt=prompt,
         negative_prompt=negative_prompt, guidance=guidance, fill_holes=fill_holes, hole_strength=hole_strength,

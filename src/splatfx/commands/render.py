@@ -3,7 +3,7 @@ capture's own cameras.
 
 ::
 
-    splatfx render SHOT [--force] [--executor local|ray] [--ray-address ADDR] [--chunk-size N] [--workers N]
+    splatfx render SHOT [--force] [--proxy P] [--executor local|ray] [--ray-address ADDR] [--chunk-size N] [--workers N]
     splatfx render --scene scene.ply --data DIR --split test --out DIR   # PNGs of a capture's views
 
 The shot form is the render stage (splatfx.render.stage), its frames spread as ``[farm]`` or
@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 
 from splatfx.commands.farm_options import farm_options
+from splatfx.commands.options import proxy_option
 from splatfx.commands.train import background_option
 from splatfx.recon.evaluate import render_split
 from splatfx.io.formats.ply import read_ply
@@ -40,9 +41,10 @@ from splatfx.io.formats.ply import read_ply
 @click.option("--background", callback=background_option, help="Background: white, black, grey or R,G,B (default: the capture's).")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "gsplat"]),
               help="Rasterizer backend.")
+@proxy_option
 @farm_options
 def command(shot: Path | None, force: bool, scene: Path | None, data: Path | None, split: str, out: Path | None,
-            downscale: float, background: tuple | None, backend: str, **farm: Any) -> None:
+            downscale: float, background: tuple | None, backend: str, proxy: float | None, **farm: Any) -> None:
     """Render the shot SHOT (EXR passes per frame), or --scene from every camera of
     --data's split into --out."""
     if shot is not None:
@@ -50,10 +52,10 @@ def command(shot: Path | None, force: bool, scene: Path | None, data: Path | Non
             raise click.UsageError("give SHOT, or --scene/--data/--out, not both")
         from splatfx.render.stage import render_shot_command
 
-        render_shot_command(shot, force=force, **farm)
+        render_shot_command(shot, force=force, proxy=proxy, **farm)
         return
-    if any(value is not None for value in farm.values()):
-        raise click.UsageError("--executor/--ray-address/--chunk-size/--workers apply to SHOT")
+    if any(value is not None for value in farm.values()) or proxy is not None:
+        raise click.UsageError("--proxy/--executor/--ray-address/--chunk-size/--workers apply to SHOT")
     if scene is None or data is None or out is None:
         raise click.UsageError("give SHOT, or all of --scene, --data and --out")
     written = render_split(read_ply(scene), data, split, out, downscale=downscale, background=background,

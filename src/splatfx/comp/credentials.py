@@ -16,6 +16,11 @@ Signing uses the studio's certificate chain and private key (``[comp] c2pa_cert`
 refuses a self-signed signing certificate: it must be issued by a CA (a leaf under an
 intermediate); :meth:`Signing.load` checks that, and every other problem with the files,
 before any frame is made. :func:`read_credentials` reads a manifest back and validates it.
+
+OpenEXR has no place for a C2PA manifest (OpenEXR issue 1497), so an EXR frame gets a
+**sidecar**: ``comp.1001.exr`` is bound by ``comp.1001.c2pa`` beside it, a signed manifest
+store (not embedded, :meth:`Signing.sign_sidecar`) whose ``c2pa.hash.data`` assertion is the
+hash of the EXR's bytes, with the same actions and provenance as the PNG frame.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ PROVENANCE_LABEL = "org.splatfx.provenance"
 ACTIONS_LABEL = "c2pa.actions.v2"
 #: The formats the comp signs, by suffix.
 MIME_TYPES = {".png": "image/png", ".mp4": "video/mp4"}
+#: Formats without an embedding: signed into a sidecar manifest (``<name>.c2pa``) beside the file.
+SIDECAR_MIME_TYPES = {".exr": "image/x-exr"}
+SIDECAR_SUFFIX = ".c2pa"
 #: The movies the comp signs, and what they show.
 MOVIES = {"shot.mp4": "the composited shot", "review.mp4": "left: the plate, right: the composite"}
 #: c2pa SDK settings for signing: no embedded JPEG thumbnail (the frame is its own picture; a
@@ -154,12 +162,34 @@ class Signing:
         except c2pa.C2paError as exc:
             raise OutputError(path, f"could not be signed with {self.cert}: {_message(exc)}") from None
 
-    def _sign_stream(self, c2pa: Any, manifest: dict, mime: str, source: Any, dest: Any, tsa_url: str | None) -> None:
+    def sign_sidecar(self, path: Path, manifest: dict) -> Path:
+        """Sign ``manifest`` for the EXR ``path`` into its sidecar ``sidecar_path(path)``
+        (written atomically); the manifest's data hash binds every byte of ``path``."""
+        path = Path(path)
+        mime = SIDECAR_MIME_TYPES.get(path.suffix.lower())
+        if mime is None:
+            raise OutputError(path, f"no sidecar C2PA signing for this format (sidecars: {', '.join(SIDECAR_MIME_TYPES)})")
+        c2pa = _c2pa(str(path))
+        sidecar = sidecar_path(path)
+        try:
+            with open(path, "rb") as source:
+                store = self._sign_stream(c2pa, manifest, mime, source, io.BytesIO(), self.tsa_url, embed=False)
+        except c2pa.C2paError as exc:
+            raise OutputError(path, f"could not be signed with {self.cert}: {_message(exc)}") from None
+        with atomic_path(sidecar) as tmp:
+            tmp.write_bytes(store)
+        return sidecar
+
+    def _sign_stream(self, c2pa: Any, manifest: dict, mime: str, source: Any, dest: Any, tsa_url: str | None,
+                     *, embed: bool = True) -> bytes:
+        """Sign ``source`` into ``dest``; returns the manifest store (all there is, unembedded)."""
         info = c2pa.C2paSignerInfo(self.alg.encode(), _read(self.cert, "C2PA certificate chain"),
                                    _read(self.key, "C2PA private key"), tsa_url)
         context = c2pa.Context(c2pa.Settings.from_dict(SIGN_SETTINGS))
         with c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest, context=context) as builder:
-            builder.sign(signer, mime, source, dest)
+            if not embed:
+                builder.set_no_embed()
+            return builder.sign(signer, mime, source, dest)
 
     def _probe(self, c2pa: Any, tsa_url: str | None, source: str | Path, problem: str) -> None:
         """Sign a 1-pixel PNG in memory; the library's refusal becomes one line naming ``source``."""
@@ -169,6 +199,11 @@ class Signing:
         except c2pa.C2paError as exc:
             cls = InputError if isinstance(source, Path) else ConfigError
             raise cls(source, f"{problem}: {_message(exc)}") from None
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The sidecar manifest of ``path``: the same name with ``.c2pa`` for its suffix, as C2PA names it."""
+    return Path(path).with_suffix(SIDECAR_SUFFIX)
 
 
 def load_signing(shot: Shot, section: CompSection) -> Signing | None:
@@ -326,7 +361,8 @@ class ContentCredentials:
 
 
 def read_credentials(path: str | Path, trust_anchors: str | Path | None = None) -> ContentCredentials:
-    """The C2PA manifest embedded in ``path``, validated; with ``trust_anchors`` (PEM root
+    """The C2PA manifest of ``path``, validated: embedded (PNG, MP4), or for an EXR its sidecar
+    ``<name>.c2pa`` checked against the EXR's bytes. With ``trust_anchors`` (PEM root
     certificates) the signing chain is also checked against them ("Trusted")."""
     path = Path(path)
     c2pa = _c2pa(str(path))
@@ -334,14 +370,28 @@ def read_credentials(path: str | Path, trust_anchors: str | Path | None = None) 
     settings: dict = {"verify": {"verify_trust": True}}
     if trust_anchors is not None:
         settings["trust"] = {"trust_anchors": _read(Path(trust_anchors), "trust anchors").decode("utf-8", "replace")}
+    context = c2pa.Context(c2pa.Settings.from_dict(settings))
+    sidecar = sidecar_path(path)
+    mime = SIDECAR_MIME_TYPES.get(path.suffix.lower())
+    if mime is not None and not sidecar.is_file():
+        raise InputError(path, f"carries no C2PA manifest (no sidecar {sidecar.name} beside it)")
     try:
-        with c2pa.Reader(str(path), context=c2pa.Context(c2pa.Settings.from_dict(settings))) as reader:
-            manifest = reader.get_active_manifest() or {}
-            state = reader.get_validation_state() or "Invalid"
-            results = reader.get_validation_results() or {}
+        if mime is not None:
+            with open(path, "rb") as stream, c2pa.Reader(mime, stream, manifest_data=_read(sidecar, "C2PA sidecar"),
+                                                         context=context) as reader:
+                return _credentials(reader)
+        with c2pa.Reader(str(path), context=context) as reader:
+            return _credentials(reader)
     except c2pa.C2paError as exc:
         if "ManifestNotFound" in type(exc).__name__:
             raise InputError(path, "carries no C2PA manifest (Content Credentials)") from None
-        raise InputError(path, f"unreadable C2PA manifest: {_message(exc)}") from None
+        raise InputError(sidecar if mime else path, f"unreadable C2PA manifest: {_message(exc)}") from None
+
+
+def _credentials(reader: Any) -> ContentCredentials:
+    manifest = reader.get_active_manifest() or {}
+    state = reader.get_validation_state() or "Invalid"
+    results = reader.get_validation_results() or {}
     failures = tuple(f["code"] for f in results.get("activeManifest", {}).get("failure", []))
     return ContentCredentials(manifest, state, failures)
+

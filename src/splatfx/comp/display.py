@@ -94,6 +94,14 @@ def spread_frames(frames: list[int], count: int) -> list[int]:
     return sorted({frames[round(i)] for i in np.linspace(0, len(frames) - 1, min(count, len(frames)))})
 
 
+def thumbnail(pixels: np.ndarray, width: int = CONTACT_SHEET_WIDTH) -> np.ndarray:
+    """A uint8 frame at the contact sheet's thumbnail size, made as :func:`contact_sheet` makes
+    it, so the sheet's frames are not held at full size until it is drawn."""
+    h, w = pixels.shape[:2]
+    size = (width, max(1, round(width * h / w)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
+
+
 def contact_sheet(frames: list[tuple[int, np.ndarray]], columns: int = 4, width: int = CONTACT_SHEET_WIDTH) -> np.ndarray:
     """A grid of labelled thumbnails (float RGB 0-1) of ``(frame number, uint8 image)`` pairs."""
     h, w = frames[0][1].shape[:2]

@@ -20,6 +20,11 @@ PNG from 8-bit sRGB plates: its codes). Outputs in ``comp/``: ``comp.####.exr``
 ``review.mp4`` (plate | comp, H.264), ``contact_sheet.png``. Display encoding is the sRGB
 curve, or an OCIO config's default display and view when ``[comp] ocio`` is set
 (:mod:`splatfx.comp.display`). The render frames are read through :mod:`splatfx.render.layers`.
+
+At a proxy (``[shot] proxy``) the comp works at that fraction of the plates' size: each plate
+is area-averaged to it in linear light, and the render, refined and comp frames are the
+proxy's (``proxy/<proxy>/…``, :meth:`~splatfx.shot.folder.Shot.stage_name`), so full-size
+and proxy frames never meet.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from splatfx.comp.display import (
     contact_sheet,
     refined_frame_path,
     spread_frames,
+    thumbnail,
 )
 from splatfx.comp.virtual import virtual_frames, virtual_inputs
 from splatfx.render.cleanfill import MATTE_EPS, fill_clean_plate, grow_footprint
@@ -65,8 +71,9 @@ _GRAIN_KSIZE = 9
 GRAIN_FLAT_SHARE = 0.25
 #: Frames sampled to measure the plates' grain.
 GRAIN_SAMPLES = 5
-#: Display frames for the movies are kept in memory up to this size (else read twice).
-MOVIE_MEMORY_BYTES = 1 << 30
+#: Display frames for the movies are kept in memory up to this size (else read twice), so the
+#: movies' memory does not grow with the shot's length or its plates' size.
+MOVIE_MEMORY_BYTES = 256 << 20
 
 
 # --- layers in, frame out --------------------------------------------------------------------------
@@ -165,11 +172,13 @@ def measure_grain(display: np.ndarray) -> np.ndarray:
     return (1.4826 * mad / np.sqrt(_residual_gain())).astype(np.float32)
 
 
-def plate_grain(plates: Plates, frames: list[int], is_srgb: bool, samples: int = GRAIN_SAMPLES) -> np.ndarray:
+def plate_grain(plates: Plates, frames: list[int], is_srgb: bool, samples: int = GRAIN_SAMPLES,
+                size: tuple[int, int] | None = None) -> np.ndarray:
     """The plates' noise level: the per-channel median of :func:`measure_grain` over up to
-    ``samples`` evenly spaced frames (one level for the shot, so the grain does not flicker)."""
+    ``samples`` evenly spaced frames (one level for the shot, so the grain does not flicker),
+    measured on the plates at the comp's ``size`` (a proxy's plates are less noisy)."""
     picks = spread_frames(frames, samples)
-    levels = [measure_grain(_plate_rgb(plates.read(f), is_srgb)[0]) for f in picks]
+    levels = [measure_grain(_plate_rgb(plates.read(f), is_srgb, size)[0]) for f in picks]
     return np.median(np.stack(levels), axis=0).astype(np.float32)
 
 
@@ -213,14 +222,14 @@ def run_comp(shot: Shot, *, force: bool = False) -> StageResult:
     signing_input = {"c2pa_cert": signing.cert} if signing is not None else {}
     if shot.config.render.camera == "virtual":  # a fully synthetic shot: no plate to composite over
         inputs = {**virtual_inputs(shot), **({"ocio": ocio_path} if ocio_path is not None else {}), **signing_input}
-        return run_stage(shot, "comp", section, inputs, [shot.comp_dir],
+        return run_stage(shot, shot.stage_name("comp"), section, inputs, [shot.comp_dir],
                          lambda: virtual_frames(shot, section, ocio_path, redo=force, signing=signing), force=force)
     inputs: dict = {"render": shot.render_dir, "plates": shot.plate_files(), **signing_input}
     if shot.config.refine.model is not None and shot.refine_dir.is_dir():
         inputs["refine"] = shot.refine_dir
     if ocio_path is not None:
         inputs["ocio"] = ocio_path
-    return run_stage(shot, "comp", section, inputs, [shot.comp_dir],
+    return run_stage(shot, shot.stage_name("comp"), section, inputs, [shot.comp_dir],
                      lambda: comp_frames(shot, section, ocio_path, redo=force, signing=signing), force=force)
 
 
@@ -233,16 +242,20 @@ def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: 
     seed = shot.config.shot.seed
     settings = {k: v for k, v in config_to_dict(section).items()  # what shapes the pixels
                 if k != "outputs" and not k.startswith("c2pa_")}
-    if signing is not None and "png" in section.outputs:
+    if signing is not None and ("png" in section.outputs or "exr" in section.outputs):
         settings["c2pa"] = signing.identity  # a new certificate re-signs every frame
-    ledger = FrameLedger(shot, "comp")
-    frames = list(shot.frames)
+    ledger = FrameLedger(shot, shot.stage_name("comp"))
+    gaps = shot.plate_gaps()  # no plate to composite over: skipped, held over in the movies
+    frames = [f for f in shot.frames if f not in gaps]
     timings: dict[str, float] = {}
     provenance: dict[str, dict] = {}
     todo: dict[int, FrameJob] = {}
     with shot.open_plates() as plates:
+        full = (plates.width, plates.height)
+        size = shot.scaled(full)  # the plates' size, or a proxy's
         plate_is_srgb = plates.encoding == "srgb"
-        grain = plate_grain(plates, frames, plate_is_srgb) if section.grain > 0 else np.zeros(3, np.float32)
+        grain = plate_grain(plates, frames, plate_is_srgb, size=size) if section.grain > 0 \
+            else np.zeros(3, np.float32)
         for frame in frames:
             render_path = shot.render_frame(frame)
             if not render_path.is_file():
@@ -267,7 +280,8 @@ def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: 
 
     # Workers may run in another directory: every path they get is absolute.
     sent = None if signing is None else replace(signing, cert=signing.cert.resolve(), key=signing.key.resolve())
-    job = CompJob(for_workers(shot), section, None if ocio_path is None else ocio_path.resolve(), grain, sent, todo)
+    job = CompJob(for_workers(shot), section, None if ocio_path is None else ocio_path.resolve(), grain, sent, todo,
+                  size)
     farm = farm_out(sorted(todo), functools.partial(comp_chunk, job), shot.config.farm, record,
                     description="compositing")
     provenance = dict(sorted(provenance.items(), key=lambda item: int(item[0])))
@@ -281,7 +295,8 @@ def comp_frames(shot: Shot, section: CompSection, ocio_path: Path | None, redo: 
             signing.sign(shot.comp_dir / name, movie_manifest(shot, name, provenance))
     _lap(timings, "movies", t)
     shares = [p["synthetic_share"] for p in provenance.values()]
-    return {"frames": len(frames), "composited": done, "skipped": len(frames) - done,
+    return {"frames": len(frames), **({"gaps": gaps} if gaps else {}), "composited": done,
+            "skipped": len(frames) - done, **shot.size_figures(full),
             "seconds": {k: round(v, 3) for k, v in timings.items()},
             "synthetic_share_mean": round(float(np.mean(shares)), 6) if shares else 0.0,
             "display": transform.description, "plate_grain": [round(float(g), 6) for g in grain],
@@ -306,8 +321,8 @@ class FrameJob:
 @dataclass(frozen=True)
 class CompJob:
     """What a comp worker needs, as plain picklable data: the shot (folder and settings), the
-    comp settings, the OCIO config, the plates' grain level, the signing identity (paths)
-    and the frames to composite."""
+    comp settings, the OCIO config, the plates' grain level, the signing identity (paths),
+    the frames to composite and the size to composite at (the plates', or a proxy's)."""
 
     shot: Shot
     section: CompSection
@@ -315,6 +330,7 @@ class CompJob:
     grain: np.ndarray
     signing: Signing | None
     frames: dict[int, FrameJob]
+    size: tuple[int, int]
 
 
 def comp_chunk(job: CompJob, frames: Sequence[int]) -> Iterator[tuple[int, FrameOutput]]:
@@ -334,14 +350,15 @@ def comp_frame(job: CompJob, plates: Plates, transform: DisplayTransform, frame:
     render_path = shot.render_frame(frame)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    plate_display, plate_linear = _plate_rgb(plates.read(frame), plate_is_srgb)
+    plate_display, plate_linear = _plate_rgb(plates.read(frame), plate_is_srgb, job.size)
     layers = read_layers(render_path)
     if plan.refined_path is not None:
         layers = with_refinement(layers, plan.refined_path)
     _lap(timings, "read", t)
     if layers.synthetic.shape != plate_linear.shape[:2]:
+        at = f" at proxy {shot.proxy:g}" if shot.is_proxy else ""
         raise InputError(render_path, f"is {layers.synthetic.shape[1]}x{layers.synthetic.shape[0]} but the "
-                                      f"plates are {plates.width}x{plates.height}; set [render] "
+                                      f"comp works at {job.size[0]}x{job.size[1]} (the plates{at}); set [render] "
                                       "resolution_scale = 1 and render again")
     t = time.perf_counter()
     result = composite(plate_linear, layers, section, job.grain, np.random.default_rng([seed, frame]))
@@ -374,10 +391,16 @@ def _plate_file(plates: Plates, frame: int) -> Path:
     return plates.path(frame) if isinstance(plates, ImagePlates) else Path(plates.source)
 
 
-def _plate_rgb(pixels: np.ndarray, is_srgb: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(display, scene-linear) RGB of a plate frame (grey is repeated, alpha dropped)."""
+def _plate_rgb(pixels: np.ndarray, is_srgb: bool,
+               size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(display, scene-linear) RGB of a plate frame (grey is repeated, alpha dropped), at
+    ``size`` (a proxy's) when given: area-averaged in linear light, as a compositor's proxy."""
     rgb = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
     rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+    if size is not None and size != (rgb.shape[1], rgb.shape[0]):
+        linear = srgb_to_linear(rgb) if is_srgb else rgb
+        linear = cv2.resize(linear, size, interpolation=cv2.INTER_AREA)
+        return np.clip(linear_to_srgb(linear), 0.0, 1.0).astype(np.float32), linear
     if is_srgb:
         return rgb, srgb_to_linear(rgb)
     return np.clip(linear_to_srgb(rgb), 0.0, 1.0), rgb
@@ -394,6 +417,9 @@ def _write_frame(shot: Shot, frame: int, result: CompFrame, plate_display: np.nd
                       "splatfx/stage": "comp", "splatfx/seed": int(figures["seed"]),
                       "splatfx/synthetic_share": float(figures["synthetic_share"]),
                       "splatfx/render_sha256": figures["render_sha256"], "splatfx/key": figures["key"]})
+        if signing is not None:  # OpenEXR cannot embed a manifest: a signed sidecar beside it
+            exr = shot.comp_frame(frame, "exr")
+            signing.sign_sidecar(exr, frame_manifest(shot, frame, figures, exr.name))
     if "png" in section.outputs:
         png = shot.comp_frame(frame, "png")
         write_png(png, display_frame(result, plate_display, transform, plate_is_srgb))
@@ -405,8 +431,9 @@ def _write_frame(shot: Shot, frame: int, result: CompFrame, plate_display: np.nd
 def _display_frames(shot: Shot, frames: list[int], transform: DisplayTransform) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(plate, comp) display frames as uint8, read back from the written frames."""
     with shot.open_plates() as plates:
+        size = shot.scaled((plates.width, plates.height))
         for frame in frames:
-            plate_display, _ = _plate_rgb(plates.read(frame), plates.encoding == "srgb")
+            plate_display, _ = _plate_rgb(plates.read(frame), plates.encoding == "srgb", size)
             png = shot.comp_frame(frame, "png")
             if png.is_file():
                 comp = read_image(png).pixels[..., :3]
@@ -414,6 +441,26 @@ def _display_frames(shot: Shot, frames: list[int], transform: DisplayTransform) 
                 channels, _ = read_exr(shot.comp_frame(frame, "exr"))
                 comp = np.clip(transform(np.stack([channels[c] for c in "RGB"], axis=2)), 0.0, 1.0)
             yield to_uint8(plate_display), to_uint8(comp)
+
+
+def hold_counts(frames: list[int], shot_frames: list[int]) -> list[int]:
+    """How many movie frames each of ``frames`` (those with a plate) fills in the movie of
+    ``shot_frames``: itself and the gap frames after it (the first also those before it), so
+    a gap holds the frame before it and the movie keeps the shot's timing, frame for frame."""
+    counts = [0] * len(frames)
+    at = 0
+    for frame in shot_frames:
+        while at + 1 < len(frames) and frames[at + 1] <= frame:
+            at += 1
+        counts[at] += 1
+    return counts
+
+
+def _held(pairs: Iterator[tuple[np.ndarray, np.ndarray]], holds: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each display pair repeated as :func:`hold_counts` says."""
+    for pair, count in zip(pairs, holds):
+        for _ in range(count):
+            yield pair
 
 
 def write_review(shot: Shot, frames: list[int], section: CompSection, transform: DisplayTransform) -> str:
@@ -424,20 +471,22 @@ def write_review(shot: Shot, frames: list[int], section: CompSection, transform:
     """
     fps = shot.config.shot.fps
     picks = spread_frames(frames, CONTACT_SHEET_FRAMES)
+    holds = hold_counts(frames, list(shot.frames))
     with shot.open_plates() as plates:
-        size = 2 * len(frames) * plates.width * plates.height * 3
+        width, height = shot.scaled((plates.width, plates.height))
+        size = 2 * len(frames) * width * height * 3
     if "mp4" in section.outputs:
         if size <= MOVIE_MEMORY_BYTES:
             pairs = list(_display_frames(shot, frames, transform))
             source = lambda: iter(pairs)  # noqa: E731
         else:
             source = lambda: _display_frames(shot, frames, transform)  # noqa: E731
-        write_mp4(shot.comp_dir / "shot.mp4", (c for _, c in source()), fps, preset=MOVIE_PRESET)
-        write_mp4(shot.comp_dir / "review.mp4", (np.concatenate(pc, axis=1) for pc in source()), fps,
+        write_mp4(shot.comp_dir / "shot.mp4", (c for _, c in _held(source(), holds)), fps, preset=MOVIE_PRESET)
+        write_mp4(shot.comp_dir / "review.mp4", (np.concatenate(pc, axis=1) for pc in _held(source(), holds)), fps,
                   preset=MOVIE_PRESET)
-        thumbs = [(f, c) for f, (_, c) in zip(frames, source()) if f in picks]
+        thumbs = [(f, thumbnail(c)) for f, (_, c) in zip(frames, source()) if f in picks]
     else:
-        thumbs = [(f, c) for f, (_, c) in zip(picks, _display_frames(shot, picks, transform))]
+        thumbs = [(f, thumbnail(c)) for f, (_, c) in zip(picks, _display_frames(shot, picks, transform))]
     path = shot.comp_dir / "contact_sheet.png"
     write_png(path, contact_sheet(thumbs))
     return shot.relative(path)

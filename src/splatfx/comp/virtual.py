@@ -24,6 +24,7 @@ from splatfx.comp.display import (
     contact_sheet,
     refined_frame_path,
     spread_frames,
+    thumbnail,
 )
 from splatfx.core.color import to_uint8
 from splatfx.shot.config import CompSection, config_to_dict
@@ -63,9 +64,9 @@ def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, red
     transform = DisplayTransform(ocio_path)
     seed = shot.config.shot.seed
     settings = {k: v for k, v in config_to_dict(section).items() if k != "outputs" and not k.startswith("c2pa_")}
-    if signing is not None and "png" in section.outputs:
+    if signing is not None and ("png" in section.outputs or "exr" in section.outputs):
         settings["c2pa"] = signing.identity  # a new certificate re-signs every frame
-    ledger = FrameLedger(shot, "comp")
+    ledger = FrameLedger(shot, shot.stage_name("comp"))
     frames = list(shot.frames)
     provenance: dict[str, dict] = {}
     timings = {"read": 0.0, "write": 0.0}
@@ -101,6 +102,7 @@ def virtual_frames(shot: Shot, section: CompSection, ocio_path: Path | None, red
         signing.sign(shot.comp_dir / MOVIE, movie_manifest(shot, MOVIE, provenance))
     timings["movies"] = time.perf_counter() - t
     return {"frames": len(frames), "composited": done, "skipped": len(frames) - done, "camera": "virtual",
+            **shot.size_figures(shot.render_size(full=True)),
             "seconds": {k: round(v, 3) for k, v in timings.items()}, "synthetic_share_mean": 1.0,
             "display": transform.description, "contact_sheet": sheet, "per_frame": provenance,
             "content_credentials": signing.describe() if signing else "unsigned ([comp] c2pa_cert not set)"}
@@ -116,6 +118,9 @@ def _write_frame(shot: Shot, frame: int, rgb: np.ndarray, alpha: np.ndarray, tra
                   attributes={"splatfx/stage": "comp", "splatfx/seed": int(figures["seed"]),
                               "splatfx/synthetic_share": 1.0, "splatfx/render_sha256": figures["render_sha256"],
                               "splatfx/key": figures["key"]})
+        if signing is not None:  # OpenEXR cannot embed a manifest: a signed sidecar beside it
+            exr = shot.comp_frame(frame, "exr")
+            signing.sign_sidecar(exr, frame_manifest(shot, frame, figures, exr.name))
     if "png" in section.outputs:
         png = shot.comp_frame(frame, "png")
         write_png(png, display(rgb, transform))
@@ -147,7 +152,7 @@ def write_movie_and_sheet(shot: Shot, frames: list[int], section: CompSection, t
                   preset=MOVIE_PRESET)
     else:
         (shot.comp_dir / MOVIE).unlink(missing_ok=True)
-    thumbs = list(zip(picks, _display_frames(shot, picks, transform)))
+    thumbs = [(f, thumbnail(c)) for f, c in zip(picks, _display_frames(shot, picks, transform))]
     path = shot.comp_dir / "contact_sheet.png"
     write_png(path, contact_sheet(thumbs))
     return shot.relative(path)

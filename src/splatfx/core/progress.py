@@ -41,12 +41,36 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
             total = None
     with make_progress() as progress:
         task = progress.add_task(description, total=total, rate="")
-        for item in items:
-            yield item
-            progress.advance(task)
-            speed = progress.tasks[0].speed
-            if speed:
-                progress.update(task, rate=f"{speed:.2f}/s")
+        _ACTIVE.append(progress)
+        try:
+            for item in items:
+                yield item
+                progress.advance(task)
+                speed = progress.tasks[0].speed
+                if speed:
+                    progress.update(task, rate=f"{speed:.2f}/s")
+        finally:
+            _ACTIVE.remove(progress)
+
+
+#: The bars :func:`track` is showing, innermost last (a :func:`subtask` joins the last).
+_ACTIVE: list[Progress] = []
+
+
+@contextlib.contextmanager
+def subtask(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A second bar, with time left, under the bar :func:`track` is showing, for work inside
+    one of its items (a batch of frames, a frame's tiles); yields ``advance(n)``. Nothing is
+    shown when no bar is (a worker process, or progress switched off)."""
+    if not _ACTIVE:
+        yield lambda n=1: None
+        return
+    progress = _ACTIVE[-1]
+    task = progress.add_task(f"  {description}", total=total, rate="")
+    try:
+        yield lambda n=1: progress.advance(task, n)
+    finally:
+        progress.remove_task(task)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,10 @@ The capture is 32 photos of COLMAP's South Building (C. Zach; see
    renders a camera move with no plates in it, so its comp is the refined render itself
    (:mod:`splatfx.comp.virtual`: frames, ``shot.mp4``, contact sheet).
 
-Running it again on the same folder skips every stage that is up to date.
+Render, refine and comp work at a proxy (``[shot] proxy``) chosen from the plates' size
+(:func:`demo_proxy`: the longer side at most 800 pixels), so footage of any size fits the
+demo's 10 minutes; the demo says so, and ``[shot] proxy = 1`` then renders the same shot at
+full size. Running it again on the same folder skips every stage that is up to date.
 """
 
 from __future__ import annotations
@@ -46,6 +49,18 @@ DEFAULT_OUT = Path("splatfx-demo")
 VIRTUAL_CAMERA = "virtual_camera.json"
 FIRST_FRAME = 1001
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr", ".tif", ".tiff")
+#: The longest side, in pixels, the demo renders, refines and comps at to stay within its
+#: 10 minutes on 2 cores (measured at 768x576 on south_building_full: docs/demo.md).
+DEMO_LONG_SIDE = 800
+
+
+def demo_proxy(width: int, height: int, long_side: int = DEMO_LONG_SIDE) -> float:
+    """The largest proxy of 1, 0.5, 0.25 … (halving, as a compositor's proxies) at which the
+    plates' longer side is at most ``long_side`` pixels."""
+    proxy = 1.0
+    while max(width, height) * proxy > long_side:
+        proxy /= 2
+    return proxy
 
 
 @dataclass(frozen=True)
@@ -58,12 +73,16 @@ class DemoSettings:
     train_minutes: float = 2.5
     max_gaussians: int = 150_000
     sh_degree: int = 1
-    fragments: int = 150  # many small pieces: big ones show the reconstruction's thin, translucent walls
+    fragments: int = 60  # wall-sized chunks: the solid skin keeps pieces of any size opaque (docs/fx.md)
+    fill: bool = True  # the solid skin and broken core behind the reconstructed surface
+    fill_max: int = 60_000  # its Gaussians: about three times the demo's reconstruction
     debris: int = 2000
     debris_size: float = 0.2  # metres: brick clusters, a pixel or two at 384×288 from 30 m
     dust: int = 800
     substeps: int = 10
     trigger_frame: int = 3  # frames after the first before the supports give way
+    dust_opacity: float = 0.3  # thin enough that the rubble reads through it in the shot's 3 s
+    dust_lifetime: float = 2.0  # seconds: it thins out within the shot
     snow_density: float = 0.05  # flakes per m³ of the (large, street-sized) volume
     snow_size: float = 0.12  # metres: ash-sized flakes, visible at 384×288 from 20 m
     refiner_steps: int = 400  # training steps of the built-in refiner
@@ -71,6 +90,7 @@ class DemoSettings:
     refiner_views: int = 16  # plates its training pairs are rendered from
     refine_steps: int = 2
     refine_strength: float = 0.3
+    proxy: float | None = None  # [shot] proxy; None: chosen from the plates' size (demo_proxy)
 
 
 def preset_tables(preset: str, settings: DemoSettings) -> dict[str, Any]:
@@ -84,20 +104,22 @@ def preset_tables(preset: str, settings: DemoSettings) -> dict[str, Any]:
         "train": {"max_steps": s.train_steps, "max_minutes": s.train_minutes, "max_gaussians": s.max_gaussians,
                   "sh_degree": s.sh_degree, "strategy": "adc"},
         "fx": {"effects": ["collapse", "snow"],
-               # no solid fill: through a short reconstruction's translucent walls the fill faces
-               # show on the intact building before it breaks
-               "collapse": {"fragments": s.fragments, "fill": False, "debris": s.debris, "debris_size": s.debris_size,
-                            "dust": s.dust, "substeps": s.substeps, "trigger": "demolition",
+               "collapse": {"fragments": s.fragments, "fill": s.fill, "fill_max": s.fill_max, "debris": s.debris,
+                            "debris_size": s.debris_size,
+                            "dust": s.dust, "dust_opacity": s.dust_opacity, "dust_lifetime": s.dust_lifetime,
+                            "substeps": s.substeps, "trigger": "demolition",
                             "trigger_frame": FIRST_FRAME + s.trigger_frame},
                "snow": {"density": s.snow_density, "size": s.snow_size,
                         "color": [0.86, 0.9, 0.78]}},  # faintly yellow-green: toxic ash rather than snow
-        "render": {"camera": "plates"},
+        # the packaged plates are sharp stills metres apart: blur only what moves in the scene
+        # (camera blur would smear the effect across each jump), with half the default samples
+        "render": {"camera": "plates", "camera_blur": False, "shutter_samples": 8},
         "refine": {"model": "refine/model", "steps": s.refine_steps, "strength": s.refine_strength,
                    "train_steps": s.refiner_steps, "train_minutes": s.refiner_minutes, "train_views": s.refiner_views},
         "comp": {"outputs": ["exr", "png", "mp4"]},
     }
     if preset == "virtual":
-        tables["render"] = {"camera": "virtual", "virtual_camera": VIRTUAL_CAMERA}
+        tables["render"] = {"camera": "virtual", "virtual_camera": VIRTUAL_CAMERA, "shutter_samples": 8}
     return tables
 
 
@@ -118,7 +140,23 @@ def prepare_shot(out: PathLike, plates: PathLike | None, preset: str, settings: 
         data[table] = _merged(data.get(table, {}), values)
     if preset != "virtual":
         data["render"].pop("virtual_camera", None)
+    width, height = shot.plate_size()
+    data["shot"]["proxy"] = settings.proxy if settings.proxy is not None else demo_proxy(width, height)
     return _save(shot, data)
+
+
+def working_size_note(shot: Shot, chosen: bool) -> str | None:
+    """The line saying what size the demo works at when it is not the plates' own (``chosen``:
+    picked by the demo to fit its budget, rather than asked for with ``--proxy``)."""
+    if not shot.is_proxy:
+        return None
+    full = shot.plate_size()
+    width, height = shot.scaled(full)
+    note = f"plates {full[0]}x{full[1]}: working at proxy {shot.proxy:g} ({width}x{height})"
+    if not chosen:
+        return note + " as --proxy asks"
+    return (f"{note} to fit the demo's 10 minutes; set [shot] proxy = 1 in {shot.toml_path} and run "
+            f"`splatfx run {shot.root}` for full size")
 
 
 def run_demo(out: PathLike = DEFAULT_OUT, preset: str = "collapse", plates: PathLike | None = None,
@@ -126,11 +164,16 @@ def run_demo(out: PathLike = DEFAULT_OUT, preset: str = "collapse", plates: Path
     """Run the demo shot into ``out`` (see the module doc); prints stages, timings and outputs."""
     t0 = time.perf_counter()
     shot = prepare_shot(out, plates, preset, settings)
+    note = working_size_note(shot, chosen=settings.proxy is None)
+    if note is not None:
+        _console().print(note, markup=False)
     first = run_shot(shot, force=force, until="train", summary=False)
     shot = configure_from_scene(shot, preset)
     rest = run_shot(shot, force=force, start="fx", summary=False)
     run = PipelineRun(shot, first.stages + rest.stages, time.perf_counter() - t0)
     print_summary(run)
+    if note is not None:
+        _console().print(note, markup=False)
     _print_usage()
     return run
 
@@ -154,7 +197,10 @@ def configure_from_scene(shot: Shot, preset: str) -> Shot:
     try:
         box = building_box(world, scene.opacities.double().numpy(), middle)
     except PresetError as exc:
-        raise InputError(shot.scene_dir / "scene.ply", f"no building for the demo's box: {exc}") from None
+        raise InputError(shot.scene_dir / "scene.ply",
+                         f"no building for the demo's box: {exc}; place the box yourself, as [fx.select] in "
+                         f"{shot.toml_path} or with `splatfx view {shot.root}`, then `splatfx run {shot.root}`"
+                         ) from None
     data = config_to_dict(shot.config)
     data["fx"]["select"] = box.select_table()
     if preset == "virtual":
@@ -212,11 +258,15 @@ def _save(shot: Shot, data: dict[str, Any]) -> Shot:
     return shot
 
 
-def _print_usage() -> None:
+def _console() -> Any:
     from rich.console import Console
 
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _print_usage() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime
-    Console(stderr=True, highlight=False).print(
+    _console().print(
         f"CPU time {cpu:.0f} s, peak memory {usage.ru_maxrss / 1024:.0f} MiB")
 

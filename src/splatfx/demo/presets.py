@@ -19,25 +19,37 @@ from splatfx.core.camera import Camera
 
 PRESETS = ("collapse", "virtual")
 
-#: The most opaque share of the Gaussians in view counts as solid surface (a share rather than
-#: a threshold, so a short training whose opacities are still low works as well).
+#: The most opaque share of the Gaussians above the ground counts as solid surface (a share
+#: rather than a threshold, so a short training whose opacities are still low works as well).
 SOLID_SHARE = 0.5
-#: Share of the middle plate trimmed from each image border (neighbours, trees, sky edges).
-FRUSTUM_MARGIN = 0.1
 #: Gaussians lower than this (metres above the ground) are ground, bushes, people, cars; the
 #: box starts here too, so they stay where they are and the building's base stands as a ruin.
 ABOVE_GROUND_M = 2.0
-#: Points farther than this multiple of the median depth are background (trees, buildings behind).
-MAX_DEPTH_FACTOR = 1.6
-#: The box spans these percentiles of the remaining points along each box axis.
+#: Solid Gaussians are binned in cubes of this edge (metres) ...
+VOXEL_M = 1.0
+#: ... and cubes whose centres are this close (metres) belong to one structure, so a wall with
+#: holes a metre wide stays one piece while buildings a few metres apart stay apart; or, in a
+#: sparse reconstruction (a short training), this many times the median spacing of its points.
+LINK_M = 2.0
+LINK_SPACINGS = 4.0
+#: The middle plate votes for the structure it shows most, each Gaussian weighted by a Gaussian
+#: of its distance from the image centre with this standard deviation (share of the image size).
+CENTRE_SIGMA = 0.25
+#: The box spans these percentiles of the structure's points along each box axis ...
 PERCENTILES = (3.0, 97.0)
-#: ... and its top this percentile of their heights, plus a margin of the height.
+#: ... widened by this margin (metres) on each side,
+EDGE_MARGIN_M = 0.25
+#: and its top this percentile of their heights, plus a margin of the height.
 TOP_PERCENTILE = 99.0
 TOP_MARGIN = 0.05
-#: Yaw angles searched (degrees, 0-90 in steps) to align the box with the facades.
+#: Yaw angles searched (degrees, 0-90 in steps) to align the box with the facades, by the
+#: sharpness of the points' histograms in bins of this width (metres) across the walls.
 YAW_STEP_DEG = 1.0
-#: At least this many points must describe the building.
+WALL_BIN_M = 0.5
+#: At least this many points must describe the building, and it must rise at least
+#: MIN_RISE_M above ABOVE_GROUND_M.
 MIN_POINTS = 50
+MIN_RISE_M = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,40 +76,103 @@ class PresetError(ValueError):
 
 # --- the building box ------------------------------------------------------------------------------
 
-def building_points(world: np.ndarray, opacity: np.ndarray, camera_world: Camera) -> np.ndarray:
-    """World points (N,3) of solid Gaussians on what the camera looks at (steps 1-4 of the rule).
+def solid_above_ground(world: np.ndarray, opacity: np.ndarray) -> np.ndarray:
+    """Which Gaussians are solid surface above the ground (steps 1-2 of the rule): higher than
+    :data:`ABOVE_GROUND_M` and in the more opaque :data:`SOLID_SHARE` of those."""
+    high = np.asarray(world)[:, 2] >= ABOVE_GROUND_M
+    if not high.any():
+        return high
+    return high & (opacity >= np.quantile(opacity[high], 1.0 - SOLID_SHARE))
 
-    ``world``: Gaussian centres in the world frame; ``camera_world``: the middle plate's
-    camera with its pose in the world frame (see :meth:`SceneFrame.camera_to_world`).
-    """
+
+def structures(points: np.ndarray) -> np.ndarray:
+    """A structure label per point (N,): points whose :data:`VOXEL_M` cubes lie within
+    :func:`link_distance` of each other, directly or through other occupied cubes, share a label."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    cells, of_point = np.unique(np.floor(np.asarray(points) / VOXEL_M).astype(np.int64), axis=0,
+                                return_inverse=True)
+    pairs = cKDTree(cells * VOXEL_M).query_pairs(link_distance(points) + 1e-6, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(cells), len(cells)))
+    _, label = connected_components(graph, directed=False)
+    return label[of_point.ravel()]
+
+
+def link_distance(points: np.ndarray) -> float:
+    """How close (metres) two occupied cubes must be to join one structure: :data:`LINK_M`, or
+    :data:`LINK_SPACINGS` × the median distance from a point to its nearest neighbour when the
+    points are that sparse."""
+    from scipy.spatial import cKDTree
+
+    if len(points) < 2:
+        return LINK_M
+    nearest, _ = cKDTree(points).query(points, k=2)
+    return max(LINK_M, LINK_SPACINGS * float(np.median(nearest[:, 1])))
+
+
+def view_weights(world: np.ndarray, camera_world: Camera) -> np.ndarray:
+    """How much the camera shows each point: 0 behind it or outside the image, else a Gaussian
+    of the distance from the image centre (:data:`CENTRE_SIGMA`)."""
     cam = world @ camera_world.R.T + camera_world.t
     depth = cam[:, 2]
     ahead = depth > 1e-6
     safe = np.where(ahead, depth, 1.0)
-    u = camera_world.fx * cam[:, 0] / safe + camera_world.cx
-    v = camera_world.fy * cam[:, 1] / safe + camera_world.cy
-    mu, mv = FRUSTUM_MARGIN * camera_world.width, FRUSTUM_MARGIN * camera_world.height
-    keep = (ahead & (u >= mu) & (u <= camera_world.width - mu) & (v >= mv) & (v <= camera_world.height - mv)
-            & (world[:, 2] >= ABOVE_GROUND_M))
-    if keep.sum() < 2 * MIN_POINTS:
-        raise PresetError(f"only {int(keep.sum())} Gaussians above the ground in the middle plate's view "
-                          f"(at least {2 * MIN_POINTS} are needed to find the building)")
-    keep &= opacity >= np.quantile(opacity[keep], 1.0 - SOLID_SHARE)
-    keep &= depth <= MAX_DEPTH_FACTOR * np.median(depth[keep])
-    return world[keep]
+    du = (camera_world.fx * cam[:, 0] / safe + camera_world.cx) / camera_world.width - 0.5
+    dv = (camera_world.fy * cam[:, 1] / safe + camera_world.cy) / camera_world.height - 0.5
+    inside = ahead & (np.abs(du) <= 0.5) & (np.abs(dv) <= 0.5)
+    return np.where(inside, np.exp(-0.5 * (du**2 + dv**2) / CENTRE_SIGMA**2), 0.0)
+
+
+def building_points(world: np.ndarray, opacity: np.ndarray, camera_world: Camera) -> np.ndarray:
+    """World points (N,3) of the building the camera looks at (steps 1-4 of the rule): the
+    solid structure above the ground that the image shows most, near its centre, all of it
+    (in view or not, so a facade filmed close or a building seen from a corner is whole).
+
+    ``world``: Gaussian centres in the world frame; ``camera_world``: the middle plate's
+    camera with its pose in the world frame (see :meth:`SceneFrame.camera_to_world`).
+    PresetError when nothing in view looks like a building.
+    """
+    world = np.asarray(world, np.float64)
+    solid = world[solid_above_ground(world, np.asarray(opacity, np.float64))]
+    weight = view_weights(solid, camera_world) if len(solid) else np.zeros(0)
+    seen = int((weight > 0).sum())
+    if seen < 2 * MIN_POINTS:
+        raise PresetError(f"only {seen} solid Gaussians more than {ABOVE_GROUND_M:g} m above the ground in the "
+                          f"middle plate's view (at least {2 * MIN_POINTS} are needed to find a building)")
+    label = structures(solid)
+    votes = np.bincount(label, weights=weight)
+    chosen = solid[label == int(np.argmax(votes))]
+    rise = float(np.percentile(chosen[:, 2], TOP_PERCENTILE)) - ABOVE_GROUND_M if len(chosen) else 0.0
+    if len(chosen) < MIN_POINTS or rise < MIN_RISE_M:
+        raise PresetError(f"what the middle plate shows above the ground is scattered: its main structure holds "
+                          f"{len(chosen)} Gaussians rising {rise:.1f} m above {ABOVE_GROUND_M:g} m (a building needs "
+                          f"{MIN_POINTS} and {MIN_RISE_M:g} m)")
+    return chosen
 
 
 def facade_yaw(points: np.ndarray) -> float:
-    """The yaw (degrees, 0-90) whose axes give the smallest percentile footprint: a box
-    aligned with the facades of a rectangular building."""
-    best, best_area = 0.0, math.inf
+    """The yaw (degrees, 0-90) that lines the box axes up with the building's walls (step 5):
+    the one whose point histograms along both axes (:data:`WALL_BIN_M` bins) are sharpest
+    (least total entropy), as walls parallel to an axis pile up in few bins across it. It
+    finds the walls of a rectangle, an L seen from a corner and a lone facade alike, where
+    the smallest footprint would turn an L's box to its diagonal."""
+    best, best_spread = 0.0, math.inf
     for yaw in np.arange(0.0, 90.0, YAW_STEP_DEG):
-        local = _rotate_z(points, -yaw)[:, :2]
-        lo, hi = np.percentile(local, PERCENTILES, axis=0)
-        area = float(np.prod(hi - lo))
-        if area < best_area:
-            best, best_area = float(yaw), area
+        local = _rotate_z(points, -yaw)
+        spread = _entropy(local[:, 0]) + _entropy(local[:, 1])
+        if spread < best_spread:
+            best, best_spread = float(yaw), spread
     return best
+
+
+def _entropy(values: np.ndarray) -> float:
+    """Entropy of the histogram of ``values`` in :data:`WALL_BIN_M` bins (0.5-99.5 percentile range)."""
+    lo, hi = np.percentile(values, (0.5, 99.5))
+    counts, _ = np.histogram(values, bins=max(int((hi - lo) / WALL_BIN_M), 1), range=(lo, hi))
+    p = counts[counts > 0] / max(counts.sum(), 1)
+    return float(-(p * np.log(p)).sum())
 
 
 def building_box(world: np.ndarray, opacity: np.ndarray, camera_world: Camera) -> Box:
@@ -106,6 +181,7 @@ def building_box(world: np.ndarray, opacity: np.ndarray, camera_world: Camera) -
     yaw = facade_yaw(points)
     local = _rotate_z(points, -yaw)
     lo, hi = np.percentile(local[:, :2], PERCENTILES, axis=0)
+    lo, hi = lo - EDGE_MARGIN_M, hi + EDGE_MARGIN_M
     top = float(np.percentile(points[:, 2], TOP_PERCENTILE))
     top += TOP_MARGIN * top
     bottom = ABOVE_GROUND_M

@@ -14,7 +14,8 @@ the collapse simulation (:mod:`splatfx.fx.rigid`) needs the physics engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 from splatfx.fx.particles import ParticleCache
 from splatfx.core.errors import InputError
 from splatfx.core.gaussians import Gaussians
-from splatfx.core.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat
+from splatfx.core.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat, rotmats_to_quats
 from splatfx.core.sh import rotate_sh
 from splatfx.io.formats import read_gaussians
 from splatfx.io.npz import check_indices, check_shapes, read_npz
@@ -121,6 +122,8 @@ class Fragments:
     element: np.ndarray  # (M,) ELEMENTS["fragment"] or ELEMENTS["fill"]
     source_index: np.ndarray  # (M,) row in the scene or −1
     cache: RigidCache
+    trim: np.ndarray | None = None  # (M,) hidden once their piece moves (off the solid wall)
+    max_log_scale: np.ndarray | None = None  # (M,) log-scale cap (solve units) once their piece moves
 
 
 @dataclass
@@ -195,9 +198,17 @@ class ShotAnimation:
         # it never shines through the intact structure's translucent surfaces
         moved = self.pieces_moved(t)[frag.labels]
         visible = cache.visible[t][frag.labels] & ((frag.element != ELEMENTS["fill"]) | moved)
+        if frag.trim is not None:  # a solid piece sheds the haze around its wall once it moves
+            visible &= ~(frag.trim & moved)
         element = np.where(moved, frag.element, ELEMENTS["scene"]).astype(np.int8)
         removed = np.unique(frag.source_index[moved & (frag.source_index >= 0)])
         posed = g.replace(means=torch.from_numpy(out_means).float(), quats=quats, sh=sh)
+        if frag.max_log_scale is not None and moved.any():
+            capped = posed.log_scales.clone()
+            rows_moved = torch.from_numpy(moved)
+            cap = torch.from_numpy(frag.max_log_scale[moved]).float()[:, None]
+            capped[rows_moved] = torch.minimum(capped[rows_moved], cap)
+            posed = posed.replace(log_scales=capped)
         rows = torch.from_numpy(visible)
         return posed[rows], (next_means - out_means)[visible], element[visible], frag.source_index[visible], removed
 
@@ -212,12 +223,17 @@ class ShotAnimation:
         n = int(live.sum())
         degree = self.scene.sh_degree
         sh = np.zeros((n, (degree + 1) ** 2, 3), np.float32)
-        sh[:, 0] = cache.colors_dc[live]
+        sh[:, 0] = cache.colors_at(t)[live]
         opacity = np.clip(cache.opacities[t][live], 1e-4, 0.9999)
+        log_scales = np.repeat(np.log(cache.sizes[t][live] / self.frame.scale)[:, None], 3, axis=1)
+        if cache.axes is not None:  # anisotropic particles (flat flakes, chips)
+            log_scales = log_scales + np.log(cache.axes[live])
+        quats = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)) if cache.quats is None else \
+            rotmats_to_quats(self.frame.rotation.T @ quat_to_rotmat(cache.quats[live].astype(np.float64)))
         g = Gaussians.from_arrays({
             "means": self.frame.to_solve(cache.positions[t][live]),
-            "quats": np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)),
-            "log_scales": np.repeat(np.log(cache.sizes[t][live] / self.frame.scale)[:, None], 3, axis=1),
+            "quats": quats,
+            "log_scales": log_scales,
             "opacity_logits": np.log(opacity / (1.0 - opacity)),
             "sh": sh,
         }, source="particles")
@@ -226,6 +242,189 @@ class ShotAnimation:
         else:
             step = cache.velocities[t][live] / self.fps
         return g, self.frame.vector_to_solve(step)
+
+    # --- sub-frame evaluation (motion blur) ----------------------------------------------------------
+    def at_time(self, time: float) -> FrameGaussians:
+        """The Gaussians at fractional frame index ``time`` (e.g. 11.25: a quarter of the way
+        from frame index 11 to 12), for the sub-frame samples of a motion-blurred exposure.
+
+        Between cached frames the fragments' rigid poses are interpolated (slerp of the
+        rotation, lerp of the position) and the particles' positions, velocities, sizes and
+        opacities lerped; a particle that is born, dies or jumps (snow wrapping around the
+        volume) between the two frames moves on from the nearer frame with its velocity
+        instead. Before the first or after the last frame the first or last interval is
+        extrapolated. Flags (visible, alive) come from the nearer frame. At a whole
+        ``time`` this equals :meth:`at` on the poses; the motion returned is the
+        sub-frame's own (fragments 0) and is not meant for motion vectors.
+        """
+        if float(time).is_integer() and 0 <= time < self.frames:
+            return self.at(int(time))
+        a, u = _interval(time, self.frames)
+        near = min(max(int(round(time)), 0), self.frames - 1)
+        fragments = self.fragments
+        if fragments is not None:  # frame 0 kept as the rest pose that "has the piece moved" measures from
+            cache = fragments.cache
+            pose = _rigid_between(cache, a, u, self.frames)
+            fragments = replace(fragments, cache=replace(
+                cache, positions=np.stack([cache.positions[0], pose[0]]), quats=np.stack([cache.quats[0], pose[1]]),
+                visible=np.stack([cache.visible[0], cache.visible[near]])))
+        particles = {name: _particles_between(cache, a, u, near, self.fps, self.frames)
+                     for name, cache in self.particles.items()}
+        view = replace(self, frames=2, fragments=fragments, particles=particles)
+        return view.at(1)
+
+    def exposure(self, t: int, offsets: Sequence[float], centre: FrameGaussians) -> list[Gaussians] | None:
+        """The synthetic Gaussians of ``centre`` (``at(t)``), row for row, at ``t + offset``
+        for each of ``offsets``: the pieces that had moved by frame ``t`` at their
+        interpolated poses, the particles alive at ``t`` at their interpolated positions,
+        sizes and opacities (as :meth:`at_time`), colours and SH as at ``t`` (the light does
+        not change within an exposure). One row per synthetic Gaussian of ``centre`` in
+        every sample, so each can be followed from sample to sample. None when ``centre``'s
+        synthetic rows are not these (then evaluate :meth:`at_time` instead).
+        """
+        moving = np.asarray(centre.element) != ELEMENTS["scene"]
+        g = centre.gaussians[torch.from_numpy(moving)]
+        offsets = [0.0, *offsets]  # the centre itself first: checks the rows are centre's
+        blocks: list[tuple[np.ndarray, ...]] = []  # per block: (rows, its per-offset means, quats, scales, opacity)
+        frag = self.fragments
+        if frag is not None:
+            cache = frag.cache
+            moved = self.pieces_moved(t)[frag.labels]
+            shown = cache.visible[t][frag.labels] & ((frag.element != ELEMENTS["fill"]) | moved)
+            rows = np.nonzero(shown & moved)[0]
+            labels = frag.labels[rows]
+            rest = frag.gaussians.means[torch.from_numpy(rows)].double().numpy()
+            rest_quats = frag.gaussians.quats[torch.from_numpy(rows)]
+            means, quats = [], []
+            for offset in offsets:
+                a, u = _interval(t + offset, self.frames)
+                positions, rotations = _rigid_between(cache, a, u, self.frames)
+                rot, shift = self._rigid_poses(positions, rotations)
+                means.append(np.einsum("nij,nj->ni", rot[labels], rest) + shift[labels])
+                q = torch.from_numpy(rotmats_to_quats(rot)).float()[torch.from_numpy(labels)]
+                quats.append(quat_multiply(q, rest_quats))
+            blocks.append((means, quats, None, None))
+        for cache in self.particles.values():
+            live = cache.alive[t] & (cache.opacities[t] > 1e-3)
+            means, scales, opacities = [], [], []
+            for offset in offsets:
+                a, u = _interval(t + offset, self.frames)
+                near = min(max(int(round(t + offset)), 0), self.frames - 1)
+                view = _particles_between(cache, a, u, near, self.fps, self.frames)
+                means.append(self.frame.to_solve(view.positions[0][live]))
+                log_scales = np.repeat(np.log(np.maximum(view.sizes[0][live], 1e-9) / self.frame.scale)[:, None], 3, 1)
+                if cache.axes is not None:
+                    log_scales = log_scales + np.log(cache.axes[live])
+                scales.append(log_scales)
+                opacity = np.clip(view.opacities[0][live], 1e-4, 0.9999)
+                opacities.append(np.log(opacity / (1.0 - opacity)))
+            blocks.append((means, None, scales, opacities))
+        if sum(len(b[0][0]) for b in blocks) != len(g):
+            return None
+        if len(g) and blocks:
+            at_centre = np.concatenate([b[0][0] for b in blocks])
+            extent = float(np.ptp(at_centre, axis=0).max()) + 1.0
+            if not np.allclose(at_centre, g.means.double().numpy(), rtol=0.0, atol=1e-5 * extent):
+                return None
+        samples = []
+        for k in range(1, len(offsets)):
+            means = np.concatenate([b[0][k] for b in blocks]) if blocks else np.zeros((0, 3))
+            quats = [b[1][k] if b[1] is not None else g.quats[_block_rows(blocks, i)] for i, b in enumerate(blocks)]
+            scales = [torch.from_numpy(b[2][k]).float() if b[2] is not None else g.log_scales[_block_rows(blocks, i)]
+                      for i, b in enumerate(blocks)]
+            opac = [torch.from_numpy(b[3][k]).float() if b[3] is not None else g.opacity_logits[_block_rows(blocks, i)]
+                    for i, b in enumerate(blocks)]
+            samples.append(g.replace(means=torch.from_numpy(means).float(), quats=torch.cat(quats) if quats else g.quats,
+                                     log_scales=torch.cat(scales) if scales else g.log_scales,
+                                     opacity_logits=torch.cat(opac) if opac else g.opacity_logits))
+        return samples
+
+    def _rigid_poses(self, positions: np.ndarray, quats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every fragment's solve-space rotation (F,3,3) and translation (F,3) for physics-frame
+        poses (:meth:`Similarity.rigid_to_solve`, vectorised)."""
+        cache = self.fragments.cache
+        s = self.frame
+        rot_world = quat_to_rotmat(quats)
+        rot = np.einsum("ji,fjk,kl->fil", s.rotation, rot_world, s.rotation)
+        moved = np.einsum("fij,fj->fi", rot_world, s.translation - cache.centroids) + positions - s.translation
+        return rot, moved @ s.rotation / s.scale
+
+
+def _block_rows(blocks: list[tuple], index: int) -> slice:
+    """The rows of block ``index`` among the synthetic Gaussians (blocks in order)."""
+    start = sum(len(b[0][0]) for b in blocks[:index])
+    return slice(start, start + len(blocks[index][0][0]))
+
+
+def _interval(time: float, frames: int) -> tuple[int, float]:
+    """The cached interval ``[a, a + 1]`` that ``time`` falls in (the first or last one
+    outside the cache, so it is extrapolated) and the position ``u`` in it."""
+    a = min(max(int(np.floor(time)), 0), max(frames - 2, 0))
+    return a, float(time) - a
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, u: float | np.ndarray) -> np.ndarray:
+    """Spherical linear interpolation of wxyz quaternions (..., 4) along the shorter arc;
+    ``u`` outside [0, 1] extrapolates along the same great circle."""
+    q0 = np.asarray(q0, np.float64)
+    q1 = np.asarray(q1, np.float64)
+    u = np.asarray(u, np.float64)[..., None] if np.ndim(u) else float(u)
+    dot = np.sum(q0 * q1, axis=-1, keepdims=True)
+    q1 = np.where(dot < 0, -q1, q1)
+    dot = np.clip(np.abs(dot), -1.0, 1.0)
+    theta = np.arccos(dot)
+    sin = np.sin(theta)
+    small = sin < 1e-6
+    safe = np.where(small, 1.0, sin)
+    w0 = np.where(small, 1.0 - u, np.sin((1.0 - u) * theta) / safe)
+    w1 = np.where(small, u, np.sin(u * theta) / safe)
+    q = w0 * q0 + w1 * q1
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def _rigid_between(cache: RigidCache, a: int, u: float, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fragments' positions (F,3) and rotations (F,4) at ``a + u``."""
+    if frames == 1:
+        return cache.positions[0], cache.quats[0]
+    p0, p1 = cache.positions[a].astype(np.float64), cache.positions[a + 1].astype(np.float64)
+    return p0 + u * (p1 - p0), slerp(cache.quats[a], cache.quats[a + 1], u)
+
+
+#: A particle whose step between two frames is longer than this many times what its
+#: velocity covers in a frame (plus :data:`_JUMP_SLACK` metres) jumped (was wrapped around).
+_JUMP_FACTOR = 2.0
+_JUMP_SLACK = 0.05
+
+
+def _particles_between(cache: ParticleCache, a: int, u: float, near: int, fps: float,
+                       frames: int) -> ParticleCache:
+    """A two-frame cache whose frames both hold the particles at ``a + u``."""
+    if frames == 1:
+        a, b = 0, 0
+    else:
+        b = a + 1
+    p0, p1 = cache.positions[a].astype(np.float64), cache.positions[b].astype(np.float64)
+    v0, v1 = cache.velocities[a].astype(np.float64), cache.velocities[b].astype(np.float64)
+    step = np.linalg.norm(p1 - p0, axis=1)
+    reach = np.maximum(np.linalg.norm(v0, axis=1), np.linalg.norm(v1, axis=1)) / fps
+    smooth = cache.alive[a] & cache.alive[b] & (step <= _JUMP_FACTOR * reach + _JUMP_SLACK) & (b != a)
+    # otherwise: on from the nearer frame where the particle lives there, with its velocity
+    from_b = (abs(u - 1.0) < abs(u)) if b != a else False
+    end = np.where(cache.alive[b] & (from_b | ~cache.alive[a]), b, a) if b != a else np.full(cache.count, a)
+    rows = np.arange(cache.count)
+    moved_on = cache.positions[end, rows].astype(np.float64) + \
+        cache.velocities[end, rows].astype(np.float64) * ((a + u - end) / fps)[:, None]
+    positions = np.where(smooth[:, None], p0 + u * (p1 - p0), moved_on)
+    velocities = v0 + u * (v1 - v0) if b != a else v0
+    lerp = (lambda x: x[a] + u * (x[b] - x[a])) if b != a else (lambda x: x[a])
+    sizes = np.maximum(lerp(cache.sizes.astype(np.float64)), 0.0)
+    opacities = np.clip(lerp(cache.opacities.astype(np.float64)), 0.0, 1.0)
+    one = dict(positions=positions, velocities=velocities, alive=cache.alive[near], sizes=sizes, opacities=opacities)
+    if getattr(cache, "colors", None) is not None:  # per-frame colours (baked light)
+        one["colors"] = lerp(cache.colors.astype(np.float64))
+    if cache.colors is not None:  # the light baked into the nearer frame
+        one["colors"] = cache.colors[near]
+    return replace(cache, **{k: np.stack([v, v]).astype(getattr(cache, k).dtype) for k, v in one.items()})
 
 
 def _with_degree(g: Gaussians, degree: int) -> Gaussians:
@@ -288,14 +487,15 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
             source.append(np.full(n, -1))
         animation.removed = selected
         animation.fragments = Fragments(Gaussians.cat(parts), data["labels"], np.concatenate(element),
-                                        np.concatenate(source), cache)
+                                        np.concatenate(source), cache, *_solid_arrays(shot, data, len(selected)))
         animation.particles["debris"] = ParticleCache.from_arrays(data, "debris")
         animation.particles["dust"] = ParticleCache.from_arrays(data, "dust")
     if "snow" in effects:
         path = shot.fx_dir / "snow.npz"
         shapes = _particle_shapes("snow")
         data = read_npz(path, shapes, "run `splatfx fx snow` first")
-        check_shapes(path, data, shapes, {"T": len(shot.frames)}, "rerun `splatfx fx snow --force`")
+        check_shapes(path, data, {**shapes, **_particle_shapes("snow", optional=True)}, {"T": len(shot.frames)},
+                     "rerun `splatfx fx snow --force`")
         animation.particles["snow"] = ParticleCache.from_arrays(data, "snow")
     return animation
 
@@ -308,10 +508,32 @@ _FILL_ARRAYS = {"means": ("K", 3), "quats": ("K", 4), "log_scales": ("K", 3), "o
                 "sh_dc": ("K", 3)}
 
 
-def _particle_shapes(prefix: str) -> dict[str, tuple[int | str, ...]]:
-    """The stored arrays of a particle system and their shapes (its own particle count)."""
+#: A particle system's optional arrays (baked light, anisotropy), checked when present.
+_PARTICLE_OPTIONAL = {"colors": ("T", "P", 3), "axes": ("P", 3), "quats": ("P", 4)}
+
+
+def _particle_shapes(prefix: str, optional: bool = False) -> dict[str, tuple[int | str, ...]]:
+    """The stored arrays of a particle system and their shapes (its own particle count);
+    with ``optional``, those a cache may hold besides."""
+    table = _PARTICLE_OPTIONAL if optional else _PARTICLE_ARRAYS
     return {f"{prefix}.{name}": tuple(f"P{prefix}" if d == "P" else d for d in shape)
-            for name, shape in _PARTICLE_ARRAYS.items()}
+            for name, shape in table.items()}
+
+
+def _solid_arrays(shot: Shot, data: dict[str, np.ndarray], selected: int) -> tuple[np.ndarray | None,
+                                                                                  np.ndarray | None]:
+    """The solid pieces' trim flags and log-scale caps over every fragment Gaussian (the fill
+    neither trimmed nor capped), from ``collapse.npz`` (None, None in a cache made without them)."""
+    if "solid.trim" not in data:
+        return None, None
+    trim = np.asarray(data["solid.trim"], dtype=bool)
+    cap = np.asarray(data.get("solid.max_log_scale", np.zeros(0)), dtype=np.float64)
+    if trim.shape != (selected,) or cap.shape != (selected,):
+        raise InputError(shot.fx_dir / "collapse.npz", f"has solid.trim and solid.max_log_scale of shapes "
+                                                       f"{trim.shape} and {cap.shape} for {selected} selected "
+                                                       "Gaussians (rerun `splatfx fx collapse --force`)")
+    extra = len(data["labels"]) - selected
+    return np.concatenate([trim, np.zeros(extra, dtype=bool)]), np.concatenate([cap, np.full(extra, np.inf)])
 
 
 def _read_collapse(shot: Shot, selected: int) -> dict[str, np.ndarray]:
@@ -328,7 +550,8 @@ def _read_collapse(shot: Shot, selected: int) -> dict[str, np.ndarray]:
         if missing:
             raise InputError(path, f"has no {', '.join(missing)} array ({again})")
         shapes.update(fill)
-    sizes = check_shapes(path, data, shapes, {"T": len(shot.frames)}, again)
+    sizes = check_shapes(path, data, {**shapes, **_particle_shapes("debris", optional=True),
+                                      **_particle_shapes("dust", optional=True)}, {"T": len(shot.frames)}, again)
     if sizes["M"] != selected + sizes.get("K", 0):
         raise InputError(path, f"has {sizes['M']} labels for {selected} selected and {sizes.get('K', 0)} fill "
                                f"Gaussians ({again})")

@@ -12,11 +12,20 @@ from dataclasses import dataclass
 import numpy as np
 
 
+_REQUIRED = ("positions", "velocities", "alive", "sizes", "opacities", "colors_dc")
+#: Optional looks: per-frame colours (T,P,3 SH DC, light baked in), per-particle axis
+#: ratios (P,3, multiplying ``sizes``) and orientations (P,4 wxyz, physics frame).
+OPTIONAL = ("colors", "axes", "quats")
+
+
 @dataclass
 class ParticleCache:
     """Per-frame particle state: positions (T,P,3), alive (T,P), sizes (T,P) in metres
     (the Gaussians' standard deviation), opacities (T,P), and per-particle colours (P,3)
-    as SH DC coefficients. ``velocities`` (T,P,3) in m/s give exact motion vectors."""
+    as SH DC coefficients. ``velocities`` (T,P,3) in m/s give exact motion vectors.
+    Optional: ``colors`` (T,P,3) per-frame SH DC with the light baked in (replaces
+    ``colors_dc`` when drawn), ``axes`` (P,3) per-axis size ratios and ``quats`` (P,4)
+    orientations of anisotropic particles (flat flakes, chips)."""
 
     positions: np.ndarray
     velocities: np.ndarray
@@ -24,25 +33,49 @@ class ParticleCache:
     sizes: np.ndarray
     opacities: np.ndarray
     colors_dc: np.ndarray
+    colors: np.ndarray | None = None
+    axes: np.ndarray | None = None
+    quats: np.ndarray | None = None
 
     @property
     def count(self) -> int:
         return self.positions.shape[1]
 
+    def colors_at(self, t: int) -> np.ndarray:
+        """(P,3) SH DC colours of frame ``t`` (the baked lighting when there is one)."""
+        return self.colors_dc if self.colors is None else self.colors[t]
+
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}.{name}": getattr(self, name) for name in
-                ("positions", "velocities", "alive", "sizes", "opacities", "colors_dc")}
+        names = _REQUIRED + tuple(n for n in OPTIONAL if getattr(self, n) is not None)
+        return {f"{prefix}.{name}": getattr(self, name) for name in names}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> "ParticleCache":
-        return cls(*(arrays[f"{prefix}.{name}"] for name in
-                     ("positions", "velocities", "alive", "sizes", "opacities", "colors_dc")))
+        optional = {name: arrays.get(f"{prefix}.{name}") for name in OPTIONAL}
+        return cls(*(arrays[f"{prefix}.{name}"] for name in _REQUIRED), **optional)
 
     @classmethod
     def empty(cls, frames: int) -> "ParticleCache":
         return cls(np.zeros((frames, 0, 3), np.float32), np.zeros((frames, 0, 3), np.float32),
                    np.zeros((frames, 0), bool), np.zeros((frames, 0), np.float32),
                    np.zeros((frames, 0), np.float32), np.zeros((0, 3), np.float32))
+
+
+def random_quats(count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` uniformly random unit quaternions (wxyz)."""
+    q = rng.normal(size=(count, 4))
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def power_law_sizes(count: int, smallest: float, largest: float, exponent: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Sizes with ``N(size > s) ∝ s^−exponent`` between ``smallest`` and ``largest``
+    (a truncated Pareto law, as fragmentation gives: many small chips, few large chunks)."""
+    u = rng.uniform(size=count)
+    if largest <= smallest:
+        return np.full(count, smallest)
+    ratio = (smallest / largest) ** exponent
+    return smallest * (1.0 - u * (1.0 - ratio)) ** (-1.0 / exponent)
 
 
 class CurlNoise:

@@ -20,18 +20,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from splatfx.core.atomic import atomic_path, write_text_atomic
-from splatfx.shot.config import CollapseSection, SelectSection, SnowSection
+from splatfx.shot.config import CollapseSection, LightSection, SelectSection, SnowSection, config_to_dict
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.fx.animation import Similarity, load_frame, load_scene, load_selection, scene_path
 from splatfx.fx.colliders import FloorMap, StaticBox, fit_static_boxes
-from splatfx.fx.debris import DebrisSettings, DustSettings, simulate_debris, simulate_dust
+from splatfx.fx.debris import DebrisSettings, DustSettings, light_collapse, simulate_debris, simulate_dust
+from splatfx.fx.lighting import DEFAULT_DIRECTION, KeyLight, estimate_key_light, unit, unit_luma
 from splatfx.fx.budget import require_collapse_memory, require_snow_memory
-from splatfx.fx.fracture import (MIN_FRAGMENT_POINTS, fill_fracture_faces, fill_gaussian_params,
-                                 largest_fragment_count, voronoi_fracture)
+from splatfx.fx.fracture import (MIN_FRAGMENT_POINTS, fill_gaussian_params, largest_fragment_count,
+                                 rim_log_scales, solid_fill, voronoi_fracture)
 from splatfx.fx.rigid import CollapseSettings, collision_hulls, simulate_collapse, solvable_fracture
 from splatfx.fx.selection import (BoxSelection, PolygonSelection, euler_xyz_degrees, require_selection,
                                   select_by_masks, selection_report)
-from splatfx.fx.snow import HeightMap, SnowSettings, TooManyFlakes, Volume, simulate_snow
+from splatfx.fx.snow import HeightMap, Lens, SnowSettings, TooManyFlakes, Volume, simulate_snow
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.progress import progress_callback
 from splatfx.core.sh import SH_C0
@@ -40,8 +41,47 @@ from splatfx.shot.runner import StageResult, run_stage
 
 
 # --- inputs ---------------------------------------------------------------------------------------
+#: Gaussians more opaque than this are the scene's surfaces (snow settles on them).
+OPAQUE = 0.5
+
+
 def world_means(scene: Gaussians, frame: Similarity) -> np.ndarray:
     return frame.to_world(scene.means.double().numpy())
+
+
+#: What makes each fx input, for the message when it is missing.
+_MAKES = {"scene": "splatfx train", "frame": "splatfx solve", "selection": "splatfx fx select"}
+
+
+def require_inputs(shot: Shot, inputs: dict[str, Path]) -> None:
+    """InputError naming the first missing input and the command that makes it."""
+    for label, path in inputs.items():
+        if label in _MAKES and not path.exists():
+            raise InputError(path, f"does not exist (run `{_MAKES[label]} {shot.root}` first)")
+
+
+def require_gaussians(shot: Shot, scene: Gaussians, stage: str) -> Gaussians:
+    """``scene``, or an InputError naming ``scene.ply`` when it holds no Gaussians at all (a
+    training that produced nothing): no effect can act on it."""
+    if len(scene) == 0:
+        raise InputError(scene_path(shot), f"holds no Gaussians, so {stage} has nothing to act on: train the shot "
+                                           f"again (`splatfx train {shot.root}`, raising [train] max_steps or "
+                                           "max_minutes)")
+    return scene
+
+
+def surface_mask(shot: Shot, scene: Gaussians, stage: str, remedy: str) -> np.ndarray:
+    """Which Gaussians are opaque surface (opacity above :data:`OPAQUE`); an InputError
+    naming ``scene.ply``, the stage and what to change when none is (an untrained or
+    barely trained reconstruction), ``remedy`` being the stage's own way out."""
+    opacity = require_gaussians(shot, scene, stage).opacities.numpy()
+    opaque = opacity > OPAQUE
+    if not opaque.any():
+        raise InputError(scene_path(shot), f"none of its {len(opacity)} Gaussians is opaque (opacity above {OPAQUE}; "
+                                           f"the most opaque is {float(opacity.max()):.2f}), so {stage} finds no "
+                                           f"surface: the reconstruction looks untrained; train it longer "
+                                           f"([train] max_steps, max_minutes) or {remedy}")
+    return opaque
 
 
 # --- select ----------------------------------------------------------------------------------------
@@ -86,7 +126,7 @@ def run_select(shot: Shot, *, force: bool = False) -> StageResult:
         inputs["masks"] = shot.path(settings.masks)
 
     def work() -> dict:
-        scene = load_scene(shot)
+        scene = require_gaussians(shot, load_scene(shot), "fx.select")
         points = world_means(scene, load_frame(shot))
         mask = require_selection(selection_mask(shot, settings, points), f"{shot.toml_path} [fx.select]")
         report = selection_report(points, mask)
@@ -94,6 +134,7 @@ def run_select(shot: Shot, *, force: bool = False) -> StageResult:
         write_text_atomic(out_json, json.dumps(report, indent=2) + "\n")
         return report
 
+    require_inputs(shot, inputs)
     return run_stage(shot, "fx.select", settings, inputs, [out_npz, out_json], work, force=force)
 
 
@@ -157,7 +198,10 @@ def run_collapse(shot: Shot, *, force: bool = False) -> StageResult:
         require_collapse_memory(section, len(frames), where, selected=len(points))
         asked = fragment_count(section.fragments, len(points), where)
         fracture = solvable_fracture(points, voronoi_fracture(points, asked, seed=seed))
-        fill = fill_fracture_faces(points, colors, fracture, max_count=section.fill_max, seed=seed) if section.fill else None
+        fill = shell = None
+        if section.fill:  # the wall behind the surface: opaque skin and broken core, textured
+            fill, _, shell = solid_fill(points, scene.opacities.double().numpy()[selected], colors, fracture,
+                                        section.fill_max, section.wall_thickness, seed=seed)
         all_points = points if fill is None else np.concatenate([points, fill.points])
         labels = fracture.labels if fill is None else np.concatenate([fracture.labels, fill.labels])
         all_colors = colors if fill is None else np.concatenate([colors, fill.colors_dc])
@@ -169,12 +213,22 @@ def run_collapse(shot: Shot, *, force: bool = False) -> StageResult:
                                       progress=update)
         debris = simulate_debris(cache, all_points, labels, all_colors,
                                  DebrisSettings(count=section.debris, size=section.debris_size,
+                                                size_max=section.debris_size_max, exponent=section.debris_exponent,
                                                 restitution=settings.restitution), seed=seed, floor=FloorMap(boxes))
-        dust = simulate_dust(cache, all_points, labels, all_colors, DustSettings(count=section.dust), seed=seed)
+        height = float(np.percentile(points[:, 2], 98) - min(np.percentile(points[:, 2], 2), 0.0))
+        dust = simulate_dust(cache, all_points, labels, all_colors,
+                             DustSettings(count=section.dust, height=height, opacity=section.dust_opacity,
+                                          lifetime=dust_lifetimes(section.dust_lifetime)), seed=seed)
+        light = key_light(shot, scene, frame)
+        light_collapse(debris, dust, light)
         arrays = {"labels": labels.astype(np.int32), "fragments": np.array(fracture.count)}
         if fill is not None:
             params = fill_gaussian_params(fill)
             arrays.update({f"fill.{k}": frame_solve_param(k, v, frame) for k, v in params.items()})
+            # once a piece moves, its Gaussians off the wall (haze, floaters) go, and the rest stay
+            # within the skin's grain, so no translucent halo hangs around it
+            caps = rim_log_scales(points, fracture, shell.spacing) - np.log(frame.scale)
+            arrays.update({"solid.trim": ~shell.on_wall(points), "solid.max_log_scale": caps})
         arrays.update({f"rigid.{k}": v for k, v in cache.arrays().items()})
         arrays.update(_collider_arrays(boxes))
         arrays.update(debris.arrays("debris"))
@@ -183,11 +237,64 @@ def run_collapse(shot: Shot, *, force: bool = False) -> StageResult:
         figures = {"fragments": fracture.count, "fill_gaussians": 0 if fill is None else len(fill.points),
                    "debris": debris.count, "dust": dust.count, "breaks": sum(e["kind"] == "break" for e in cache.events),
                    "impacts": sum(e["kind"] == "impact" for e in cache.events), "colliders": len(boxes)}
+        if shell is not None:
+            figures.update({"skin_gaussians": 2 * len(shell.points), "wall_thickness": round(shell.thickness, 3),
+                            "trimmed_off_wall": int(arrays["solid.trim"].sum()),
+                            "skin_spacing": round(shell.spacing, 3)})
         if fracture.count != section.fragments:  # clamped to the selection, or pieces merged
             figures["fragments_asked"] = section.fragments
+        figures.update(light.figures())
         return figures
 
-    return run_stage(shot, "fx.collapse", section, inputs, [out], work, force=force)
+    require_inputs(shot, inputs)
+    config = {**config_to_dict(section), "light": config_to_dict(shot.config.fx.light)}
+    return run_stage(shot, "fx.collapse", config, inputs, [out], work, force=force)
+
+
+def dust_lifetimes(mean: float) -> tuple[float, float]:
+    """The range a dust puff's lifetime is drawn from: ``[fx.collapse] dust_lifetime`` ± 40 %."""
+    return 0.6 * mean, 1.4 * mean
+
+
+# --- light and lens --------------------------------------------------------------------------------
+def plate_views(shot: Shot, frame: Similarity) -> tuple[np.ndarray, float, int] | None:
+    """The solved plate cameras' centres (world frame, in plate order), focal length and
+    width in pixels; None when the solve holds no cameras that can be read."""
+    from splatfx.io.dataset import load_dataset
+    try:
+        dataset = load_dataset(shot.solve_dir, split="all")
+    except InputError:
+        return None
+    cameras = [item.camera for item in dataset.frames]
+    if not cameras:
+        return None
+    centres = np.array([-c.R.T @ c.t for c in cameras], dtype=np.float64)
+    return frame.to_world(centres), float(np.median([c.fx for c in cameras])), int(cameras[0].width)
+
+
+def key_light(shot: Shot, scene: Gaussians, frame: Similarity) -> KeyLight:
+    """The key light of ``[fx.light]``: what it sets, the rest estimated from the
+    reconstruction's shading (:func:`splatfx.fx.lighting.estimate_key_light`)."""
+    settings: LightSection = shot.config.fx.light
+    estimated = None
+    if settings.direction is None or settings.key is None or settings.sky_color is None:
+        views = plate_views(shot, frame)
+        try:
+            estimated, _ = estimate_key_light(world_means(scene, frame), scene.quats.double().numpy(),
+                                              scene.log_scales.double().numpy(), scene.opacities.double().numpy(),
+                                              scene.sh[:, 0].double().numpy(), np.zeros((0, 3)) if views is None
+                                              else views[0], frame.rotation)
+        except ValueError:  # too few surfaces to read a light from
+            estimated = None
+    fallback = KeyLight(unit(DEFAULT_DIRECTION), unit_luma(np.array([1.0, 0.97, 0.92])),
+                        unit_luma(np.array([0.85, 0.92, 1.0])), 0.6, "default")
+    base = estimated or fallback
+    direction = base.direction if settings.direction is None else unit(settings.direction)
+    sky = base.sky if settings.sky_color is None else unit_luma(np.asarray(settings.sky_color))
+    # an estimate from an overcast plate still gives the dust some modelling
+    key = float(np.clip(base.key, 0.35, 0.85)) if settings.key is None else float(settings.key)
+    source = "shot.toml" if settings.direction is not None else base.source
+    return KeyLight(direction, base.sun, sky, key, source)
 
 
 def fragment_count(asked: int, points: int, where: str) -> int:
@@ -246,6 +353,18 @@ def _round_down(value: float, digits: int = 2) -> float:
     return math.floor(value / scale) * scale
 
 
+def snow_lens(shot: Shot, section: SnowSection, frame: Similarity, volume: Volume) -> Lens | None:
+    """The plate cameras as a lens for the flakes (None without a readable solve): focused
+    on the scene (the median distance from the cameras to the snow volume's centre), with
+    the blur of ``[fx.snow] defocus``; one camera per frame when the plates match the frames."""
+    views = plate_views(shot, frame)
+    if views is None:
+        return None
+    centres, focal, width = views
+    focus = float(np.median(np.linalg.norm(centres - (volume.lo + volume.hi) / 2.0, axis=1)))
+    return Lens(centres, focal, max(focus, 1.0), section.defocus * width, per_frame=len(centres) == len(shot.frames))
+
+
 def run_snow(shot: Shot, *, force: bool = False) -> StageResult:
     """``splatfx fx snow``: simulate snowfall over the scene into ``fx/snow.npz``."""
     section = shot.config.fx.snow
@@ -255,15 +374,16 @@ def run_snow(shot: Shot, *, force: bool = False) -> StageResult:
     def work() -> dict:
         scene = load_scene(shot)
         frame = load_frame(shot)
-        opaque = scene.opacities.numpy() > 0.5
+        opaque = surface_mask(shot, scene, "fx.snow", 'take "snow" out of [fx] effects')
         points = world_means(scene, frame)[opaque]
         volume = Volume.around(points)
         cell = max(float(np.ptp(points[:, :2], axis=0).max()) / 256.0, 0.02)
         require_snow_memory(section.density, snow_settings(section), volume, len(shot.frames), shot.config.shot.fps,
                             f"{shot.toml_path} [fx.snow]")
+        lens = snow_lens(shot, section, frame, volume)
         try:
             snow = simulate_snow(len(shot.frames), shot.config.shot.fps, volume, HeightMap(points, volume, cell),
-                                 snow_settings(section), seed=shot.config.shot.seed)
+                                 snow_settings(section), seed=shot.config.shot.seed, lens=lens)
         except TooManyFlakes as exc:
             raise flake_limit_error(shot, section, exc) from None
         colour_dc = (np.asarray(section.color, dtype=np.float32) - 0.5) / SH_C0
@@ -271,6 +391,7 @@ def run_snow(shot: Shot, *, force: bool = False) -> StageResult:
         _save_npz(out, {**snow.arrays("snow"), "volume.lo": volume.lo, "volume.hi": volume.hi})
         return {"flakes": snow.count, "settled": int((np.abs(snow.velocities[-1]).sum(1) == 0).sum())}
 
+    require_inputs(shot, inputs)
     return run_stage(shot, "fx.snow", section, inputs, [out], work, force=force)
 
 

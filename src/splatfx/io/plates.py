@@ -8,7 +8,10 @@
   number follows a ``.``, ``_`` or ``-``) keeps its file's frame numbers; otherwise
   the images (e.g. camera photos ``P1180141.JPG``) form a set sorted by name and
   numbered from ``start_frame``;
-* a video file (frames numbered from ``start_frame``);
+* a video file (frames numbered from ``start_frame`` at ``fps``: each frame shows the
+  source frame nearest its time, so variable-rate phone video gets one frame per
+  ``1/fps`` seconds and the :class:`~splatfx.io.video.FrameMap` says what was dropped or
+  doubled; frames are turned upright as the display matrix says);
 * a single image (one frame).
 
 Opening checks every frame's header (sizes must agree) without decoding pixels;
@@ -32,7 +35,7 @@ import numpy as np
 from splatfx.core.errors import InputError
 from splatfx.core.progress import track
 from splatfx.io.images import EXR_SUFFIXES, IMAGE_SUFFIXES, Encoding, check_image, image_size, read_image
-from splatfx.io.video import VIDEO_SUFFIXES, FrameDecodeError, VideoReader
+from splatfx.io.video import VIDEO_SUFFIXES, FrameDecodeError, FrameMap, VideoReader, map_frames
 
 PathLike = str | os.PathLike[str]
 DEFAULT_START_FRAME = 1001
@@ -223,21 +226,55 @@ class ImagePlates(Plates):
 
 
 class VideoPlates(Plates):
-    """Plates decoded from one video file (frame-accurate random access)."""
+    """Plates decoded from one video file (frame-accurate random access), numbered at ``fps``
+    (the video's nominal rate when None) through :attr:`frame_map`, and upright."""
 
     def __init__(self, source: Path, start_frame: int, fps: Fraction | None) -> None:
         self.reader = VideoReader(source)
+        try:
+            rate = fps if fps is not None else self.reader.nominal_fps
+            self.frame_map: FrameMap = map_frames(self.reader.times, self.reader.duration, rate)
+        except BaseException:
+            self.reader.close()
+            raise
         self.start_frame = start_frame
-        frames = list(range(start_frame, start_frame + len(self.reader)))
-        super().__init__(source, "video", frames, self.reader.width, self.reader.height,
-                         fps if fps is not None else self.reader.fps, "srgb")
+        frames = list(range(start_frame, start_frame + len(self.frame_map)))
+        super().__init__(source, "video", frames, self.reader.width, self.reader.height, rate, "srgb")
+
+    def source_index(self, frame: int) -> int:
+        """The video's frame (presentation order, from 0) that plate ``frame`` shows."""
+        return self.frame_map.source[frame - self.start_frame]
 
     def _read(self, frame: int) -> np.ndarray:
         try:
-            return self.reader.read(frame - self.start_frame)
+            return self.reader.read(self.source_index(frame))
         except FrameDecodeError as exc:  # named by the plate's frame number, not the video's index
             raise InputError(self.source, f"cannot decode frame {frame} (frame {exc.index} of the video, "
                                           f"counting from 0): {exc.reason}") from None
+
+    def video_summary(self) -> str:
+        """One line on the video itself: codec, depth, rotation, and how its frames were numbered."""
+        r = self.reader
+        turn = (f", {r.orientation.describe()}: {r.coded_width}x{r.coded_height} stored, "
+                f"{r.width}x{r.height} upright") if not r.orientation.is_upright else ""
+        return f"{r.codec} {r.pixel_format} ({r.bit_depth}-bit){turn}; {self.frame_map.summary()}"
+
+    def summary(self) -> str:
+        return f"{super().summary()}; {self.video_summary()}"
+
+    def report(self) -> dict[str, object]:
+        """What opening the video did, for ``plates.json``: codec, depth, colour tags,
+        orientation, sizes and the frame mapping (every plate frame's source frame)."""
+        r = self.reader
+        mapping = self.frame_map.to_dict()
+        source_index = mapping.pop("source_index")
+        return {"source": str(self.source), "codec": r.codec, "pixel_format": r.pixel_format,
+                "bit_depth": r.bit_depth, "decoded_as": "float32 from 16-bit RGB" if r.bit_depth > 8 else
+                "float32 from 8-bit RGB", "colour": r.colour_tags,
+                "stored_size": [r.coded_width, r.coded_height], "size": [self.width, self.height],
+                "rotation_degrees": r.orientation.degrees, "mirrored": r.orientation.mirrored,
+                "first_frame": self.start_frame, "summary": self.video_summary(), **mapping,
+                "frames_to_source": {str(self.start_frame + n): k for n, k in enumerate(source_index)}}
 
     def close(self) -> None:
         self.reader.close()
@@ -278,7 +315,9 @@ def undecodable_frames(plates: Plates) -> dict[int, InputError]:
     """Decode every frame once, one at a time in order (a progress bar shows it): the frames
     that do not decode, each with the one-line error naming its file or frame number."""
     bad: dict[int, InputError] = {}
-    for frame in track(plates.frames, f"decoding {len(plates)} plates"):
+    what = f"extracting {len(plates)} frames from {plates.source.name}" if isinstance(plates, VideoPlates) \
+        else f"decoding {len(plates)} plates"
+    for frame in track(plates.frames, what):
         try:
             plates.check(frame)
         except InputError as exc:

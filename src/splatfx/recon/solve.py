@@ -4,6 +4,9 @@ Structure from motion runs through pycolmap (COLMAP): SIFT features on the CPU, 
 of image pairs (every pair for small sets, neighbouring frames for long plates, optionally
 with loop-closure pairs between evenly spaced keyframes), incremental mapping, the largest
 model kept, and undistortion to a pinhole camera so that every later stage sees one.
+Features are found at a capped size (``max_image_size``); cameras stay at full size. Video
+plates and long sequences are reconstructed from sharp keyframes spread along the path;
+every other frame is then registered against that model or, failing that, interpolated.
 Known cameras can be imported instead (a COLMAP model, ``transforms.json`` or an LLFF
 capture). Either way the output folder (``SHOT/solve/``) holds::
 
@@ -32,8 +35,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Sequence
 
+import cv2
 import numpy as np
 import pycolmap
+from PIL import Image
 
 from splatfx.io import colmap
 from splatfx.core.atomic import write_text_atomic
@@ -72,6 +77,9 @@ class SolveConfig:
     camera_model: str = "SIMPLE_RADIAL"
     single_camera: bool = True  # one lens for every image (plates from one camera)
     max_image_size: int = 1600  # features are found on images downscaled to this longest side
+    keyframes: Literal["auto", "all"] = "auto"  # auto: sequential solves map sharp keyframes, register the rest
+    keyframe_spacing: float = 0.03  # image motion between keyframes, as a fraction of the image width
+    keyframe_max_gap: int = 24  # at most this many frames from one keyframe to the next
     max_features: int = 0  # SIFT features per image; 0: 2048, or 1024 when matching every pair of > 60 images
     min_registered: int = 3  # fail below this many registered images ...
     min_registered_fraction: float = 0.5  # ... or below this fraction of the images
@@ -98,7 +106,11 @@ class SolveReport:
     image_pairs: int
     features: int  # SIFT features per image asked for (0: imported)
     seconds: dict[str, float]
-    frames: list[dict] = field(default_factory=list)  # {"frame", "image", "registered"}
+    frames: list[dict] = field(default_factory=list)  # {"frame", "image", "registered", "camera", ...}
+    max_image_size: int | None = None  # longest side SIFT features were found at (None: imported)
+    keyframes: int | None = None  # images the mapper reconstructed from (the rest registered to them)
+    images_solved: int | None = None  # images posed by the mapper (keyframes that registered)
+    images_interpolated: int = 0  # frames without a camera of their own, posed between neighbours
 
     def figures(self) -> dict[str, float | int | None]:
         """The headline numbers (for the manifest and the benchmark)."""
@@ -146,14 +158,31 @@ def solve_plates(plates: Plates, out: PathLike, config: SolveConfig = SolveConfi
         db = work / "database.db"
         matcher = resolve_matcher(config, len(names))
         features = feature_count(config, matcher, len(names))
+        measures = None
+        keys = list(range(len(names)))
+        if use_keyframes(config, matcher):
+            measures = _timed(seconds, "keyframes", lambda: measure_frames(image_dir, names, progress))
+            keys = choose_keyframes(measures, config.keyframe_spacing, config.keyframe_max_gap)
         _timed(seconds, "features", lambda: extract_features(db, image_dir, names, config, features, progress))
-        pairs = image_pairs(len(names), matcher, config.overlap, config.loop_closure, config.loop_keyframes)
+        pairs = keyframe_pairs(len(names), keys, matcher, config)
         _timed(seconds, "matching", lambda: match_pairs(db, [(names[i], names[j]) for i, j in pairs],
                                                         work, config, progress))
-        model = _timed(seconds, "mapping", lambda: map_largest(db, image_dir, work, len(names), config, progress))
-        registered = {model.image(i).name for i in model.reg_image_ids()}
-        _check_registered(plates.source, len(registered), len(names), config)
-        unregistered = [n for n in names if n not in registered]
+        key_names = [names[i] for i in keys]
+        model = _timed(seconds, "mapping", lambda: map_largest(db, image_dir, work, key_names, config, progress))
+        solved = {model.image(i).name for i in model.reg_image_ids()}
+        registered: set[str] = set()
+        if len(keys) < len(names) and solved:
+            others = [n for k, n in enumerate(names) if n not in solved]
+            neighbours = {names[k]: [names[j] for j in nearest_keyframes(k, keys)] for k in range(len(names))}
+            registered = _timed(seconds, "registration", lambda: register_images(
+                db, model, others, neighbours, config, progress))
+        posed = solved | registered
+        if len(keys) < len(names):  # the keyframes' reconstruction must hold; the rest follow it
+            _check_registered(plates.source, len(solved), len(keys), config, "keyframes")
+        else:
+            _check_registered(plates.source, len(solved), len(names), config)
+        interpolated = {} if measures is None else interpolate_poses(model, names, [frames[n] for n in names], posed)
+        unregistered = [n for n in names if n not in posed and n not in interpolated]
         if unregistered:
             warnings.warn(SolveWarning(f"{plates.source}: {len(unregistered)} of {len(names)} images could not be "
                                        f"registered and have no camera: {', '.join(unregistered)}"), stacklevel=2)
@@ -164,14 +193,26 @@ def solve_plates(plates: Plates, out: PathLike, config: SolveConfig = SolveConfi
         orient_model(build / SPARSE_MODEL, config).save(build / SCENE_JSON)
         shutil.rmtree(work)
         seconds["total"] = time.perf_counter() - t_start
+        rows = []
+        for k, name in enumerate(names):
+            how = ("solved" if name in solved else "registered" if name in registered
+                   else "interpolated" if name in interpolated else None)
+            row = {"frame": frames[name], "image": name, "registered": name in posed, "camera": how,
+                   "keyframe": name in key_names}
+            if measures is not None:
+                row["sharpness"] = round(float(measures.sharpness[k]), 4)
+            if name in interpolated:
+                row.update(interpolated[name])
+            rows.append(row)
         report = SolveReport(
             source="solve", images_dir=str(plates.source), images_total=len(names),
-            images_registered=len(registered), unregistered=unregistered,
+            images_registered=len(posed), unregistered=unregistered,
             mean_reprojection_error_px=float(model.compute_mean_reprojection_error()),
             points3D=int(model.num_points3D()), mean_track_length=float(model.compute_mean_track_length()),
             camera_model=config.camera_model, matcher=matcher, image_pairs=len(pairs), features=features,
-            seconds={k: round(v, 3) for k, v in seconds.items()},
-            frames=[{"frame": frames[n], "image": n, "registered": n in registered} for n in names],
+            seconds={k: round(v, 3) for k, v in seconds.items()}, frames=rows,
+            max_image_size=config.max_image_size, keyframes=len(keys), images_solved=len(solved),
+            images_interpolated=len(interpolated),
         )
         write_report(build / REPORT_JSON, report)
     return report
@@ -230,6 +271,8 @@ def config_for_shot(shot: Shot) -> SolveConfig:
     scale = section.scale
     return SolveConfig(matcher=section.matcher, loop_closure=section.loop_closure,
                        camera_model=section.camera_model, single_camera=section.single_camera,
+                       max_image_size=section.max_image_size, keyframes=section.keyframes,
+                       keyframe_spacing=section.keyframe_spacing,
                        up=section.up, scale=ScaleMeasure(scale.kind, scale.metres, scale.points, scale.box),
                        seed=shot.config.shot.seed)
 
@@ -316,6 +359,236 @@ def image_pairs(count: int, matcher: str, overlap: int = 10, loop_closure: bool 
     return sorted(pairs)
 
 
+def use_keyframes(config: SolveConfig, matcher: str) -> bool:
+    """Whether the mapper reconstructs from keyframes only: sequential solves (video plates,
+    long sequences) with ``keyframes = "auto"``; stills matched exhaustively use every image."""
+    return config.keyframes == "auto" and matcher == "sequential"
+
+
+@dataclass(frozen=True)
+class FrameMeasures:
+    """Per frame, in order: ``sharpness`` (variance of the Laplacian at :data:`MEASURE_SIZE`,
+    divided by the sequence's median: below about 0.5 is motion blur) and ``motion`` (median
+    image motion from the previous frame, as a fraction of the image width; 1 where tracking
+    was lost, 0 for the first frame)."""
+
+    sharpness: np.ndarray
+    motion: np.ndarray
+
+
+#: Longest side (px) of the grey images sharpness and motion are measured on.
+MEASURE_SIZE = 480
+
+
+def measure_frames(image_dir: Path, names: Sequence[str], progress=None) -> FrameMeasures:
+    """Sharpness and frame-to-frame motion of the images ``names`` (see :class:`FrameMeasures`).
+
+    Each image is decoded once, reduced (JPEG DCT scaling) and grey, at :data:`MEASURE_SIZE`;
+    motion is the median Lucas–Kanade displacement of corners tracked forward and back.
+    """
+    task = None if progress is None else progress.add_task("sharpness and motion", total=len(names), rate="")
+    sharpness, motion = np.zeros(len(names)), np.zeros(len(names))
+    previous = None
+    for k, name in enumerate(names):
+        grey = _small_grey(image_dir / name)
+        sharpness[k] = cv2.Laplacian(grey, cv2.CV_32F).var()
+        if previous is not None:
+            motion[k] = _image_motion(previous, grey)
+        previous = grey
+        if task is not None:
+            progress.advance(task)
+    median = float(np.median(sharpness))
+    return FrameMeasures(sharpness / median if median > 0 else sharpness, motion)
+
+
+def _small_grey(path: Path) -> np.ndarray:
+    """``path`` as a grey float32 image whose longest side is :data:`MEASURE_SIZE` (at most)."""
+    with Image.open(path) as im:
+        longest = max(im.size)
+    reduce = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+              8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+    factor = max([f for f in reduce if longest / f >= MEASURE_SIZE] or [1])
+    grey = cv2.imread(str(path), reduce[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+    if grey is None:
+        raise InputError(path, "cannot be read as an image")
+    scale = MEASURE_SIZE / max(grey.shape)
+    if scale < 1:
+        grey = cv2.resize(grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)),
+                          interpolation=cv2.INTER_AREA)
+    return grey.astype(np.float32)
+
+
+def _image_motion(a: np.ndarray, b: np.ndarray) -> float:
+    """Median displacement of corners tracked from ``a`` to ``b`` (fraction of the width);
+    1.0 when fewer than 20 corners survive the forward-backward check (tracking lost)."""
+    a8, b8 = a.astype(np.uint8), b.astype(np.uint8)
+    corners = cv2.goodFeaturesToTrack(a8, maxCorners=300, qualityLevel=0.01, minDistance=8)
+    if corners is None or len(corners) < 20:
+        return 1.0
+    ahead, ok1, _ = cv2.calcOpticalFlowPyrLK(a8, b8, corners, None, winSize=(21, 21), maxLevel=4)
+    back, ok2, _ = cv2.calcOpticalFlowPyrLK(b8, a8, ahead, None, winSize=(21, 21), maxLevel=4)
+    good = (ok1[:, 0] == 1) & (ok2[:, 0] == 1) & (np.linalg.norm(back - corners, axis=2)[:, 0] < 1.0)
+    if good.sum() < 20:
+        return 1.0
+    return float(np.median(np.linalg.norm((ahead - corners)[good, 0], axis=1)) / a.shape[1])
+
+
+def choose_keyframes(measures: FrameMeasures, spacing: float, max_gap: int) -> list[int]:
+    """Indices of the frames to reconstruct from: the sharpest frame of each stretch of the
+    path over which the image moves by ``spacing`` (fraction of the width) or which is
+    ``max_gap`` frames long, so keyframes are sharp and spread along the path.
+
+    The first and last frames start and end a stretch; when the whole plate moves by less
+    than ten spacings, the spacing shrinks so that there are about ten stretches.
+    """
+    count = len(measures.motion)
+    if count <= 2:
+        return list(range(count))
+    travelled = np.cumsum(measures.motion)
+    step = max(min(spacing, float(travelled[-1]) / 10), 1e-9)
+    stretches, start = [], 0
+    for k in range(1, count):
+        if travelled[k] - travelled[start] >= step or k - start >= max_gap:
+            stretches.append((start, k))
+            start = k
+    stretches.append((start, count))
+    keys = [a + int(np.argmax(measures.sharpness[a:b])) for a, b in stretches]
+    return sorted(set(keys))
+
+
+def nearest_keyframes(index: int, keys: Sequence[int], each_side: int = 2) -> list[int]:
+    """Up to ``each_side`` keyframes before and after frame ``index`` (itself excluded)."""
+    at = int(np.searchsorted(keys, index))
+    before = [k for k in keys[max(0, at - each_side):at] if k != index]
+    after = [k for k in keys[at:at + each_side + 1] if k != index][:each_side]
+    return before + after
+
+
+def keyframe_pairs(count: int, keys: Sequence[int], matcher: str, config: SolveConfig) -> list[tuple[int, int]]:
+    """Index pairs to match: :func:`image_pairs` among the keyframes, and every other frame
+    with its :func:`nearest_keyframes` (to register it against the keyframes' model)."""
+    among = image_pairs(len(keys), matcher, config.overlap, config.loop_closure, config.loop_keyframes)
+    pairs = {(keys[i], keys[j]) for i, j in among}
+    key_set = set(keys)
+    for k in range(count):
+        if k not in key_set:
+            pairs |= {(min(k, j), max(k, j)) for j in nearest_keyframes(k, keys)}
+    return sorted(pairs)
+
+
+def register_images(db: Path, model: pycolmap.Reconstruction, names: Sequence[str],
+                    neighbours: dict[str, list[str]], config: SolveConfig, progress=None,
+                    min_inliers: int = 30) -> set[str]:
+    """Pose each of ``names`` against the keyframes' model and add it (names posed).
+
+    The 2D–3D correspondences are the image's verified matches with its neighbouring
+    keyframes whose keypoints belong to 3D points; the pose is COLMAP's LO-RANSAC absolute
+    pose, refined (``pycolmap.estimate_and_refine_absolute_pose``), with at least
+    ``min_inliers`` inliers. The model's keyframes and points do not move.
+    """
+    task = None if progress is None else progress.add_task("registering frames", total=len(names), rate="")
+    options = pycolmap.AbsolutePoseEstimationOptions()
+    options.ransac.random_seed = config.seed
+    posed = set()
+    database = pycolmap.Database.open(str(db))
+    try:
+        images = {im.name: im for im in database.read_all_images()}
+        for name in names:
+            image = images[name]
+            keypoints = np.asarray(database.read_keypoints(image.image_id))[:, :2].astype(np.float64)
+            found = _correspondences(database, model, image.image_id, neighbours.get(name, []))
+            if task is not None:
+                progress.advance(task)
+            if len(found) < min_inliers:
+                continue
+            idx = np.array(list(found))
+            xyz = np.array([model.point3D(found[i]).xyz for i in idx])
+            camera = model.camera(image.camera_id)
+            result = pycolmap.estimate_and_refine_absolute_pose(keypoints[idx], xyz, camera, options)
+            if result is None or result["num_inliers"] < min_inliers:
+                continue
+            new = pycolmap.Image(name=name, keypoints=keypoints, camera_id=image.camera_id, image_id=image.image_id)
+            model.add_image_with_trivial_frame(new, result["cam_from_world"])
+            for i in idx[np.asarray(result["inlier_mask"], bool)]:
+                model.add_observation(found[i], pycolmap.TrackElement(image.image_id, int(i)))
+            posed.add(name)
+    finally:
+        database.close()
+    return posed
+
+
+def _correspondences(database: pycolmap.Database, model: pycolmap.Reconstruction, image_id: int,
+                     keyframes: Sequence[str]) -> dict[int, int]:
+    """Keypoint index of ``image_id`` → 3D point id, through verified matches with ``keyframes``."""
+    found: dict[int, int] = {}
+    for key_name in keyframes:
+        key = model.find_image_with_name(key_name)
+        if key is None or not key.has_pose or not database.exists_two_view_geometry(image_id, key.image_id):
+            continue
+        matches = database.read_two_view_geometry(image_id, key.image_id).inlier_matches
+        points = key.points2D
+        for mine, theirs in np.asarray(matches).reshape(-1, 2):
+            point = points[int(theirs)]
+            if point.has_point3D() and int(mine) not in found:
+                found[int(mine)] = int(point.point3D_id)
+    return found
+
+
+def interpolate_poses(model: pycolmap.Reconstruction, names: Sequence[str], frame_numbers: Sequence[int],
+                      posed: set[str]) -> dict[str, dict]:
+    """Poses for the images not in ``posed``, between the nearest posed frames before and
+    after (centre linear, rotation slerp, by frame number); before the first or after the
+    last posed frame the nearest pose is held. Each value: ``pose`` (COLMAP world-to-camera:
+    ``rotation_wxyz``, ``translation``, in solve coordinates) and ``interpolated_from``
+    (the frame numbers it came from)."""
+    known = [(f, model.find_image_with_name(n).cam_from_world()) for n, f in zip(names, frame_numbers) if n in posed]
+    if not known:
+        return {}
+    times = np.array([f for f, _ in known], float)
+    quats = np.array([_wxyz(p.rotation.quat) for _, p in known])
+    centres = np.array([-(p.rotation.matrix().T @ p.translation) for _, p in known])
+    out = {}
+    for name, frame in zip(names, frame_numbers):
+        if name in posed:
+            continue
+        at = int(np.searchsorted(times, frame))
+        if at == 0 or at == len(times):
+            k = 0 if at == 0 else len(times) - 1
+            q, c, source = quats[k], centres[k], [int(times[k])]
+        else:
+            a, b = at - 1, at
+            t = (frame - times[a]) / (times[b] - times[a])
+            q, c, source = _slerp(quats[a], quats[b], t), (1 - t) * centres[a] + t * centres[b], [int(times[a]), int(times[b])]
+        rotation = _quat_matrix(q)
+        out[name] = {"pose": {"rotation_wxyz": [round(float(v), 9) for v in q],
+                              "translation": [round(float(v), 9) for v in -rotation @ c]},
+                     "interpolated_from": source}
+    return out
+
+
+def _wxyz(xyzw: np.ndarray) -> np.ndarray:
+    x, y, z, w = np.asarray(xyzw, float)
+    return np.array([w, x, y, z])
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
+    """Spherical linear interpolation of unit quaternions (shortest arc)."""
+    if q0 @ q1 < 0:
+        q1 = -q1
+    angle = math.acos(min(1.0, float(q0 @ q1)))
+    if angle < 1e-9:
+        return q0
+    q = (math.sin((1 - t) * angle) * q0 + math.sin(t * angle) * q1) / math.sin(angle)
+    return q / np.linalg.norm(q)
+
+
+def _quat_matrix(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
 def extract_features(db: Path, image_dir: Path, names: Sequence[str], config: SolveConfig,
                      features: int, progress) -> None:
     """Import ``names`` (one shared camera unless ``single_camera`` is off) and find SIFT features."""
@@ -357,12 +630,14 @@ def match_pairs(db: Path, pairs: Sequence[tuple[str, str]], work: Path, config: 
         progress.advance(task, len(chunk))
 
 
-def map_largest(db: Path, image_dir: Path, work: Path, count: int, config: SolveConfig,
+def map_largest(db: Path, image_dir: Path, work: Path, names: Sequence[str], config: SolveConfig,
                 progress) -> pycolmap.Reconstruction:
-    """Incremental mapping; the model with the most registered images (None if there is none)."""
+    """Incremental mapping of ``names``; the model with the most registered images (empty if none)."""
+    count = len(names)
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads = _threads(config)
     options.random_seed = config.seed
+    options.image_names = list(names)
     options.min_model_size = min(options.min_model_size, max(3, count // 4))
     task = progress.add_task("mapping", total=count, rate="")
     models_dir = work / "models"
@@ -415,10 +690,10 @@ def load_report(path: PathLike) -> SolveReport:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-def _check_registered(source: Path, registered: int, total: int, config: SolveConfig) -> None:
+def _check_registered(source: Path, registered: int, total: int, config: SolveConfig, what: str = "images") -> None:
     needed = max(min(config.min_registered, total), math.ceil(config.min_registered_fraction * total))
     if registered < needed:
-        raise InputError(source, f"only {registered} of {total} images could be registered: "
+        raise InputError(source, f"only {registered} of {total} {what} could be registered: "
                                  "the images do not overlap enough")
 
 

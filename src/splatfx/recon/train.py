@@ -2,8 +2,9 @@
 
 Read top to bottom, like gsplat's ``simple_trainer``:
 
-1. **Data**: the capture's train split, loaded lazily; images are optionally downscaled and
-   kept in a small byte-bounded cache.
+1. **Data**: the capture's train split, loaded lazily at the working size (the plates' own, or
+   smaller when the time budget asks for it: :mod:`splatfx.recon.working_size`) and kept in a
+   small byte-bounded cache.
 2. **Initialisation**: one Gaussian per SfM point (colour → SH DC, scale from the mean
    distance to the 3 nearest neighbours, opacity 0.1, identity rotation), or random points
    in the region the cameras look at when the capture has no points (NeRF-synthetic).
@@ -27,6 +28,7 @@ import math
 import os
 import resource
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
+from rich.console import Console
 from torch import Tensor
 
 from splatfx.core.atomic import write_text_atomic
@@ -46,6 +49,7 @@ from splatfx.io.dataset import DEFAULT_HOLDOUT_EVERY, Dataset, load_dataset
 from splatfx.recon.densify import ADCStrategy, MCMCStrategy, Params, StepInfo, Strategy, strategy_fields
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.recon.evaluate import evaluate_split
+from splatfx.recon.working_size import WorkingSize, choose_working_size
 from splatfx.io.formats.ply import write_ply
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.losses import photometric_loss
@@ -148,10 +152,41 @@ class TrainResult:
 # --- data --------------------------------------------------------------------------------------
 
 
-def open_split(data: str | os.PathLike[str], split: str, config: "TrainConfig") -> Dataset:
-    """A split of the capture at ``data``, downscaled and with the configured background."""
-    return load_dataset(data, split=split, background=config.background, downscale=config.downscale,
+def open_split(data: str | os.PathLike[str], split: str, config: "TrainConfig", downscale: float = 1.0) -> Dataset:
+    """A split of the capture at ``data``, shrunk by ``downscale`` and on the configured background."""
+    return load_dataset(data, split=split, background=config.background, downscale=downscale,
                         holdout_every=config.holdout_every, cache_bytes=config.cache_mb << 20)
+
+
+#: A short run's Gaussians, as a multiple of its initial points: densification roughly
+#: doubles them in the first few thousand steps (the reference runs in docs/train.md).
+EXPECTED_GROWTH = 2.0
+
+
+def expected_gaussians(dataset: Dataset, config: "TrainConfig") -> int:
+    """The Gaussian count a run mostly works with: twice its initial points, within the cap."""
+    points = len(dataset.points) if dataset.points is not None and len(dataset.points) else config.random_points
+    return int(min(config.max_gaussians, EXPECTED_GROWTH * points))
+
+
+def working_size_for(plates: Dataset, config: "TrainConfig", device: torch.device) -> WorkingSize:
+    """The size to train ``plates`` (a split at the image files' size) at, from ``[train] downscale``:
+    "auto" chooses from the plates and the time budget, a number forces that factor."""
+    plate_size = max((f.source_size for f in plates.frames), key=lambda s: s[0] * s[1])
+    return choose_working_size(plate_size, downscale=config.downscale, max_steps=config.max_steps,
+                               max_minutes=config.max_minutes, gaussians=expected_gaussians(plates, config),
+                               plates=len(plates), device="cuda" if device.type == "cuda" else "cpu")
+
+
+def working_size_given(dataset: Dataset, config: "TrainConfig", device: torch.device) -> WorkingSize:
+    """The working size of a dataset handed over already sized (tests, benchmarks)."""
+    frame = max(dataset.frames, key=lambda f: f.source_size[0] * f.source_size[1])
+    factor = frame.source_size[0] / frame.camera.width
+    chosen = choose_working_size(frame.source_size, downscale=factor, max_steps=config.max_steps,
+                                 max_minutes=config.max_minutes, gaussians=expected_gaussians(dataset, config),
+                                 plates=len(dataset), device="cuda" if device.type == "cuda" else "cpu")
+    return dataclasses.replace(chosen, size=(frame.camera.width, frame.camera.height),
+                               reason="given: the dataset handed to the trainer")
 
 
 def image_tensor(dataset: Dataset, index: int, device: torch.device) -> Tensor:
@@ -312,9 +347,17 @@ class Trainer:
         self.device = resolve_device(config.device)
         torch.set_num_threads(resolve_threads(config.threads, self.device))
         self.data_path = Path(data)
-        self.dataset = dataset if dataset is not None else open_split(data, "train", config)
-        if len(self.dataset) == 0:
+        if dataset is None:
+            plates = open_split(data, "train", config)
+            if len(plates) == 0:
+                raise InputError(self.data_path, "the train split has no images")
+            self.working = working_size_for(plates, config, self.device)
+            dataset = plates if self.working.downscale == 1 else plates.downscaled(self.working.downscale)
+        elif len(dataset) == 0:
             raise InputError(self.data_path, "the train split has no images")
+        else:
+            self.working = working_size_given(dataset, config, self.device)
+        self.dataset = dataset
         self.cameras = self.dataset.cameras
         self.viewmats, self.Ks = camera_tensors(self.cameras, self.device)
         self.extent = scene_extent(self.dataset)
@@ -491,14 +534,18 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: Tra
     config = config or TrainConfig()
     trainer = Trainer(data, out, config)
     trainer.dataset.validate()  # missing or odd-sized images fail now, not hours in
-    eval_views = open_split(data, config.eval_split, config) if config.eval_split else None
+    working = trainer.working
+    eval_views = open_split(data, config.eval_split, config, working.downscale) if config.eval_split else None
     if resume and (ckpt := latest_checkpoint(trainer.checkpoint_dir)) is not None:
         trainer.restore(ckpt)
+    if config.progress:
+        Console(stderr=True, highlight=False).print(working.line(config.max_minutes))
     figures = trainer.train()
     gaussians = gaussians_from_params(trainer.params)
     scene_path = trainer.out / "scene.ply"
     write_ply(gaussians, scene_path)
-    metrics: dict[str, Any] = {**figures, "strategy": config.strategy, "extent": trainer.extent,
+    metrics: dict[str, Any] = {**figures, "working_size": working.to_dict(), "strategy": config.strategy,
+                               "extent": trainer.extent,
                                "strategy_settings": strategy_fields(trainer.strategy)}
     if eval_views is not None:
         summary = evaluate_split(gaussians, eval_views, config.eval_split, backend=config.backend,

@@ -52,7 +52,8 @@ class Refiner(ABC):
 
     Subclasses set ``noise_channels`` and ``noise_scale`` (frame pixels per noise cell:
     8 for a latent model with an 8× autoencoder, 1 in pixel space) and ``size_multiple``
-    (frames are padded to a multiple of it), and implement :meth:`_refine` on padded frames.
+    (frames are padded to a multiple of it), implement :meth:`_refine` on padded frames, and
+    estimate their working memory (:meth:`bytes_per_pixel`).
     """
 
     noise_channels: int
@@ -85,6 +86,11 @@ class Refiner(ABC):
         out = self._refine(pad_frames(images.float(), ph, pw), pad_frames(strength.float(), ph, pw),
                            noise.float(), steps)
         return out[:, :, :h, :w].float().clamp(0, 1).cpu()
+
+    def bytes_per_pixel(self) -> float:
+        """Working memory of one model call per pixel of the frames (or tiles) in it, an
+        estimate the stage fits its batch with (:func:`splatfx.refine.tiles.fit_batch`)."""
+        return 2048.0
 
     @abstractmethod
     def _refine(self, images: Tensor, strength: Tensor, noise: Tensor, steps: int) -> Tensor:

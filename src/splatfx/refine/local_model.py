@@ -108,6 +108,15 @@ class LocalModelRefiner(Refiner):
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
 
     # --- refining -----------------------------------------------------------------------------
+    def bytes_per_pixel(self) -> float:
+        """An estimate: the autoencoder's full-resolution activations (about 24 tensors of its
+        first width) and the UNet's at the latent grid (twice with guidance); attention's
+        quadratic term is bounded by the tile size."""
+        size = torch.finfo(self.dtype).bits // 8
+        unet = 24 * self.unet.config.block_out_channels[0] * size / self.noise_scale ** 2 * (2 if self.guided else 1)
+        vae = 24 * self.vae.config.block_out_channels[0] * size if self.vae is not None else 0
+        return float(unet + vae + 64)
+
     def _refine(self, images: Tensor, strength: Tensor, noise: Tensor, steps: int) -> Tensor:
         pixels = images.to(self.device, self.dtype) * 2 - 1
         reference = self.encode(pixels)

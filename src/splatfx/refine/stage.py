@@ -25,13 +25,20 @@ Per frame:
    (1: from pure noise) in the holes only, and written into ``clean.R,G,B`` with
    ``clean.A = 1`` there, so the comp treats them as solid.
 
-Frames are refined in batches of consecutive frames; a frame already refined with the same
+Frames are refined in batches of consecutive frames, and frames larger than ``[refine] tile``
+in overlapping tiles (only those with synthetic pixels), the batch fitted to ``[refine]
+memory`` and checked against the machine's memory before the first frame
+(:mod:`splatfx.refine.tiles`, :func:`check_memory`); a frame already refined with the same
 model, settings and render (a key stored in its header) is kept, so an interrupted stage
 resumes where it stopped. The frames go out in chunks through :func:`splatfx.shot.farm.farm_out`
 as ``[farm]`` says (one pass in this process by default); a chunk replays the noise warp
 over the frames before it (:func:`refine_frames`), so every frame gets the noise, and the
 bits, of one pass. :func:`run_refine_train` trains the built-in per-scene model first
 (``--train``).
+
+At a proxy (``[shot] proxy``) the proxy's render frames are refined into its own
+``proxy/<proxy>/refine/``, recorded as ``refine@proxy-<proxy>``; the built-in model in
+``refine/model`` serves every size.
 """
 
 from __future__ import annotations
@@ -47,19 +54,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+from rich.console import Console
 from scipy import ndimage
 
 from splatfx.core.color import linear_to_srgb, srgb_to_linear
 from splatfx.core.errors import InputError
+from splatfx.core.memory import MemoryCost, require_memory
 from splatfx.shot.farm import FrameOutput, ProcessCache, farm_out, folder_stamp, for_workers
 from splatfx.io.images import EXR_COMPRESSIONS, read_exr, write_exr
-from splatfx.core.progress import track
+from splatfx.core.progress import subtask, track
 from splatfx.refine.builtin import PairSettings, TrainSettings
 from splatfx.refine.noise_warp import DEFAULT_FACTOR, NoiseWarper, motion_at
 from splatfx.refine.base import Refiner
 from splatfx.refine.pipeline import load_refiner, model_kind
+from splatfx.refine.tiles import BatchPlan, TileJob, count_tiles, fit_batch, frame_bytes, refine_tiles, refine_whole
 from splatfx.render.cleanfill import fill_clean_plate, grow_footprint
 from splatfx.render.layers import CLEAN, COLOUR, SYNTHETIC, RenderLayers, render_layers
 from splatfx.shot.folder import Shot
@@ -88,6 +99,8 @@ class RefineOptions:
     hole_strength: float = 1.0  # strength in the holes when filling them (1: from pure noise)
     feather: float = 2.0  # width in pixels of the blend ramp inside the matte edge
     batch: int = 4  # frames per model call
+    tile: int = 512  # side of the tiles larger frames are refined in
+    memory: float = 3.0  # GiB for the frames held and the model's tiles (see refine.tiles.fit_batch)
     noise_factor: int = DEFAULT_FACTOR  # sub-pixel samples per side when warping noise
 
 
@@ -126,13 +139,25 @@ def display_colour(layers: RenderLayers) -> np.ndarray:
 
 def blend_weight(synthetic: np.ndarray, feather: float) -> np.ndarray:
     """The mask ramped from 0 at the matte edge to itself ``feather`` pixels inside; 0 wherever
-    the mask is 0, so plate pixels are never touched."""
+    the mask is 0, so plate pixels are never touched. Computed in the mask's bounding box
+    grown by a pixel (the distances are the same: every pixel around the box is outside)."""
     inside = synthetic > 0
     if feather <= 0 or inside.all() or not inside.any():
         return np.where(inside, np.clip(synthetic, 0, 1), 0).astype(np.float32)
-    distance = ndimage.distance_transform_edt(inside)
+    box = _box(inside, 1)
+    distance = ndimage.distance_transform_edt(inside[box])
     ramp = np.clip(distance / (feather + 1.0), 0.0, 1.0)
-    return (np.clip(synthetic, 0, 1) * ramp).astype(np.float32)
+    weight = np.zeros(synthetic.shape, np.float32)
+    weight[box] = (np.clip(synthetic[box], 0, 1) * ramp).astype(np.float32)
+    return weight
+
+
+def _box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """The bounding box of ``mask``'s true pixels (at least one), grown by ``margin`` within the frame."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)))
 
 
 def strength_map(layers: RenderLayers, options: RefineOptions) -> np.ndarray:
@@ -144,22 +169,31 @@ def compose(layers: RenderLayers, before: np.ndarray, refined: np.ndarray, optio
     """Premultiplied linear RGB of the refined frame: the model's change added to the unclipped
     display colour, blended in by :func:`blend_weight`; pixels of weight 0 keep their bits."""
     weight = blend_weight(layers.synthetic, options.feather)
-    changed = before + (refined - np.clip(before, 0, 1))
-    linear = srgb_to_linear(changed) * layers.alpha[..., None]
-    mixed = layers.rgb + weight[..., None] * (linear - layers.rgb)
-    return np.where(weight[..., None] > 0, mixed, layers.rgb).astype(np.float32)
+    out = np.array(layers.rgb, dtype=np.float32)
+    if not (weight > 0).any():
+        return out
+    box = _box(weight > 0)  # the arithmetic, per pixel, only where something changes
+    w, rgb, start = weight[box][..., None], layers.rgb[box], before[box]
+    linear = srgb_to_linear(start + (refined[box] - np.clip(start, 0, 1))) * layers.alpha[box][..., None]
+    out[box] = np.where(w > 0, rgb + w * (linear - rgb), rgb).astype(np.float32)
+    return out
 
 
 def fill_holes(refiner: Refiner, plate: np.ndarray, layers: RenderLayers, noise: torch.Tensor,
-               options: RefineOptions) -> np.ndarray:
+               options: RefineOptions, plan: BatchPlan | None = None) -> np.ndarray:
     """The clean pass (H, W, 4) with its holes painted by the model: the background the comp
     would build around them (plate, clean render, classical fill) denoised from
-    ``hole_strength`` in the holes only, with alpha 1 there; other pixels keep their bits."""
+    ``hole_strength`` in the holes only, with alpha 1 there; other pixels keep their bits.
+    Frames larger than a tile are painted in ``plan``'s tiles."""
     background = fill_clean_plate(plate, layers.clean, grow_footprint(layers.structure))
-    image = torch.from_numpy(np.clip(linear_to_srgb(background), 0, 1)).permute(2, 0, 1)[None]
     holes = layers.holes > 0
-    strength = torch.from_numpy(np.where(holes, options.hole_strength, 0.0).astype(np.float32))[None, None]
-    painted = srgb_to_linear(refiner.refine(image, strength, noise[None], options.steps)[0].permute(1, 2, 0).numpy())
+    job = TileJob(np.clip(linear_to_srgb(background), 0, 1), np.where(holes, options.hole_strength, 0.0).astype(np.float32),
+                  noise)
+    if plan is None or plan.whole:
+        painted = refine_whole(refiner, [job], options.steps, 1)[0]
+    else:
+        painted = refine_tiles(refiner, job, options.steps, plan)
+    painted = srgb_to_linear(painted)
     clean = layers.clean.copy()
     clean[holes, :3] = painted[holes]
     clean[holes, 3] = 1.0
@@ -180,6 +214,7 @@ class _Pending:
     noise: torch.Tensor
     key: str
     plate: np.ndarray | None  # scene-linear RGB, when the clean plate's holes are painted
+    plan: BatchPlan
 
 
 def refine_key(refiner: Refiner, options: RefineOptions, source: Path, plate: np.ndarray | None = None) -> str:
@@ -246,12 +281,16 @@ def refine_frames(frames: Sequence[tuple[int, Path]], out_dir: PathLike, refiner
         replayed = render_layers(path, channels)
         noise.advance(number, next(iter(channels.values())).shape[:2], replayed.motion, replayed.depth)
     pending: list[_Pending] = []
+    plans: dict[tuple[int, int, int], BatchPlan] = {}
     for position in range(start, stop):
         if position % options.batch == 0:
             yield from _flush(pending, refiner, options)
         number, path = frames[position]
         channels, header = read_exr(path)
         layers = frame_layers(path, channels, header)
+        shape = (*layers.rgb.shape[:2], len(channels))
+        if shape not in plans:
+            plans[shape] = frame_plan(refiner, options, *shape)
         current = noise.advance(number, layers.rgb.shape[:2], layers.motion, layers.depth)
         out = out_dir / path.name
         paint = options.fill_holes and layers.has_holes
@@ -264,11 +303,18 @@ def refine_frames(frames: Sequence[tuple[int, Path]], out_dir: PathLike, refiner
             _write_frame(out, channels, header, key)
             yield number, {"done": "untouched"}
             continue
-        if pending and pending[0].layers.rgb.shape != layers.rgb.shape:
+        if pending and (pending[0].layers.rgb.shape != layers.rgb.shape or pending[0].plan != plans[shape]):
             yield from _flush(pending, refiner, options)
         pending.append(_Pending(number, path, out, channels, header, layers, display_colour(layers),
-                                current.clone(), key, plate))
+                                current.clone(), key, plate, plans[shape]))
+        if len(pending) >= plans[shape].frames:  # as many as [refine] memory holds
+            yield from _flush(pending, refiner, options)
     yield from _flush(pending, refiner, options)
+
+
+def frame_plan(refiner: Refiner, options: RefineOptions, height: int, width: int, channels: int) -> BatchPlan:
+    """How frames of this size are batched and tiled (:func:`splatfx.refine.tiles.fit_batch`)."""
+    return fit_batch(refiner, height, width, channels, options.batch, options.tile, options.memory)
 
 
 def _run_start(frames: Sequence[tuple[int, Path]], position: int) -> int:
@@ -325,10 +371,15 @@ def _flush(pending: list[_Pending], refiner: Refiner, options: RefineOptions) ->
     pending.clear()
     if not batch:
         return
-    images = torch.stack([torch.from_numpy(np.clip(p.colour, 0, 1)).permute(2, 0, 1) for p in batch])
-    strength = torch.stack([torch.from_numpy(strength_map(p.layers, options))[None] for p in batch])
-    noise = torch.stack([p.noise for p in batch])
-    refined = refiner.refine(images, strength, noise, options.steps).permute(0, 2, 3, 1).numpy()
+    plan = batch[0].plan
+    jobs = [TileJob(np.clip(p.colour, 0, 1), strength_map(p.layers, options), p.noise) for p in batch]
+    calls = sum(count_tiles(refiner, j.strength, plan) for j in jobs)
+    with subtask(f"refine: {len(batch)} frame{'s' * (len(batch) > 1)}, {calls} tile{'s' * (calls > 1)}"
+                 if not plan.whole else f"refine: {len(batch)} frame{'s' * (len(batch) > 1)}", calls) as advance:
+        if plan.whole:
+            refined = refine_whole(refiner, jobs, options.steps, plan.per_call, advance)
+        else:
+            refined = [refine_tiles(refiner, job, options.steps, plan, advance) for job in jobs]
     for p, result in zip(batch, refined):
         rgb = compose(p.layers, p.colour, result, options)
         channels = dict(p.channels)
@@ -337,7 +388,7 @@ def _flush(pending: list[_Pending], refiner: Refiner, options: RefineOptions) ->
         mask = p.layers.synthetic > 0
         change = float(np.abs(rgb - p.layers.rgb)[mask].mean()) if mask.any() else None
         if p.plate is not None:
-            clean = fill_holes(refiner, p.plate, p.layers, p.noise, options)
+            clean = fill_holes(refiner, p.plate, p.layers, p.noise, options, p.plan)
             for i, name in enumerate(CLEAN):
                 channels[name] = clean[..., i]
         _write_frame(p.out, channels, p.header, p.key)
@@ -368,11 +419,12 @@ def _write_frame(out: Path, channels: dict[str, np.ndarray], header: Any, key: s
 # --- the shot stages -----------------------------------------------------------------------------
 
 def builtin_model_dir(shot: Shot) -> Path:
-    return shot.refine_dir / "model"
+    """``refine/model``: the built-in refiner trained on the shot (one for every proxy)."""
+    return shot.refine_model_dir / "model"
 
 
 def training_dir(shot: Shot) -> Path:
-    return shot.refine_dir / "training"
+    return shot.refine_model_dir / "training"
 
 
 def choose_model(shot: Shot, model: PathLike | None = None, trained: bool = False) -> Path:
@@ -393,7 +445,8 @@ def options_from_shot(shot: Shot) -> RefineOptions:
     s = shot.config.refine
     seed = s.seed if s.seed is not None else shot.config.shot.seed
     return RefineOptions(steps=s.steps, strength=s.strength, seed=seed, fill_holes=s.fill_holes,
-                         hole_strength=s.hole_strength, feather=s.feather, batch=s.batch)
+                         hole_strength=s.hole_strength, feather=s.feather, batch=s.batch, tile=s.tile,
+                         memory=s.memory)
 
 
 def model_settings_from_shot(shot: Shot) -> dict[str, Any]:
@@ -438,14 +491,16 @@ def run_refine(shot: Shot, *, model: PathLike | None = None, trained: bool = Fal
             tally.add(number, output.info)
             described.update(output.info["refiner"])
 
-        try:  # chunks hold whole batches: a frame is refined in the same model call as in one pass
+        try:  # the plan and its memory check first; chunks hold whole batches (as in one pass)
+            plan = check_memory(shot, job, progress)
             farm = farm_out([n for n, _ in frames], functools.partial(refine_chunk, job), shot.config.farm, record,
                             description="refine", chunk_multiple=options.batch, progress=progress)
         finally:
             _REFINER.clear()  # the model stays loaded only in workers, between their chunks
-        return {**tally.figures(), "refiner": described, "farm": farm}
+        return {**tally.figures(), **shot.size_figures(shot.render_size(full=True)), "refiner": described,
+                "farm": farm, "memory_plan": asdict(plan)}
 
-    return run_stage(shot, "refine", config, inputs=inputs, outputs=outputs, fn=work, force=force, seed=options.seed)
+    return run_stage(shot, shot.stage_name("refine"), config, inputs=inputs, outputs=outputs, fn=work, force=force, seed=options.seed)
 
 
 @dataclass(frozen=True)
@@ -467,6 +522,44 @@ class RefineJob:
 #: The model a worker process loaded, kept between the chunks it refines.
 _REFINER = ProcessCache()
 
+#: Memory of the process besides the stage's working set (interpreter, torch, the model), for the check.
+PROCESS_BYTES = 0.6 * 2**30
+
+
+def check_memory(shot: Shot, job: RefineJob, say: bool = True) -> BatchPlan:
+    """The batch plan for the shot's render frames (:func:`splatfx.refine.tiles.fit_batch`),
+    checked before any frame is refined: ConfigError naming ``[refine] batch`` (frames refined
+    whole) or ``[refine] memory`` (tiled frames) and the largest value that fits, when the plan
+    would not fit in this machine's available memory. ``say``: print the plan, and a note when
+    it refines fewer frames per call than ``[refine] batch``."""
+    channels, header = read_exr(job.frames[0][1])  # the header alone does not list the channels
+    count = len(channels)
+    del channels
+    refiner = _REFINER.get(_model_key(job), lambda: load_refiner(job.model, device=job.device, **job.model_settings))
+    options = job.options
+    plan = fit_batch(refiner, header.height, header.width, count, options.batch, options.tile,
+                     options.memory, f"{shot.toml_path} [refine]")
+    if plan.whole:
+        held, transient = frame_bytes(header.height, header.width, count)
+        unit = held + plan.height * plan.width * refiner.bytes_per_pixel()
+        cost = MemoryCost(f"{shot.toml_path} [refine] batch", min(plan.frames, len(job.frames)), unit)
+        require_memory([cost], fixed=transient + PROCESS_BYTES, what="refine")
+    else:
+        cost = MemoryCost(f"{shot.toml_path} [refine] memory", options.memory, plan.bytes / options.memory)
+        require_memory([cost], fixed=PROCESS_BYTES, what="refine")
+    if say:
+        console = Console(stderr=True)
+        console.print(f"refine: {plan.describe()} (\\[refine] memory = {options.memory:g} GiB)")
+        if plan.whole and plan.frames < options.batch:
+            console.print(f"refine: \\[refine] batch = {options.batch} frames do not fit in \\[refine] memory = "
+                          f"{options.memory:g} GiB at {plan.width}x{plan.height}: {plan.frames} per model call")
+    return plan
+
+
+def _model_key(job: RefineJob) -> tuple:
+    """What identifies a loaded model in :data:`_REFINER` (as :func:`refine_chunk` keys it)."""
+    return (str(job.model), folder_stamp(job.model), job.device, json.dumps(job.model_settings, sort_keys=True))
+
 
 def refine_chunk(job: RefineJob, chunk: Sequence[int]) -> Iterator[tuple[int, FrameOutput]]:
     """Refine the consecutive frames ``chunk`` of ``job`` (in a worker, or in this process):
@@ -484,7 +577,9 @@ def refine_chunk(job: RefineJob, chunk: Sequence[int]) -> Iterator[tuple[int, Fr
         refiner = _REFINER.get(key, lambda: load_refiner(job.model, device=job.device, **job.model_settings))
         described = refiner.describe()
         with job.shot.open_plates() if job.options.fill_holes else contextlib.nullcontext() as plates:
-            reader = None if plates is None else (lambda frame: plate_linear(plates.read(frame), plates.encoding))
+            size = None if plates is None else job.shot.scaled((plates.width, plates.height))
+            reader = None if plates is None else (
+                lambda frame: plate_linear(plates.read(frame), plates.encoding, size))
             for number, outcome in refine_frames(job.frames, job.shot.refine_dir, refiner, job.options, reader,
                                                  start, start + len(chunk)):
                 yield number, FrameOutput((str(job.shot.refine_dir / names[number].name),),
@@ -493,11 +588,15 @@ def refine_chunk(job: RefineJob, chunk: Sequence[int]) -> Iterator[tuple[int, Fr
         torch.set_num_threads(threads)
 
 
-def plate_linear(pixels: np.ndarray, encoding: str) -> np.ndarray:
-    """A plate frame's scene-linear RGB (grey repeated, alpha dropped), as the comp decodes it."""
+def plate_linear(pixels: np.ndarray, encoding: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A plate frame's scene-linear RGB (grey repeated, alpha dropped), as the comp decodes it,
+    area-averaged to ``size`` (a proxy's) when given, as the comp does."""
     rgb = pixels[..., :3] if pixels.shape[2] >= 3 else np.repeat(pixels[..., :1], 3, axis=2)
     rgb = np.ascontiguousarray(rgb, dtype=np.float32)
-    return srgb_to_linear(rgb) if encoding == "srgb" else rgb
+    linear = srgb_to_linear(rgb) if encoding == "srgb" else rgb
+    if size is not None and size != (linear.shape[1], linear.shape[0]):
+        linear = cv2.resize(linear, size, interpolation=cv2.INTER_AREA)
+    return linear
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> None:

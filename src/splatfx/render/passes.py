@@ -30,19 +30,27 @@ front of the effect hold it out automatically. Derived layers:
   element with the most coverage (:data:`NO_ELEMENT` where alpha < :data:`ALPHA_EMPTY`).
 
 The channels are named and written by :mod:`splatfx.render.layers`.
+
+Motion blur (:func:`render_exposure`, ``[render] shutter``): the moving elements are rendered
+again at sub-frame times while the shutter is open, over the frame's static scene, and the
+samples' average change is added to the colour, alpha and mattes; pixels nothing moving
+reaches are left bit for bit, and motion and depth stay those of the frame's centre.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+import time
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from splatfx.core.camera import Camera
 from splatfx.core.color import srgb_to_linear
-from splatfx.fx.animation import ELEMENTS, FrameGaussians
+from splatfx.fx.animation import ELEMENTS, FrameGaussians, ShotAnimation, slerp
 from splatfx.core.gaussians import Gaussians
+from splatfx.core.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat, rotmats_to_quats
 from splatfx.raster import rasterize
 from splatfx.raster.views import camera_tensors, resolve_device
 from splatfx.core.sh import eval_sh
@@ -211,3 +219,285 @@ def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | N
     fx = to_linear_premultiplied(c[..., 3:6], synthetic_share)
     return FramePasses(rgba.astype(np.float32), depth, motion_px.astype(np.float32), synthetic_share.astype(np.float32),
                        fx.astype(np.float32), mattes, element_id)
+
+
+# --- motion blur: a film camera's exposure -----------------------------------------------------------
+@dataclass(frozen=True)
+class Shutter:
+    """A rotary shutter: open for ``degrees``/360 of each frame interval, centred on the
+    frame's time (180° at 24 fps: 1/48 s). ``max_samples`` caps the sub-frame samples;
+    ``spacing_px`` is the largest on-screen step between samples wanted; ``camera``: the
+    camera's own move in the exposure blurs the moving elements too (as it blurred the plate)."""
+
+    degrees: float = 180.0
+    max_samples: int = 16
+    spacing_px: float = 1.0
+    camera: bool = True
+
+    @property
+    def fraction(self) -> float:
+        """The exposure as a share of the frame interval."""
+        return self.degrees / 360.0
+
+
+def shutter_offsets(samples: int, fraction: float) -> np.ndarray:
+    """Sub-frame times (frame units, relative to the frame's centre) of ``samples`` samples
+    spread evenly over a centred exposure of ``fraction`` of a frame: the middles of equal
+    slices, so together they cover the open shutter like a box filter."""
+    return ((np.arange(samples) + 0.5) / samples - 0.5) * fraction
+
+
+def blur_samples(streak_px: float, shutter: Shutter) -> int:
+    """Sub-frame samples for a streak of ``streak_px`` pixels: enough that neighbouring
+    samples are at most ``shutter.spacing_px`` apart on screen, within ``[1, max_samples]``
+    (1: too little motion to blur)."""
+    if not np.isfinite(streak_px) or streak_px < 0.5 * shutter.spacing_px:
+        return 1
+    return int(min(max(math.ceil(streak_px / shutter.spacing_px), 2), shutter.max_samples))
+
+
+def camera_at(camera: Camera, previous: Camera | None, following: Camera | None, offset: float) -> Camera:
+    """The camera ``offset`` frames from ``camera`` (−1 < offset < 1): its rotation slerped
+    and its centre lerped toward ``following`` (offset > 0) or ``previous`` (offset < 0);
+    where that neighbour is missing, the other interval is extrapolated (held when both are)."""
+    if offset == 0:
+        return camera
+    other, u = (following, offset) if offset > 0 else (previous, -offset)
+    if other is None:
+        other, u = (previous, -offset) if offset > 0 else (following, offset)
+    if other is None:
+        return camera
+    q = slerp(rotmat_to_quat(camera.R), rotmat_to_quat(other.R), u)
+    rotation = quat_to_rotmat(q)
+    centre = camera.center + u * (other.center - camera.center)
+    return camera.with_pose(rotation, -rotation @ centre)
+
+
+@dataclass
+class Exposure:
+    """What :func:`render_exposure` did: the sub-frame samples (1: no blur) and the longest
+    streak on screen (pixels) they were chosen for."""
+
+    samples: int
+    streak_px: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previous: Camera | None = None,
+                    following: Camera | None = None, shutter: Shutter | None = None
+                    ) -> tuple[FrameGaussians, FramePasses, Exposure]:
+    """Frame ``index``'s passes as a film camera exposes them: the moving elements blurred
+    along their true motion while the shutter is open.
+
+    The frame is rendered at its centre (:func:`render_passes`: depth, motion and everything
+    else as without blur). When the shutter is open and something moves, the synthetic
+    Gaussians are also evaluated at sub-frame times (:meth:`ShotAnimation.at_time`) and seen
+    from the camera of that instant (moved into the centre camera's view, so the plate's
+    static scene stays sharp: the plate carries its own blur), each sample is rendered over
+    the static scene of the frame's centre (which holds it out by depth), and the samples'
+    average change to the colour, fx colour, alpha and mattes is added to the centre's
+    layers. A pixel no moving Gaussian reaches gets exactly 0 change: it is bit for bit the
+    unblurred render. ``motion.u/v`` and ``depth.Z`` stay those of the frame's centre.
+    """
+    start = time.perf_counter()
+    centre = animation.at(index)
+    seconds = {"animate": time.perf_counter() - start}
+    start = time.perf_counter()
+    passes = render_passes(centre, camera, following)
+    seconds["main pass"] = time.perf_counter() - start
+    start = time.perf_counter()
+    element = np.asarray(centre.element)
+    moving = element != SCENE
+    if shutter is None or shutter.degrees <= 0 or not np.any(moving):
+        return centre, passes, Exposure(1, 0.0, seconds)
+    g = centre.gaussians
+    step = pixel_motion(g.means[moving].double().numpy(), centre.motion[moving], camera,
+                        (following or camera) if shutter.camera else camera)
+    streak = _longest_streak(g[torch.from_numpy(moving)], step, camera) * shutter.fraction
+    samples = blur_samples(streak, shutter)
+    if samples < 2:
+        return centre, passes, Exposure(1, streak, seconds)
+    removed = centre.removed if centre.removed is not None else np.zeros(0, np.int64)
+    static = g[torch.from_numpy(~moving)]
+    static_rgb = colours(static, camera)
+    reference = _MovingSample(g[torch.from_numpy(moving)], element[moving], colours(g[torch.from_numpy(moving)], camera))
+    offsets = [float(o) for o in shutter_offsets(samples, shutter.fraction)]
+    seen_from = [camera_at(camera, previous, following, o) if shutter.camera else camera for o in offsets]
+    followed = animation.exposure(index, offsets, centre)
+    if followed is not None:  # the same Gaussians in every sample: each is stretched over its gap
+        frames = _stretched([_seen_by(s, element[moving], camera, c) for s, c in zip(followed, seen_from)], camera)
+    else:
+        frames = [_moving_sample(animation.at_time(index + o), removed, camera, c) for o, c in zip(offsets, seen_from)]
+    present = [e for e in range(len(ELEMENT_NAMES)) if e != SCENE and
+               any(np.any(m.element == e) for m in [reference, *frames])]
+    crop = _moving_crop([reference, *frames], camera)
+    if crop is None:
+        return centre, passes, Exposure(1, streak, seconds)
+    base = _exposure_layers(static, static_rgb, reference, present, camera, crop)
+    change = np.zeros_like(base)
+    for sample in frames:
+        change += _exposure_layers(static, static_rgb, sample, present, camera, crop) - base
+    change /= samples
+    passes = _with_change(passes, change, present)
+    seconds["motion blur"] = time.perf_counter() - start
+    return centre, passes, Exposure(samples, streak, seconds)
+
+
+@dataclass
+class _MovingSample:
+    """The moving Gaussians at one instant (in the centre camera's view), their element and colour."""
+
+    gaussians: Gaussians
+    element: np.ndarray
+    rgb: torch.Tensor
+
+
+def _moving_sample(sample: FrameGaussians, removed: np.ndarray, camera: Camera, seen_from: Camera) -> _MovingSample:
+    """The Gaussians of ``sample`` that are animated at the frame's centre (pieces that had
+    moved by then, their fill, particles), coloured as ``seen_from`` sees them and moved
+    rigidly so that ``camera`` sees them where ``seen_from`` does."""
+    element = np.asarray(sample.element)
+    source = np.asarray(sample.source_index)
+    rows = np.isin(source, removed) | ((source < 0) & (element != SCENE))
+    kind = np.where(element[rows] == SCENE, ELEMENTS["fragment"], element[rows]).astype(np.int8)
+    return _seen_by(sample.gaussians[torch.from_numpy(rows)], kind, camera, seen_from)
+
+
+def _seen_by(g: Gaussians, kind: np.ndarray, camera: Camera, seen_from: Camera) -> _MovingSample:
+    """Moving Gaussians ``g`` coloured as ``seen_from`` sees them and moved rigidly so that
+    ``camera`` sees them where ``seen_from`` does (the camera's own motion in the exposure)."""
+    rgb = colours(g, seen_from)
+    if seen_from is not camera:
+        turn = camera.R.T @ seen_from.R  # seen_from's camera space, read as the centre camera's
+        shift = camera.R.T @ (np.asarray(seen_from.t, np.float64) - np.asarray(camera.t, np.float64))
+        means = g.means.double().numpy() @ turn.T + shift
+        q = torch.from_numpy(rotmat_to_quat(turn)).float()
+        g = g.replace(means=torch.from_numpy(means).float(), quats=quat_multiply(q.expand(len(g), 4), g.quats))
+    return _MovingSample(g, kind, rgb)
+
+
+def _longest_streak(moving: Gaussians, step: np.ndarray, camera: Camera) -> float:
+    """The longest per-frame pixel motion ``step`` among the moving Gaussians on screen."""
+    p, z = render_canvas(camera).project(moving.means.double().numpy())
+    canvas = render_canvas(camera)
+    on = (z > NEAR) & (p[:, 0] > -0.5 * canvas.width) & (p[:, 0] < 1.5 * canvas.width) & \
+        (p[:, 1] > -0.5 * canvas.height) & (p[:, 1] < 1.5 * canvas.height)
+    return float(np.linalg.norm(step[on], axis=1).max()) if np.any(on) else 0.0
+
+
+def _moving_crop(samples: list[_MovingSample], camera: Camera, pad: int = 8) -> Crop | None:
+    """The canvas rectangle every sample's moving Gaussians reach (3σ, plus ``pad`` pixels);
+    None when none is in front of the camera."""
+    canvas = render_canvas(camera)
+    lo, hi = np.array([np.inf, np.inf]), np.array([-np.inf, -np.inf])
+    for s in samples:
+        if len(s.gaussians) == 0:
+            continue
+        p, z = canvas.project(s.gaussians.means.double().numpy())
+        front = z > NEAR
+        if not np.any(front):
+            continue
+        radius = 3.0 * max(canvas.fx, canvas.fy) * s.gaussians.scales.max(dim=1).values.double().numpy()[front] \
+            / z[front] + pad
+        lo = np.minimum(lo, (p[front] - radius[:, None]).min(axis=0))
+        hi = np.maximum(hi, (p[front] + radius[:, None]).max(axis=0))
+    if not np.all(np.isfinite(lo)):
+        return None
+    x0, y0 = (int(max(np.floor(v), 0)) for v in lo)
+    x1 = int(min(np.ceil(hi[0]), canvas.width))
+    y1 = int(min(np.ceil(hi[1]), canvas.height))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Crop(x0, y0, x1 - x0, y1 - y0)
+
+
+def _exposure_layers(static: Gaussians, static_rgb: torch.Tensor, moving: _MovingSample, present: list[int],
+                     camera: Camera, crop: Crop) -> np.ndarray:
+    """The blurred layers of one instant (H,W,7+E), float64: scene-linear premultiplied
+    ``R,G,B,A``, ``fx.R,G,B`` and one matte per ``present`` element."""
+    g = Gaussians.cat([static, moving.gaussians])
+    element = np.concatenate([np.full(len(static), SCENE, np.int8), moving.element])
+    rgb = torch.cat([static_rgb, moving.rgb], dim=0)
+    synthetic = torch.from_numpy(element != SCENE).float()[:, None]
+    onehot = torch.from_numpy(np.stack([element == e for e in present], axis=1).astype(np.float32))
+    out = render_features(g, torch.cat([rgb, rgb * synthetic, onehot], dim=1), camera, crop=crop)
+    c, alpha = out.channels, out.alpha
+    mattes = c[..., 6:]
+    share = np.clip(mattes.sum(axis=2), 0.0, 1.0)
+    return np.concatenate([to_linear_premultiplied(c[..., 0:3], alpha), alpha[..., None],
+                           to_linear_premultiplied(c[..., 3:6], share), mattes], axis=2).astype(np.float64)
+
+
+def _with_change(passes: FramePasses, change: np.ndarray, present: list[int]) -> FramePasses:
+    """``passes`` with the exposure's average ``change`` added to colour, alpha, fx colour and
+    the ``present`` elements' mattes; the derived mask, scene matte and id made again (the
+    same arithmetic as :func:`render_passes`, so unchanged pixels stay bit for bit)."""
+    change = change.astype(np.float32)
+    rgba = _add(passes.rgba, change[..., 0:4], 0.0, None)
+    rgba[..., 3] = _add(passes.rgba[..., 3], change[..., 3], 0.0, 1.0)
+    fx = _add(passes.fx, change[..., 4:7], 0.0, None)
+    mattes = dict(passes.mattes)
+    for k, e in enumerate(present):
+        name = ELEMENT_NAMES[e]
+        mattes[name] = _add(mattes[name], change[..., 7 + k], 0.0, 1.0)
+    alpha = rgba[..., 3]
+    synthetic = np.clip(sum(mattes[ELEMENT_NAMES[e]] for e in present), 0.0, 1.0).astype(np.float32)
+    mattes[ELEMENT_NAMES[SCENE]] = np.clip(alpha - synthetic, 0.0, 1.0)
+    stack = np.stack([mattes[name] for name in ELEMENT_NAMES], axis=2)
+    element_id = np.where(alpha < ALPHA_EMPTY, NO_ELEMENT, np.argmax(stack, axis=2)).astype(np.uint32)
+    return replace(passes, rgba=rgba.astype(np.float32), fx=fx.astype(np.float32), synthetic=synthetic,
+                   mattes=mattes, element_id=element_id)
+
+
+def _add(layer: np.ndarray, change: np.ndarray, low: float, high: float | None) -> np.ndarray:
+    """``layer + change`` clipped to ``[low, high]`` where ``change`` is not 0; ``layer``
+    itself, untouched, where it is."""
+    return np.where(change != 0, np.clip(layer + change, low, high), layer).astype(np.float32)
+
+
+def _stretched(samples: list[_MovingSample], camera: Camera) -> list[_MovingSample]:
+    """Each sample's Gaussians drawn out along their motion over the gap ``d`` to the
+    neighbouring samples (covariance + d dᵀ/4: a standard deviation of half the gap, so
+    neighbours overlap into an even streak, within about 2 %), their opacity lowered by the
+    growth of their screen footprint along it, so a few samples render one continuous
+    streak instead of separate copies while each Gaussian's coverage stays the same."""
+    means = [s.gaussians.means.double().numpy() for s in samples]
+    out = []
+    for k, s in enumerate(samples):
+        before = means[k] - means[k - 1] if k > 0 else None
+        after = means[k + 1] - means[k] if k + 1 < len(samples) else None
+        gap = before if after is None else after if before is None else 0.5 * (before + after)
+        out.append(replace(s, gaussians=_stretch(s.gaussians, gap, camera)))
+    return out
+
+
+def _stretch(g: Gaussians, d: np.ndarray, camera: Camera) -> Gaussians:
+    """``g`` with ``d dᵀ/4`` added to each covariance (``d`` (N,3) in world units) and its
+    opacity scaled by ``1/sqrt(1 + δᵀ Σ₂⁻¹ δ / 4)``: the screen footprint's growth along
+    the on-screen step ``δ`` (``Σ₂`` the projected covariance plus the rasterizer's 0.3 px²)."""
+    if len(g) == 0:
+        return g
+    canvas = render_canvas(camera)
+    rot = quat_to_rotmat(g.quats.double().numpy())
+    var = g.scales.double().numpy() ** 2
+    cov = np.einsum("nij,nj,nkj->nik", rot, var, rot)
+    x = g.means.double().numpy() @ canvas.R.T + canvas.t
+    z = np.maximum(x[:, 2], NEAR)
+    jac = np.zeros((len(g), 2, 3))
+    jac[:, 0, 0], jac[:, 1, 1] = canvas.fx / z, canvas.fy / z
+    jac[:, 0, 2], jac[:, 1, 2] = -canvas.fx * x[:, 0] / z**2, -canvas.fy * x[:, 1] / z**2
+    jw = jac @ canvas.R
+    screen = np.einsum("nij,njk,nlk->nil", jw, cov, jw) + 0.3 * np.eye(2)
+    step = np.einsum("nij,nj->ni", jw, d)
+    growth = 1.0 + np.einsum("ni,nij,nj->n", step, np.linalg.inv(screen), step) / 4.0
+    growth = np.where(x[:, 2] > NEAR, growth, 1.0)
+    active = np.nonzero((np.linalg.norm(step, axis=1) > 0.05) & (x[:, 2] > NEAR))[0]  # the others stay as they are
+    w, v = np.linalg.eigh(cov[active] + np.einsum("ni,nj->nij", d[active], d[active]) / 4.0)
+    v[np.linalg.det(v) < 0, :, 2] *= -1.0
+    opacity = np.clip(g.opacities.double().numpy()[active] / np.sqrt(growth[active]), 1e-6, 1.0 - 1e-6)
+    rows = torch.from_numpy(active)
+    quats, log_scales, logits = g.quats.clone(), g.log_scales.clone(), g.opacity_logits.clone()
+    quats[rows] = torch.from_numpy(rotmats_to_quats(v)).float()
+    log_scales[rows] = torch.from_numpy(0.5 * np.log(np.maximum(w, 1e-20))).float()
+    logits[rows] = torch.from_numpy(np.log(opacity / (1.0 - opacity))).float()
+    return g.replace(quats=quats, log_scales=log_scales, opacity_logits=logits)

@@ -1,14 +1,17 @@
 """The shot ``render`` stage: one multi-layer EXR per frame in ``render/``.
 
 ``render/frame.####.exr`` holds the ``[render] passes`` that :mod:`splatfx.render.layers`
-names and writes (computed by :mod:`splatfx.render.passes`; the clean pass, when a structure
-was removed, by :mod:`splatfx.render.cleanplate`).
+names and writes (computed by :mod:`splatfx.render.passes`, motion-blurred by the shutter of
+``[render] shutter``; the clean pass, when a structure was removed, by
+:mod:`splatfx.render.cleanplate`).
 
 Cameras come from :mod:`splatfx.render.cameras` (the plates' solve, or a virtual path), the
 animated Gaussians from :func:`splatfx.fx.animation.load_animation`. The stage is skipped when
 nothing changed; otherwise each frame whose EXR exists and was made from the same inputs,
 settings and camera (recorded in ``.splatfx/render_frames.json``) is kept, so an
-interrupted render resumes where it stopped.
+interrupted render resumes where it stopped. At a proxy (``[shot] proxy``) the frames are
+rendered at that fraction of the size into ``proxy/<proxy>/render/``, recorded as the stage
+``render@proxy-<proxy>`` with a ledger of their own (:meth:`Shot.stage_name`).
 
 The frames left to render go out through :func:`splatfx.shot.farm.farm_out` as ``[farm]`` says
 (in this process by default): a worker runs :func:`render_chunk`, which loads the animated
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,13 +39,14 @@ from splatfx.core.camera import Camera
 from splatfx.render.cleanplate import CleanPass, render_clean_pass
 from splatfx.render.layers import FRAME_KEY_ATTRIBUTE, write_render_exr
 from splatfx.shot.config import config_to_dict
-from splatfx.core.errors import InputError
+from splatfx.core.errors import ConfigError, InputError
+from splatfx.core.memory import USABLE_FRACTION, available_memory
 from splatfx.shot.farm import FrameOutput, ProcessCache, farm_out, for_workers, with_farm
 from splatfx.fx.animation import ShotAnimation, load_animation, load_frame, scene_path
 from splatfx.shot.manifest import fingerprint
-from splatfx.render.passes import render_passes
+from splatfx.render.passes import Shutter, render_exposure
 from splatfx.io.plates import ImagePlates, Plates
-from splatfx.shot.folder import Shot
+from splatfx.shot.folder import Shot, describe_size
 from splatfx.render.cameras import DEFAULT_FOV_X_DEG, load_virtual_cameras, plate_cameras
 from splatfx.shot.runner import FrameLedger, StageResult, frame_key, run_stage
 
@@ -78,11 +83,8 @@ def _hint(label: str) -> str:
 
 
 def output_size(shot: Shot) -> tuple[int, int]:
-    """The render size: the plates' size times ``[render] resolution_scale``."""
-    with shot.open_plates() as plates:
-        width, height = plates.width, plates.height
-    scale = shot.config.render.resolution_scale
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    """The render size: the plates' size times ``[render] resolution_scale`` times ``[shot] proxy``."""
+    return shot.render_size()
 
 
 def shot_cameras(shot: Shot, size: tuple[int, int]) -> list[Camera]:
@@ -117,10 +119,35 @@ def run_render(shot: Shot, *, force: bool = False) -> StageResult:
     """``splatfx render SHOT``: render every frame's passes into ``render/`` (``force``: the
     stage and every frame, even those up to date)."""
     settings = {"render": config_to_dict(shot.config.render), "effects": list(shot.config.fx.effects),
-                "frames": str(shot.frames), "fps": shot.config.shot.fps}
+                "frames": str(shot.frames), "fps": shot.config.shot.fps, "proxy": shot.proxy}
     inputs = render_inputs(shot)
-    return run_stage(shot, "render", settings, inputs, [shot.render_dir],
+    check_memory(shot, output_size(shot))
+    return run_stage(shot, shot.stage_name("render"), settings, inputs, [shot.render_dir],
                      lambda: render_frames(shot, inputs, settings, redo=force), force=force)
+
+
+#: The render's working set per output pixel (passes, clean pass, EXR channels, the
+#: rasterizer's buffers), and besides the frame (interpreter, libraries, the animated scene):
+#: fitted to the peaks benchmarks/memory.py measures (docs/render_comp.md).
+RENDER_BYTES_PER_PIXEL = 800.0
+RENDER_FIXED_BYTES = 0.45 * 2**30
+
+
+def check_memory(shot: Shot, size: tuple[int, int]) -> float:
+    """The render's estimated peak at ``size`` = (width, height); ConfigError naming
+    ``[render] resolution_scale`` and the largest value that fits, before any frame is
+    rendered, when it exceeds the memory this machine has available."""
+    width, height = size
+    need = RENDER_FIXED_BYTES + RENDER_BYTES_PER_PIXEL * width * height
+    budget = USABLE_FRACTION * available_memory()
+    if need > budget:
+        scale = shot.config.render.resolution_scale
+        largest = scale * math.sqrt(max(budget - RENDER_FIXED_BYTES, 0.0) / (need - RENDER_FIXED_BYTES))
+        raise ConfigError(f"{shot.toml_path} [render] resolution_scale",
+                          f"{scale:g} renders {width}x{height} frames, which need about {need / 2**30:.1f} GiB, "
+                          f"more than the {budget / 2**30:.1f} GiB available; the largest value that fits is "
+                          f"{math.floor(largest * 1000) / 1000:g}")
+    return need
 
 
 @contextlib.contextmanager
@@ -148,28 +175,39 @@ def render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: di
 
 
 def _render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: dict, redo: bool) -> dict:
-    ledger = FrameLedger(shot, "render")
+    ledger = FrameLedger(shot, shot.stage_name("render"))
     prints = {label: fingerprint(paths, ledger.cache)["sha256"] for label, paths in inputs.items()}
     seed = shot.config.shot.seed
     frames = list(shot.frames)
-    size = output_size(shot)
+    full = shot.render_size(full=True)
+    size = shot.scaled(full)
     cameras = shot_cameras(shot, size)
+    gaps = set(shot.plate_gaps()) if shot.config.render.camera == "plates" else set()
+    interpolated = _interpolated_frames(shot, frames, gaps)
     todo: dict[int, FrameJob] = {}
     for i, frame in enumerate(frames):
+        if frame in gaps:  # no plate: nothing to match or composite over (index i keeps the timing)
+            continue
         camera = cameras[i]
         following = cameras[i + 1] if i + 1 < len(frames) else None
+        previous = cameras[i - 1] if i > 0 else None
+        blur = {"previous_camera": _camera_facts(previous)} if shot.config.render.shutter > 0 else {}
         key = frame_key(stage="render", frame=frame, inputs=prints, settings=settings, seed=seed,
-                        camera=_camera_facts(camera), next_camera=_camera_facts(following))
+                        camera=_camera_facts(camera), next_camera=_camera_facts(following), **blur)
         if redo or not ledger.is_current(frame, key, [shot.render_frame(frame)]):
-            todo[frame] = FrameJob(i, key, camera, following)
+            todo[frame] = FrameJob(i, key, camera, following, previous)
     timings: dict[str, float] = {}
     most = 0
+    blur_most = 1
 
     def record(frame: int, output: FrameOutput) -> None:
-        nonlocal most
+        nonlocal most, blur_most
         gaussians = output.info["gaussians"]
-        ledger.record(frame, todo[frame].key, [shot.render_frame(frame)], {"gaussians": gaussians})
+        samples = output.info.get("blur_samples", 1)
+        ledger.record(frame, todo[frame].key, [shot.render_frame(frame)], {"gaussians": gaussians,
+                                                                            "blur_samples": samples})
         most = max(most, gaussians)
+        blur_most = max(blur_most, samples)
         for name, seconds in output.info["seconds"].items():
             timings[name] = timings.get(name, 0.0) + seconds
 
@@ -180,20 +218,47 @@ def _render_frames(shot: Shot, inputs: dict[str, Path | list[Path]], settings: d
                         description="rendering")
     finally:
         _ANIMATION.clear()  # the scene stays loaded only in workers, between their chunks
-    ledger.prune(frames, lambda f: [shot.render_frame(f)])
-    return {"frames": len(frames), "rendered": len(todo), "skipped": len(frames) - len(todo),
-            "size": list(size), "gaussians_max": most, "seconds": {k: round(v, 3) for k, v in timings.items()},
+    ledger.prune([f for f in frames if f not in gaps], lambda f: [shot.render_frame(f)])
+    extra = {"gaps": sorted(gaps)} if gaps else {}
+    if interpolated:
+        extra["cameras_interpolated"] = interpolated
+    frames = [f for f in frames if f not in gaps]
+    return {"frames": len(frames), **extra, "rendered": len(todo), "skipped": len(frames) - len(todo),
+            **shot.size_figures(full), "gaussians_max": most, "blur_samples_max": blur_most, "seconds": {k: round(v, 3) for k, v in timings.items()},
             "farm": farm}
+
+
+def _interpolated_frames(shot: Shot, frames: list[int], gaps: set[int]) -> list[int]:
+    """The frames rendered through a camera interpolated between their neighbours' because
+    the solve registered no camera of their own (``solve/report.json``), said on the console
+    frame by frame, as the stage's figures record them."""
+    if shot.config.render.camera != "plates" or not shot.solve_report.is_file():
+        return []
+    try:
+        entries = json.loads(shot.solve_report.read_text(encoding="utf-8")).get("frames", [])
+        unposed = {int(e["frame"]) for e in entries if e.get("frame") is not None and not e.get("registered", True)}
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return []  # plate_cameras names a damaged report
+    found = [f for f in frames if f in unposed and f not in gaps]
+    if found:
+        listed = ", ".join(map(str, found[:20])) + (f" and {len(found) - 20} more" if len(found) > 20 else "")
+        Console(stderr=True, highlight=False).print(
+            f"render: frame{'s' if len(found) > 1 else ''} {listed} of {shot.root} had no camera of "
+            "their own in the solve: rendered through cameras interpolated between their neighbours'",
+            soft_wrap=True)
+    return found
 
 
 @dataclass(frozen=True)
 class FrameJob:
-    """One frame to render: its index in the shot, its key, its camera and the next frame's."""
+    """One frame to render: its index in the shot, its key, its camera, the next frame's and
+    the previous frame's (the shutter opens before the frame's centre)."""
 
     index: int
     key: str
     camera: Camera
     following: Camera | None
+    previous: Camera | None = None
 
 
 @dataclass(frozen=True)
@@ -232,11 +297,12 @@ def render_frame(shot: Shot, animation: ShotAnimation, frame: int, job: FrameJob
     passes = shot.config.render.passes
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    gaussians = animation.at(job.index)
-    _lap(timings, "animate", t)
-    t = time.perf_counter()
-    layers = render_passes(gaussians, job.camera, job.following)
+    section = shot.config.render
+    gaussians, layers, exposure = render_exposure(
+        animation, job.index, job.camera, job.previous, job.following,
+        Shutter(section.shutter, section.shutter_samples, camera=section.camera_blur))
     channels = layers.channels(passes)
+    timings.update(exposure.seconds)
     _lap(timings, "passes", t)
     if "mask" in passes and gaussians.removed is not None:
         t = time.perf_counter()
@@ -252,7 +318,8 @@ def render_frame(shot: Shot, animation: ShotAnimation, frame: int, job: FrameJob
                      attributes={"splatfx/stage": "render", FRAME_KEY_ATTRIBUTE: job.key,
                                  "splatfx/seed": shot.config.shot.seed, "splatfx/gaussians": len(gaussians.gaussians)})
     _lap(timings, "write", t)
-    return FrameOutput((str(path),), {"gaussians": len(gaussians.gaussians), "seconds": timings}), clean_cache
+    return FrameOutput((str(path),), {"gaussians": len(gaussians.gaussians), "seconds": timings,
+                                      "blur_samples": exposure.samples}), clean_cache
 
 
 def _same_camera(a: Camera, b: Camera) -> bool:
@@ -265,12 +332,13 @@ def _lap(timings: dict[str, float], name: str, t0: float) -> None:
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
-def render_shot_command(shot_path: str | Path, *, force: bool = False, **farm: Any) -> StageResult:
-    """What ``splatfx render SHOT [--force]`` runs: the stage (``farm``: the farm flags,
-    overriding ``[farm]``), then one summary line."""
-    result = run_render(with_farm(Shot.open(shot_path), **farm), force=force)
+def render_shot_command(shot_path: str | Path, *, force: bool = False, proxy: float | None = None,
+                        **farm: Any) -> StageResult:
+    """What ``splatfx render SHOT [--force] [--proxy P]`` runs: the stage (``proxy``: overriding
+    ``[shot] proxy``; ``farm``: the farm flags, overriding ``[farm]``), then one summary line."""
+    result = run_render(with_farm(Shot.open(shot_path).with_proxy(proxy), **farm), force=force)
     figures = result.record.figures if result.record else {}
     if result.ran and figures:
         Console(stderr=True).print(f"rendered {figures['rendered']} of {figures['frames']} frames "
-                                   f"({figures['skipped']} up to date) at {figures['size'][0]}x{figures['size'][1]}")
+                                   f"({figures['skipped']} up to date) at {describe_size(figures)}")
     return result

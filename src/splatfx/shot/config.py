@@ -67,13 +67,16 @@ class Invalid(ValueError):
 
 
 def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, path: bool = False, absolute_ok: bool = False) -> Any:
+            le: float | None = None, path: bool = False, absolute_ok: bool = False, empty_ok: bool = False) -> Any:
     """Declare one setting: its default, its meaning, and its range (``ge``/``gt``/``le``,
     applied to a number or to every number of an array). ``path`` marks a path relative
-    to the shot folder; ``absolute_ok`` also allows an absolute one."""
+    to the shot folder; ``absolute_ok`` also allows an absolute one, ``empty_ok`` an empty
+    one (``[shot] plates = ""``: a shot without plates)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for an array default so configs stay immutable")
     meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "path": path, "absolute_ok": absolute_ok}
+    if empty_ok:
+        meta["empty_ok"] = True
     return field(default=default, metadata=meta)
 
 
@@ -143,16 +146,24 @@ class ShotSection:
     name: str = setting("", "shot name for reports; empty means the shot folder's name")
     fps: float = setting(24.0, "frames per second of the plates and every output (at most 1000)", gt=0, le=1000)
     frames: FrameRange | None = setting(
-        None, 'frame range "START-END" of the plates; absent: the plate count from 1001')
+        None, 'frame range "START-END" of the plates; absent: the plate count from 1001 (required '
+        'without plates)')
     plates: str = setting("plates", "the footage: folder, sequence pattern (plate.####.exr) "
-                          "or video; relative to the shot folder, or absolute when referenced",
-                          path=True, absolute_ok=True)
+                          "or video; relative to the shot folder, or absolute when referenced; empty: "
+                          "a shot without plates (started from a capture, `splatfx init --scene`)",
+                          path=True, absolute_ok=True, empty_ok=True)
+    size: tuple[int, int] | None = setting(
+        None, "image size [width, height] of a shot without plates (its render and comp size before "
+        "[render] resolution_scale and [shot] proxy); ignored with plates, required without", ge=1, le=65536)
     plates_mode: Literal["reference", "copy"] = setting(
         "reference", "reference: plates stay where they are; copy: they were copied into plates/")
     skip_frames: tuple[int, ...] = setting(
         (), "plate frames left out as gaps in the frame numbers (`splatfx init --skip-bad-frames` "
         "lists those that do not decode)", ge=0, le=EXR_INT_MAX)
     seed: int = setting(0, "seed of every random choice in every stage, 0 to 2147483647", ge=0, le=EXR_INT_MAX)
+    proxy: float = setting(
+        1.0, "render, refine and comp at this fraction of full size for quick looks (1: full size; "
+        "e.g. 0.5, 0.25), into proxy/<proxy>/ beside the full-size frames", gt=0, le=1)
 
     def check(self) -> None:
         if self.plates_mode == "copy" and _is_absolute(self.plates):
@@ -161,6 +172,14 @@ class ShotSection:
         outside = [f for f in self.skip_frames if self.frames is not None and f not in self.frames]
         if outside:
             raise Invalid("skip_frames", f"frame {outside[0]} is outside the shot's frames {self.frames}")
+        if not self.plates:  # a shot without plates: nothing to count frames or measure a size from
+            if self.frames is None:
+                raise Invalid("frames", 'a shot without plates (plates = "") needs its frame range, e.g. '
+                                        '"1001-1048"')
+            if self.size is None:
+                raise Invalid("size", 'a shot without plates (plates = "") needs its image size [width, height]')
+            if self.skip_frames:
+                raise Invalid("skip_frames", 'a shot without plates (plates = "") has no plate frames to skip')
 
 
 @dataclass(frozen=True)
@@ -197,6 +216,13 @@ class SolveSection:
     camera_model: Literal["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV"] = setting(
         "SIMPLE_RADIAL", "COLMAP lens model to solve for")
     single_camera: bool = setting(True, "one lens for every plate (false: one per frame, e.g. zooms)")
+    max_image_size: int = setting(
+        1600, "longest side (px) the features are found at; cameras stay at the plates' full size", ge=64)
+    keyframes: Literal["auto", "all"] = setting(
+        "auto", "auto: a sequential solve reconstructs from sharp keyframes spread along the path and "
+        "registers (or interpolates) every other frame; all: every frame is reconstructed")
+    keyframe_spacing: float = setting(
+        0.03, "image motion from one keyframe to the next, as a fraction of the plate width", gt=0, le=1)
     import_cameras: str | None = setting(
         None, "known cameras instead of a solve: a COLMAP model folder, transforms.json or "
         "poses_bounds.npy inside the shot folder", path=True)
@@ -217,7 +243,9 @@ class TrainSection:
         "adc", "densification: adaptive density control (3DGS) or MCMC (capped count)")
     max_gaussians: int = setting(1_000_000, "upper bound on the number of Gaussians", ge=1)
     sh_degree: int = setting(3, "spherical-harmonic degree of the colours (0-3)", ge=0, le=3)
-    downscale: float = setting(1.0, "train on plates resized by 1/downscale (2: half size)", ge=1)
+    downscale: float | Literal["auto"] = setting(
+        "auto", "auto: the largest size that buys ~2,000 steps (or max_steps) in max_minutes, never below 384 px "
+        "(docs/train.md); a number trains on plates resized by 1/downscale (2: half size)", ge=1)
     background: Vec3 | None = setting(None, "linear RGB behind the scene while training "
                                       "(absent: black unless the capture defines one)", ge=0, le=1)
     random_background: bool = setting(False, "a random background colour each step (plates with alpha)")
@@ -268,8 +296,11 @@ class CollapseSection:
     """[fx.collapse]: fracture the selection and let it fall (see splatfx.fx.rigid)."""
 
     fragments: int = setting(200, "number of pieces the selection is broken into (Voronoi cells)", ge=1)
-    fill: bool = setting(True, "fill the fracture faces with Gaussians so pieces look solid")
-    fill_max: int = setting(60_000, "most Gaussians added on fracture faces", ge=0)
+    fill: bool = setting(True, "make the pieces solid: an opaque skin behind the reconstructed surface and on the "
+                               "wall's inner side, and filled fracture faces, textured with the material")
+    fill_max: int = setting(60_000, "most Gaussians added for the skin and the fracture faces together", ge=0)
+    wall_thickness: float | None = setting(
+        None, "thickness of the walls in metres (absent: estimated from the selection, see docs/fx.md)", gt=0)
     density: float = setting(2400.0, "material density in kg/m³ (concrete 2400, wood 600)", gt=0)
     trigger: Literal["demolition", "impact", "charge", "none"] = setting(
         "demolition", "demolition: the lowest supports crumble and gravity wins; impact: a projectile "
@@ -291,8 +322,14 @@ class CollapseSection:
     friction: float = setting(0.8, "Coulomb friction between pieces and with the ground", ge=0)
     restitution: float = setting(0.1, "bounciness of contacts, 0-1", ge=0, le=1)
     debris: int = setting(4000, "small solid chips thrown off where pieces break", ge=0)
-    debris_size: float = setting(0.04, "debris chip size in metres", gt=0)
+    debris_size: float = setting(0.04, "size of the smallest debris chips in metres", gt=0)
+    debris_size_max: float | None = setting(
+        None, "size of the largest debris chunks in metres (absent: 10 × debris_size)", gt=0)
+    debris_exponent: float = setting(
+        2.5, "power law of the debris sizes: the number of chips larger than s falls as s^-exponent", gt=0)
     dust: int = setting(1500, "dust puffs released where supports crumble and pieces land", ge=0)
+    dust_opacity: float = setting(0.55, "opacity of a young dust puff, 0-1 (it thins out as it ages)", gt=0, le=1)
+    dust_lifetime: float = setting(6.0, "seconds a dust puff lives, on average", gt=0)
     substeps: int = setting(20, "physics steps per frame", ge=1)
     colliders: tuple[ColliderBox, ...] = setting(
         (), "static boxes the pieces land on besides the ground, world frame: "
@@ -320,6 +357,26 @@ class SnowSection:
     color: Vec3 = setting((1.0, 1.0, 1.0), "flake colour (display RGB, 0-1)", ge=0)
     settle: bool = setting(True, "flakes that land stay on surfaces and accumulate")
     max_flakes: int = setting(300_000, "refuse settings that would need more flakes than this", ge=1)
+    defocus: float = setting(
+        0.03, "how soft flakes near the lens are: the blur circle of a flake 1 m from the plate camera, as a "
+        "fraction of the image width (the lens is focused on the scene; 0: everything sharp)", ge=0)
+
+
+@dataclass(frozen=True)
+class LightSection:
+    """[fx.light]: the key light that shades dust and debris (see splatfx.fx.lighting)."""
+
+    direction: Vec3 | None = setting(
+        None, "direction toward the sun [x, y, z] in the world frame, z up (absent: estimated from the "
+        "shading of the reconstruction's surfaces)")
+    key: float | None = setting(
+        None, "the sun's share of the light, 0-1 (absent: estimated; 0 is an overcast sky)", ge=0, le=1)
+    sky_color: Vec3 | None = setting(
+        None, "colour of the sky's light (display RGB; absent: the reconstruction's bright upper colours)", ge=0)
+
+    def check(self) -> None:
+        if self.direction is not None and not any(self.direction):
+            raise Invalid("direction", "must not be [0, 0, 0] (it points toward the sun)")
 
 
 @dataclass(frozen=True)
@@ -331,6 +388,7 @@ class FxSection:
     select: SelectSection = table(SelectSection, "what the effects act on")
     collapse: CollapseSection = table(CollapseSection, "fracture and rigid-body collapse")
     snow: SnowSection = table(SnowSection, "particle snow")
+    light: LightSection = table(LightSection, "the key light on dust and debris")
 
     def check(self) -> None:
         _require_unique(self.effects, "effects")
@@ -347,6 +405,14 @@ class RenderSection:
     passes: tuple[Literal["rgba", "depth", "motion", "mask", "id"], ...] = setting(
         ("rgba", "depth", "motion", "mask", "id"), "layers written into each frame's EXR")
     resolution_scale: float = setting(1.0, "output size relative to the plates' size, (0-4]", gt=0, le=4)
+    shutter: float = setting(
+        180.0, "shutter angle in degrees at the shot's fps (180: open half of each frame, 1/48 s at 24 fps); "
+        "moving elements blur along their motion while it is open; 0: no motion blur", ge=0, le=360)
+    shutter_samples: int = setting(
+        16, "most sub-frame samples per blurred frame (fewer when the motion on screen is short)", ge=2)
+    camera_blur: bool = setting(
+        True, "the camera's own move while the shutter is open blurs the synthetic elements too, as it blurred "
+        "the plate (false for plates without motion blur, e.g. a sequence of stills)")
 
     def check(self) -> None:
         _require_unique(self.passes, "passes")
@@ -374,7 +440,14 @@ class RefineSection:
     hole_strength: float = setting(1.0, "strength in the holes when fill_holes paints them (1: from pure noise)",
                                    ge=0, le=1)
     feather: float = setting(2.0, "width in pixels of the blend ramp inside the matte edge", ge=0)
-    batch: int = setting(4, "frames per model call", ge=1)
+    batch: int = setting(4, "frames per model call (fewer when [refine] memory cannot hold them at the frames' size)",
+                         ge=1)
+    tile: int = setting(
+        512, "side in pixels of the overlapping square tiles larger frames are refined in (memory grows with it)",
+        ge=64)
+    memory: float = setting(
+        3.0, "GiB the stage may use for the frames it holds and the model's tiles; the batch is fitted to it",
+        gt=0)
     train_steps: int = setting(1500, "built-in refiner: training steps", ge=1)
     train_minutes: float | None = setting(
         None, "built-in refiner: stop training (and save) after this many minutes (absent: no limit)", gt=0)
@@ -460,6 +533,9 @@ class ShotConfig:
         if trigger is not None and frames is not None and trigger not in frames:
             raise Invalid("fx.collapse.trigger_frame",
                           f"must lie in the shot's frames {frames}, got {trigger}")
+        if not self.shot.plates and self.render.camera == "plates":
+            raise Invalid("render.camera", 'a shot without plates ([shot] plates = "") has no plate camera: '
+                                           'set camera = "virtual" and its virtual_camera file')
 
 
 def _require_unique(values: tuple[str, ...], key: str) -> None:
@@ -529,14 +605,25 @@ def check_ranges(settings: Any, source: str) -> None:
         value = getattr(settings, f.name)
         if "doc" not in f.metadata or value is None:
             continue
-        tp = hints[f.name]
-        if typing.get_origin(tp) in (types.UnionType, typing.Union):
-            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        tp = _union_arm(hints[f.name], value)
         label = _label(source, (), f.name)
         if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
             raise ConfigError(label, f"must be one of {_choices(typing.get_args(tp))}, got {value!r}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             _check_range(value, f.metadata, label)
+
+
+def _union_arm(tp: Any, value: Any) -> Any:
+    """The type of a union (``X | None``, ``float | Literal["auto"]``) that ``value`` is checked
+    against: a choice for a string when the union has one, else its first other type."""
+    if typing.get_origin(tp) not in (types.UnionType, typing.Union):
+        return tp
+    arms = [a for a in typing.get_args(tp) if a is not type(None)]
+    choices = [a for a in arms if typing.get_origin(a) is Literal]
+    others = [a for a in arms if typing.get_origin(a) is not Literal]
+    if choices and (isinstance(value, str) or not others):
+        return choices[0]
+    return others[0]
 
 
 def _run_check(obj: Any, source: str, where: tuple[str, ...]) -> None:
@@ -600,8 +687,7 @@ def _convert(value: Any, tp: Any, meta: Mapping[str, Any], label: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], meta, label)
+        return _convert(value, _union_arm(tp, value), meta, label)
     if tp is FrameRange:
         try:
             return FrameRange.parse(value)
@@ -637,7 +723,7 @@ def _convert(value: Any, tp: Any, meta: Mapping[str, Any], label: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(label, f"must be a string, got {_describe(value)}")
-        if meta.get("path"):
+        if meta.get("path") and not (value == "" and meta.get("empty_ok")):
             _check_path(value, bool(meta.get("absolute_ok")), label)
         return value
     raise TypeError(f"{label}: the schema uses an unsupported type {tp!r}")
@@ -839,7 +925,8 @@ def table_name(cls: type, within: type = ShotConfig, where: tuple[str, ...] = ()
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
-        return f"{_type_name(next(a for a in args if a is not type(None)))} (optional)"
+        name = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return f"{name} (optional)" if type(None) in args else name
     if origin is Literal:
         return "/".join(f'"{a}"' for a in args)
     if origin is tuple:

@@ -4,6 +4,7 @@
 
     myshot/
       shot.toml  plates/  solve/  scene/  fx/  render/  refine/  comp/  manifest.json
+      proxy/0.5/render/  proxy/0.5/refine/  proxy/0.5/comp/       (with [shot] proxy = 0.5)
 
 A :class:`Shot` is the folder plus its validated :class:`~splatfx.shot.config.ShotConfig`.
 Stages ask it for paths (never build them by hand) and open the plates through it,
@@ -12,6 +13,7 @@ so the frame numbering in ``[shot] frames`` is applied the same way everywhere.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -22,19 +24,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from splatfx.shot.config import (FrameRange, ShotConfig, ShotSection, config_from_dict, config_to_dict, load_config,
-                             save_config)
+                             override_table, save_config)
+from splatfx.core.atomic import write_text_atomic
 from splatfx.core.errors import ConfigError, InputError
-from splatfx.io.plates import DEFAULT_START_FRAME, ImagePlates, Plates, open_plates, undecodable_frames
+from splatfx.io.plates import (DEFAULT_START_FRAME, ImagePlates, Plates, VideoPlates, open_plates,
+                               undecodable_frames)
 from splatfx.core.progress import track
 
 PathLike = str | os.PathLike[str]
 
 SHOT_TOML = "shot.toml"
 MANIFEST_JSON = "manifest.json"
+#: What ``splatfx init`` did to video plates (rotation, frame mapping); see docs/io.md.
+PLATES_JSON = "plates.json"
 #: Hidden folder for splatfx's own bookkeeping (the file-hash cache).
 STATE_DIR = ".splatfx"
 #: The stage folders, in pipeline order.
 STAGE_DIRS = ("plates", "solve", "scene", "fx", "render", "refine", "comp")
+#: The folder of the proxies' frames (``proxy/0.5/render/`` …) and the mark of their stage names.
+PROXY_DIR = "proxy"
+PROXY_MARK = "@proxy-"
 #: The solve folder's layout (a solve writes it the same way into any folder).
 SCENE_JSON = "scene.json"
 REPORT_JSON = "report.json"
@@ -84,6 +93,12 @@ class Shot:
         return self.root / MANIFEST_JSON
 
     @property
+    def plates_report(self) -> Path:
+        """``plates.json``: for video plates, how ``splatfx init`` read them (orientation,
+        depth, which source frame each frame shows, what was dropped or doubled)."""
+        return self.root / PLATES_JSON
+
+    @property
     def state_dir(self) -> Path:
         return self.root / STATE_DIR
 
@@ -104,17 +119,81 @@ class Shot:
     def fx_dir(self) -> Path:
         return self.root / "fx"
 
+    # --- working size: full, or a proxy ---------------------------------------------------------
+    @property
+    def proxy(self) -> float:
+        """``[shot] proxy``: the fraction of full size render, refine and comp work at (1: full)."""
+        return self.config.shot.proxy
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.proxy != 1.0
+
+    def with_proxy(self, proxy: float | None) -> Shot:
+        """The same shot at ``proxy`` (``--proxy``; None: as ``[shot] proxy`` says)."""
+        if proxy is None:
+            return self
+        return self.with_config(override_table(self.config, "shot", "--proxy", proxy=proxy))
+
+    @property
+    def proxy_dir(self) -> Path:
+        """Where this proxy's frames live: ``proxy/<proxy>/`` (e.g. ``proxy/0.5/``), holding its
+        own ``render/``, ``refine/`` and ``comp/``; the shot folder itself at full size. No
+        full-size folder contains another size's frames, so hashing ``render/`` or ``refine/``
+        (the comp's inputs) never counts a proxy's, and each size keeps its frames."""
+        return self.root / PROXY_DIR / proxy_label(self.proxy) if self.is_proxy else self.root
+
+    def stage_name(self, stage: str) -> str:
+        """The name a per-frame stage (render, refine, comp) runs and is recorded under at this
+        size: ``render`` at full size, ``render@proxy-0.5`` at proxy 0.5. Each size has its own
+        manifest records, frame ledger and lock, so switching proxy on and off redoes nothing."""
+        return f"{stage}{PROXY_MARK}{proxy_label(self.proxy)}" if self.is_proxy else stage
+
+    def plate_size(self) -> tuple[int, int]:
+        """The plates' (width, height); without plates, ``[shot] size``."""
+        if not self.has_plates:
+            width, height = self.config.shot.size  # required by the config check without plates
+            return width, height
+        with self.open_plates() as plates:
+            return plates.width, plates.height
+
+    def scaled(self, full: tuple[int, int]) -> tuple[int, int]:
+        """A full-size (width, height) at this proxy (each side rounded, at least 1)."""
+        return proxy_size(full, self.proxy)
+
+    def render_size(self, *, full: bool = False) -> tuple[int, int]:
+        """The render's (width, height): the plates' size × ``[render] resolution_scale`` ×
+        ``[shot] proxy`` (``full``: without the proxy). The proxy multiplies the scale."""
+        width, height = self.plate_size()
+        scale = self.config.render.resolution_scale
+        size = max(1, round(width * scale)), max(1, round(height * scale))
+        return size if full else self.scaled(size)
+
+    def size_figures(self, full: tuple[int, int]) -> dict[str, object]:
+        """A stage's size for its manifest figures: ``size`` (what it worked at), ``proxy`` and
+        ``full_size`` (the size at proxy 1)."""
+        return {"size": list(self.scaled(full)), "proxy": self.proxy, "full_size": list(full)}
+
     @property
     def render_dir(self) -> Path:
-        return self.root / "render"
+        """``render/`` (a proxy's: ``proxy/<proxy>/render/``)."""
+        return self.proxy_dir / "render"
 
     @property
     def refine_dir(self) -> Path:
-        return self.root / "refine"
+        """``refine/`` (a proxy's: ``proxy/<proxy>/refine/``)."""
+        return self.proxy_dir / "refine"
 
     @property
     def comp_dir(self) -> Path:
-        return self.root / "comp"
+        """``comp/`` (a proxy's: ``proxy/<proxy>/comp/``)."""
+        return self.proxy_dir / "comp"
+
+    @property
+    def refine_model_dir(self) -> Path:
+        """``refine/``, whatever the proxy: the refiner's model and training, which do not
+        depend on the frames' size."""
+        return self.root / "refine"
 
     # --- files in the stage folders -------------------------------------------------------------
     @property
@@ -138,7 +217,8 @@ class Shot:
         return self.solve_dir / DISTORTED_MODEL
 
     def render_frame(self, frame: int) -> Path:
-        """``render/frame.####.exr``: the render's multi-layer EXR of ``frame``."""
+        """``render/frame.####.exr``: the render's multi-layer EXR of ``frame`` (at a proxy, in
+        ``proxy/<proxy>/render/``, as are the refined and comp frames)."""
         return self.render_dir / f"frame.{frame:04d}.exr"
 
     def refined_frame(self, frame: int) -> Path:
@@ -173,13 +253,29 @@ class Shot:
 
     # --- plates and frames ----------------------------------------------------------------------
     @property
+    def has_plates(self) -> bool:
+        """False for a shot without footage (``[shot] plates = ""``, started from a capture
+        with ``splatfx init --scene``): its size and frames are ``[shot] size`` and ``frames``."""
+        return bool(self.config.shot.plates)
+
+    @property
     def plates_path(self) -> Path:
         """Where the footage is: folder, sequence pattern or video file."""
+        self._require_plates()
         return self.path(self.config.shot.plates, confined=False)
+
+    def _require_plates(self) -> None:
+        """ConfigError, in one line, when the shot has no plates to read."""
+        if not self.has_plates:
+            raise ConfigError(f"{self.toml_path} [shot] plates",
+                              "is empty: this shot has no plates (it was started from a capture with "
+                              "`splatfx init --scene`), so there is no footage to read; it renders through "
+                              "its virtual camera ([render] virtual_camera)")
 
     def open_plates(self) -> Plates:
         """The plates numbered as the shot's frames, ``[shot] skip_frames`` left out as gaps;
-        ConfigError if ``[shot] frames`` disagrees."""
+        ConfigError if ``[shot] frames`` disagrees, or when the shot has no plates."""
+        self._require_plates()
         frames = self.config.shot.frames
         start = frames.start if frames is not None else DEFAULT_START_FRAME
         plates = open_plates(self.plates_path, start_frame=start, fps=self.config.shot.fps)
@@ -206,6 +302,38 @@ class Shot:
         with self.open_plates() as plates:
             return plate_files(plates)
 
+    def plate_gaps(self) -> list[int]:
+        """Frames of the shot's range that have no plate: files missing from a numbered
+        sequence, or ``[shot] skip_frames``. Render, refine and comp skip them; the comp's
+        movies hold the frame before each gap over it (docs/render_comp.md). None without plates."""
+        if not self.has_plates:
+            return []
+        with self.open_plates() as plates:
+            return [f for f in self.frames if f not in plates]
+
+
+def proxy_label(proxy: float) -> str:
+    """A proxy as it appears in folder and stage names: ``0.5``, ``0.25``."""
+    return f"{proxy:g}"
+
+
+def proxy_size(full: tuple[int, int], proxy: float) -> tuple[int, int]:
+    """``full`` (width, height) scaled by ``proxy``, each side rounded and at least 1."""
+    return max(1, round(full[0] * proxy)), max(1, round(full[1] * proxy))
+
+
+def describe_size(figures: dict) -> str | None:
+    """``1536x1152 (proxy 0.5 of 3072x2304)``, ``3072x2304``, from a stage's figures (None
+    when they state no size)."""
+    size = figures.get("size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2):
+        return None
+    text = f"{size[0]}x{size[1]}"
+    proxy, full = figures.get("proxy"), figures.get("full_size")
+    if isinstance(proxy, (int, float)) and proxy != 1 and isinstance(full, (list, tuple)) and len(full) == 2:
+        text += f" (proxy {proxy:g} of {full[0]}x{full[1]})"
+    return text
+
 
 def plate_files(plates: Plates) -> list[Path]:
     """The files behind ``plates`` in frame order (a video is one file)."""
@@ -226,7 +354,7 @@ def check_frames(frames: FrameRange, plates: Plates, label: str) -> None:
 
 # --- creating a shot ------------------------------------------------------------------------------
 
-def create_shot(root: PathLike, plates: PathLike, *, fps: float = 24.0, frames: FrameRange | None = None,
+def create_shot(root: PathLike, plates: PathLike, *, fps: float | None = None, frames: FrameRange | None = None,
                 copy: bool = False, force: bool = False, name: str | None = None,
                 skip_bad_frames: bool = False) -> Shot:
     """Make the shot folder ``root`` and its shot.toml for the footage ``plates``.
@@ -237,6 +365,8 @@ def create_shot(root: PathLike, plates: PathLike, *, fps: float = 24.0, frames: 
     gap in the frame numbers (``[shot] skip_frames``, reported as a SkippedFrameWarning).
     They are referenced by their absolute path, or with ``copy`` copied (never moved) into
     ``root/plates/`` and made read-only. An existing shot.toml or plates/ is only replaced with ``force``.
+    ``fps`` (default: a video's own nominal rate, else 24) numbers a video's frames: each frame
+    shows the source frame nearest its time, and ``plates.json`` reports what was dropped or doubled.
     shot.toml is written last, so a failed init leaves no shot behind.
     """
     root = Path(root)
@@ -252,11 +382,18 @@ def create_shot(root: PathLike, plates: PathLike, *, fps: float = 24.0, frames: 
         files = plate_files(opened)  # the skipped frames' files too, so that the numbering stays
         single = opened.kind in ("video", "image")
         skipped = _bad_frames(opened, skip_bad_frames)
+        rate = float(opened.fps) if fps is None and opened.fps is not None else float(fps or 24.0)
+        report = opened.report() if isinstance(opened, VideoPlates) else None
     root.mkdir(parents=True, exist_ok=True)
     setting = _relative_within(source, root / "plates" if copy else root, root)
     if setting is None:
         setting = _copy_plates(files, root, force, single) if copy else os.path.abspath(source)
-    section = ShotSection(name=name or Path(os.path.abspath(root)).name, fps=float(fps), frames=frames,
+    if report is not None:
+        write_text_atomic(root / PLATES_JSON, json.dumps({**report, "source": os.path.abspath(source),
+                                                               "skipped_frames": list(skipped)}, indent=1) + "\n")
+    elif force:
+        (root / PLATES_JSON).unlink(missing_ok=True)  # a report of earlier video plates
+    section = ShotSection(name=name or Path(os.path.abspath(root)).name, fps=rate, frames=frames,
                           plates=setting, plates_mode="copy" if copy else "reference", skip_frames=skipped)
     config = config_from_dict(config_to_dict(ShotConfig(shot=section)), toml)  # exactly what a reload gives
     save_config(config, toml)

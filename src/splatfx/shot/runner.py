@@ -41,7 +41,7 @@ from splatfx.core.atomic import write_text_atomic
 from splatfx.shot.config import config_to_dict
 from splatfx.core.errors import OutputError, SplatfxError
 from splatfx.shot.manifest import HashCache, Manifest, RunRecord, fingerprint, record_run, stale_reason
-from splatfx.shot.folder import Shot
+from splatfx.shot.folder import PROXY_MARK, Shot
 
 PathLike = str | os.PathLike[str]
 Inputs = Sequence[PathLike] | Mapping[str, PathLike | Sequence[PathLike]]
@@ -184,6 +184,12 @@ _COMMANDS = {"orient": "solve", "fx.select": "fx select", "fx.collapse": "fx col
              "refine-train": "refine --train"}
 
 
+def _command(stage: str, shot: Shot) -> str:
+    """The command line that reruns ``stage`` (``render@proxy-0.5``: ``render SHOT --proxy 0.5``)."""
+    base, _, proxy = stage.partition(PROXY_MARK)
+    return f"{_COMMANDS.get(base, base)} {shot.root}" + (f" --proxy {proxy}" if proxy else "")
+
+
 def upstream_runs(shot: Shot, manifest: Manifest, name: str,
                   inputs: Mapping[str, PathLike | Sequence[PathLike]]) -> dict[str, str]:
     """The latest run id of every other stage whose outputs are among ``inputs`` (recorded with
@@ -200,11 +206,11 @@ def upstream_runs(shot: Shot, manifest: Manifest, name: str,
         if last.status != "ok":
             state = "did not finish" if last.status == "running" else "failed"
             raise StageError(f"{shot.root}: {stage} {state} in its last run, so its outputs are not current; "
-                             f"run `splatfx {_COMMANDS.get(stage, stage)} {shot.root}` again before {name}")
+                             f"run `splatfx {_command(stage, shot)}` again before {name}")
         behind = _behind(manifest, last, set())
         if behind is not None:
             raise StageError(f"{shot.root}: {stage} is out of date ({behind} ran since it); run "
-                             f"`splatfx {_COMMANDS.get(stage, stage)} {shot.root}` (or `splatfx run`) before {name}")
+                             f"`splatfx {_command(stage, shot)}` (or `splatfx run`) before {name}")
         runs[stage] = last.id
     return runs
 

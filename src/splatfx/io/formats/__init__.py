@@ -1,4 +1,5 @@
-"""Gaussian interchange formats: the 3DGS PLY (INRIA layout), ``.splat`` and Niantic ``.spz``.
+"""Gaussian interchange formats: the 3DGS PLY (INRIA layout), ``.splat``, Niantic ``.spz`` and
+PlayCanvas ``.sog``.
 
 Every format module reads into and writes from :class:`GaussianArrays`, a plain-numpy
 twin of :class:`splatfx.core.gaussians.Gaussians` that is *not* validated, so that tools
@@ -9,7 +10,7 @@ validated ``Gaussians``.
 Coordinates: all formats are read into (and written from) the frame of the 3DGS PLY,
 i.e. the COLMAP/OpenCV world frame of the reconstruction (x right, y down, z forward,
 "RDF"). ``.spz`` stores RUB (x right, y up, z back); :mod:`splatfx.io.formats.spz`
-converts explicitly.
+converts explicitly. ``.sog`` stores the PLY frame as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from splatfx.core.errors import InputError
 
 # File extension -> format name (and module under splatfx.io.formats).
-FORMATS: dict[str, str] = {".ply": "ply", ".splat": "splat", ".spz": "spz"}
+FORMATS: dict[str, str] = {".ply": "ply", ".splat": "splat", ".spz": "spz", ".sog": "sog"}
 
 
 @dataclass
@@ -32,7 +33,9 @@ class GaussianArrays:
 
     ``means`` (N,3), ``quats`` (N,4) wxyz (unnormalised allowed), ``log_scales`` (N,3),
     ``opacity_logits`` (N,), ``sh`` (N,K,3) with ``sh[:,0]`` the DC term, and ``extras``:
-    named channels (N,) or (N,C) in the order they are written.
+    named channels (N,) or (N,C) in the order they are written. ``antialiased``: the
+    splats were trained for antialiased (Mip-Splatting) rendering, as ``.spz`` and ``.sog``
+    record it (the PLY has no place for it).
     """
 
     means: np.ndarray
@@ -41,6 +44,7 @@ class GaussianArrays:
     opacity_logits: np.ndarray
     sh: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    antialiased: bool = False
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
@@ -79,7 +83,7 @@ class GaussianArrays:
 
 
 def format_of(path: str | os.PathLike[str]) -> str:
-    """The format name (``ply``, ``splat``, ``spz``) for a path, from its extension."""
+    """The format name (``ply``, ``splat``, ``spz``, ``sog``) for a path, from its extension."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         known = ", ".join(FORMATS)
@@ -98,12 +102,12 @@ def write_arrays(arrays: GaussianArrays, path: str | os.PathLike[str]) -> None:
 
 
 def read_gaussians(path: str | os.PathLike[str]):
-    """Read a ``.ply``, ``.splat`` or ``.spz`` file into validated ``Gaussians``."""
+    """Read a ``.ply``, ``.splat``, ``.spz`` or ``.sog`` file into validated ``Gaussians``."""
     return read_arrays(path).to_gaussians(source=path)
 
 
 def write_gaussians(gaussians, path: str | os.PathLike[str]) -> None:
-    """Write ``Gaussians`` atomically as ``.ply``, ``.splat`` or ``.spz`` (by extension)."""
+    """Write ``Gaussians`` atomically as ``.ply``, ``.splat``, ``.spz`` or ``.sog`` (by extension)."""
     write_arrays(GaussianArrays.from_gaussians(gaussians), path)
 
 

@@ -51,7 +51,7 @@ from splatfx.core.rotation import quat_to_rotmat
 from splatfx.export import ExportRequest, ExportResult
 from splatfx.export.world import (ShotCamera, export_cameras, frame_index, gaussians_to_world, load_shot_animation,
                                   world_similarity)
-from splatfx.fx.animation import ELEMENTS, ShotAnimation, Similarity
+from splatfx.fx.animation import ELEMENTS, PARTICLE_MIN_OPACITY, ShotAnimation, Similarity
 from splatfx.fx.particles import ParticleCache
 from splatfx.shot.folder import Shot
 from splatfx.shot.manifest import Manifest
@@ -63,7 +63,6 @@ RADIANCE_SPACE = "srgb_rec709_scene"
 #: The rasterizer's near plane in solve units (splatfx.render.passes.NEAR).
 NEAR_SOLVE = 0.01
 #: Opacity below which a particle is not drawn (as ShotAnimation does).
-PARTICLE_MIN_OPACITY = 1e-3
 LENS_PREFIX = "splatfx:lens:"
 
 

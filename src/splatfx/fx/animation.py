@@ -33,6 +33,8 @@ from splatfx.shot.scene_frame import SceneFrame
 
 #: Element ids written per Gaussian (and rendered as the id layer).
 ELEMENTS = {"scene": 0, "fragment": 1, "fill": 2, "debris": 3, "dust": 4, "snow": 5}
+#: Particles fainter than this are not drawn (render and export alike).
+PARTICLE_MIN_OPACITY = 1e-3
 
 
 @dataclass
@@ -219,7 +221,7 @@ class ShotAnimation:
             (np.abs(np.abs((cache.quats[t] * cache.quats[0]).sum(axis=1)) - 1.0) > 1e-5)
 
     def _particles_at(self, cache: ParticleCache, t: int) -> tuple[Gaussians, np.ndarray]:
-        live = cache.alive[t] & (cache.opacities[t] > 1e-3)
+        live = cache.alive[t] & (cache.opacities[t] > PARTICLE_MIN_OPACITY)
         n = int(live.sum())
         degree = self.scene.sh_degree
         sh = np.zeros((n, (degree + 1) ** 2, 3), np.float32)
@@ -305,7 +307,7 @@ class ShotAnimation:
                 quats.append(quat_multiply(q, rest_quats))
             blocks.append((means, quats, None, None))
         for cache in self.particles.values():
-            live = cache.alive[t] & (cache.opacities[t] > 1e-3)
+            live = cache.alive[t] & (cache.opacities[t] > PARTICLE_MIN_OPACITY)
             means, scales, opacities = [], [], []
             for offset in offsets:
                 a, u = _interval(t + offset, self.frames)
@@ -420,8 +422,6 @@ def _particles_between(cache: ParticleCache, a: int, u: float, near: int, fps: f
     sizes = np.maximum(lerp(cache.sizes.astype(np.float64)), 0.0)
     opacities = np.clip(lerp(cache.opacities.astype(np.float64)), 0.0, 1.0)
     one = dict(positions=positions, velocities=velocities, alive=cache.alive[near], sizes=sizes, opacities=opacities)
-    if getattr(cache, "colors", None) is not None:  # per-frame colours (baked light)
-        one["colors"] = lerp(cache.colors.astype(np.float64))
     if cache.colors is not None:  # the light baked into the nearer frame
         one["colors"] = cache.colors[near]
     return replace(cache, **{k: np.stack([v, v]).astype(getattr(cache, k).dtype) for k, v in one.items()})

@@ -80,7 +80,7 @@ class PipelineRun:
 def shot_outputs(shot: Shot) -> dict[str, Path]:
     """Where each deliverable of a shot lives (whether or not it exists yet); a virtual
     camera's shot has no review movie (no plate to show beside it)."""
-    outputs = {"scene": shot.scene_dir / "scene.ply", "render frames (EXR passes)": shot.render_dir}
+    outputs = {"scene": shot.scene_ply, "render frames (EXR passes)": shot.render_dir}
     if shot.config.refine.model is not None:
         outputs["refined frames"] = shot.refine_dir
     comp = shot.comp_dir

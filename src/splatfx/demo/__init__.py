@@ -189,7 +189,7 @@ def configure_from_scene(shot: Shot, preset: str) -> Shot:
     from splatfx.render.cameras import plate_cameras
 
     frame = SceneFrame.load(shot.scene_json)
-    scene = read_gaussians(shot.scene_dir / "scene.ply")
+    scene = read_gaussians(shot.scene_ply)
     world = frame.points_to_world(scene.means.double().numpy())
     frames = shot.frames
     cameras = plate_cameras(shot.solve_dir, frames)
@@ -197,7 +197,7 @@ def configure_from_scene(shot: Shot, preset: str) -> Shot:
     try:
         box = building_box(world, scene.opacities.double().numpy(), middle)
     except PresetError as exc:
-        raise InputError(shot.scene_dir / "scene.ply",
+        raise InputError(shot.scene_ply,
                          f"no building for the demo's box: {exc}; place the box yourself, as [fx.select] in "
                          f"{shot.toml_path} or with `splatfx view {shot.root}`, then `splatfx run {shot.root}`"
                          ) from None

@@ -364,7 +364,7 @@ def create_shot_from_scene(root: PathLike, scene: PathLike, *, fps: float | None
         camera="virtual", virtual_camera=VIRTUAL_CAMERA))), toml)  # exactly what a reload gives
     root.mkdir(parents=True, exist_ok=True)
     shot = Shot(root, config)
-    scene_ply, camera_file = shot.scene_dir / "scene.ply", root / VIRTUAL_CAMERA
+    scene_ply, camera_file = shot.scene_ply, root / VIRTUAL_CAMERA
     settings = {"scene": os.path.abspath(capture.source), "up": up, "scale": scale, "camera": camera,
                 "frames": str(frames), "size": list(size)}
 

@@ -436,7 +436,7 @@ def _with_degree(g: Gaussians, degree: int) -> Gaussians:
 # --- loading the shot's animation (the fx stage's caches) -------------------------------------------
 def scene_path(shot: Shot) -> Path:
     """``scene/scene.ply``: the trained scene every effect starts from."""
-    return shot.scene_dir / "scene.ply"
+    return shot.scene_ply
 
 
 def load_scene(shot: Shot) -> Gaussians:

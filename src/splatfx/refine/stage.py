@@ -624,7 +624,7 @@ def run_refine_train(shot: Shot, *, force: bool = False, device: str = "auto") -
     from splatfx.refine.builtin import make_pairs, train_refiner
 
     settings, pairs = training_from_shot(shot)
-    scene_path = shot.scene_dir / "scene.ply"
+    scene_path = shot.scene_ply
     if not scene_path.is_file():
         raise InputError(scene_path, "scene.ply does not exist (run `splatfx train` first)")
     config = {"training": asdict(settings), "pairs": asdict(pairs)}

@@ -116,6 +116,11 @@ class Shot:
         return self.root / "scene"
 
     @property
+    def scene_ply(self) -> Path:
+        """``scene/scene.ply``: the trained scene every effect starts from."""
+        return self.scene_dir / "scene.ply"
+
+    @property
     def fx_dir(self) -> Path:
         return self.root / "fx"
 

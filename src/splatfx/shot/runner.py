@@ -5,7 +5,7 @@ config, its input and output paths and a function doing the work::
 
     result = run_stage(shot, "train", shot.config.train,
                        inputs={"plates": shot.plate_files(), "solve": shot.solve_dir},
-                       outputs=[shot.scene_dir / "scene.ply"],
+                       outputs=[shot.scene_ply],
                        fn=lambda: train(...), force=force)
 
 The inputs are hashed and compared with the stage's last run in ``manifest.json``; an

@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sizes", default="768x576,1536x1152,3072x2304")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for numba and torch")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--stages", default=",".join(STAGES), help="which of render,refine,comp to measure")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # the child: run one stage
     parser.add_argument("--shot", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -185,7 +186,7 @@ def table(results: dict[str, dict[str, dict]], sizes: list[str]) -> str:
     """Peak MiB and s/frame per stage and size, each with its ratio to the first size, and the
     last size's ratio to the one before (full against half)."""
     lines = ["| stage | size | peak RSS (MiB) | × first | s/frame | × first | × previous size |", "|---|---|---|---|---|---|---|"]
-    for stage in STAGES:
+    for stage in results:
         first = results[stage][sizes[0]]
         for i, size in enumerate(sizes):
             r = results[stage][size]
@@ -211,11 +212,15 @@ def main() -> None:
     sizes = args.sizes.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
     base = base_shot(args.work, args.frames)
-    results: dict[str, dict[str, dict]] = {stage: {} for stage in STAGES}
+    stages = [stage for stage in args.stages.split(",") if stage]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"--stages: unknown {', '.join(unknown)} (choose from {', '.join(STAGES)})")
+    results: dict[str, dict[str, dict]] = {stage: {} for stage in stages}
     for size in sizes:
         width, height = (int(v) for v in size.split("x"))
         shot = sized_shot(args.work, base, args.frames, (width, height))
-        for stage in STAGES:
+        for stage in stages:
             results[stage][size] = measure(stage, shot.root, args.threads)
             r = results[stage][size]
             print(f"{stage} {size}: peak {r['peak_mib']:.0f} MiB, {r['s_per_frame']:.2f} s/frame", flush=True)

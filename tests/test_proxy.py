@@ -31,6 +31,7 @@ from splatfx.demo import CAPTURE, DemoSettings, demo_proxy, prepare_shot, workin
 from splatfx.io.images import read_exr
 from splatfx.io.video import VideoReader
 from splatfx.pipeline import print_summary, run_shot
+from splatfx.refine.stage import PAIR_MEMORY_BYTES, pair_downscale, run_refine_train
 from splatfx.shot.config import ShotSection, config_from_dict, config_to_dict, load_config
 from splatfx.shot.folder import Shot, create_shot, describe_size
 from splatfx.shot.manifest import Manifest
@@ -211,6 +212,21 @@ def test_demo_like_run_on_full_size_photos_comps_at_the_proxy(tmp_path: Path, da
             linear = srgb_to_linear(opened.read(frame)[..., :3])
             expected = to_uint8(linear_to_srgb(cv2.resize(linear, (768, 576), interpolation=cv2.INTER_AREA)))
             np.testing.assert_array_equal(comp, expected)  # no effect: the proxy plate, bit for bit
+    # The built-in refiner's training pairs are rendered at a bounded size, not the plates' 7 MP.
+    trained = _configure(shot, refine={"model": "refine/model", "train_steps": 2, "train_views": 3})
+    run_refine_train(trained)
+    figures = Manifest.load(shot.manifest_path).last("refine-train").figures
+    width, height = figures["pair_size"]
+    assert max(width, height) <= 1024 and figures["pair_downscale"] >= 3.0
+    assert abs(width / height - 3072 / 2304) < 0.01
+
+
+def test_refiner_pairs_fit_their_size_and_memory_bounds() -> None:
+    assert pair_downscale((384, 288), 1024, 128) == 1.0  # small plates: as they are
+    assert pair_downscale((3072, 2304), 1024, 8) == 3.0  # the side bound
+    factor = pair_downscale((3840, 2160), 1024, 128)  # 4K, 64 views: the memory bound
+    assert factor > 3840 / 1024
+    assert 128 * (3840 / factor) * (2160 / factor) * 2 * 3 * 4 <= PAIR_MEMORY_BYTES
 
 
 @pytest.mark.parametrize("name", ["render", "refine", "comp", "run", "demo"])

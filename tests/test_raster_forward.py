@@ -92,3 +92,35 @@ def test_torch_tiled_reference_equals_dense():
         torch.testing.assert_close(tiled_alpha, dense_alpha, rtol=1e-10, atol=1e-12)
         assert meta["tiles_per_gauss"].sum() == meta["n_isects"] == meta["flatten_ids"].numel() > 0
         assert meta["isect_offsets"].shape == (2, 3, 4) and meta["isect_offsets"][0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("window", [(0, 16, 64, 16), (5, 7, 33, 29), (40, 0, 24, 48)])
+def test_a_window_is_exactly_that_part_of_the_whole_image(fern, window):
+    """``window`` renders part of the image (how large frames are rendered in bands with
+    bounded memory): on fern's real points, its pixels are the whole image's, and the
+    gradients of a loss on the window are the whole image's gradients of the same loss."""
+    from splatfx.raster import rasterize
+
+    x0, y0, w, h = window
+    inputs = [t.clone().requires_grad_(True) for t in fern.args()[:5]]
+    full, full_alpha, _ = rasterize(*inputs, *fern.args()[5:], sh_degree=fern.sh_degree, backend="cpu",
+                                    render_mode="RGB+ED")
+    part = full[:, y0:y0 + h, x0:x0 + w]
+    weights = torch.rand(part.shape, generator=torch.Generator().manual_seed(0))
+    expected = torch.autograd.grad((part * weights).sum() + full_alpha[:, y0:y0 + h, x0:x0 + w].sum(), inputs)
+    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
+    image, alpha, _ = rasterize(*inputs, *fern.args()[5:], sh_degree=fern.sh_degree, backend="cpu",
+                                render_mode="RGB+ED", window=window)
+    torch.testing.assert_close(image, part.detach(), atol=2e-6, rtol=1e-5)  # float32 rounding of the offset
+    torch.testing.assert_close(alpha, full_alpha[:, y0:y0 + h, x0:x0 + w].detach(), atol=2e-6, rtol=0.0)
+    assert float(alpha.detach().mean()) > 0.05  # the window shows something
+    got = torch.autograd.grad((image * weights).sum() + alpha.sum(), inputs)
+    for name, a, b in zip(("means", "quats", "scales", "opacities", "features"), got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_window_outside_the_image_is_refused(fern):
+    from splatfx.raster import rasterize
+
+    with pytest.raises(ValueError, match="window"):
+        rasterize(*fern.args(), sh_degree=fern.sh_degree, backend="cpu", window=(60, 0, 10, 10))

@@ -46,6 +46,7 @@ def rasterize(
     antialiased: bool = False,
     absgrad: bool = False,
     backend: Literal["auto", "cpu", "gsplat"] = "auto",
+    window: tuple[int, int, int, int] | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """Rasterize N 3D Gaussians into C pinhole images, differentiably.
 
@@ -120,6 +121,11 @@ def rasterize(
         antialiased: Apply the Mip-Splatting opacity compensation. Default False.
         absgrad: Also compute ``meta["means2d"].absgrad`` in backward. Default False.
         backend: ``"auto"``, ``"cpu"`` or ``"gsplat"``.
+        window: ``(x0, y0, w, h)``: only this rectangle of the ``width``×``height`` image,
+            its pixels exactly as the whole image has them (the projection, its clamp and
+            the culling are the whole image's; only binning and compositing are limited to
+            the window). The CPU backend's memory then follows the window, so a large image
+            can be rendered in bands. The outputs are window-sized. Default None (the image).
 
     Returns:
         A tuple:
@@ -163,6 +169,10 @@ def rasterize(
         means, quats, scales, opacities, features, viewmats, Ks, width, height, backgrounds, sh_degree,
         near, far, eps2d,
     )
+    if window is not None:
+        window = _check_window(window, int(width), int(height))
+        if absgrad:
+            raise ValueError("rasterize: absgrad is for training on whole images; it does not take a window")
     use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda and gsplat_available())
     kwargs = dict(
         near=float(near), far=float(far), sh_degree=sh_degree, render_mode=render_mode, eps2d=float(eps2d),
@@ -174,12 +184,24 @@ def rasterize(
         devices = {t.device for t in inputs.values() if t is not None}
         if len(devices) != 1 or next(iter(devices)).type != "cuda":
             raise ValueError("rasterize: backend='gsplat' needs every tensor on the same CUDA device")
-        return rasterize_gsplat(**inputs, width=int(width), height=int(height), **kwargs)
+        images, alphas, meta = rasterize_gsplat(**inputs, width=int(width), height=int(height), **kwargs)
+        if window is not None:  # GPU memory is not the bound here: render the image and cut the window
+            x0, y0, w, h = window
+            images, alphas = images[:, y0:y0 + h, x0:x0 + w], alphas[:, y0:y0 + h, x0:x0 + w]
+        return images, alphas, meta
     if any(t is not None and t.device.type != "cpu" for t in inputs.values()):
         if backend == "auto":
             raise RuntimeError("rasterize: GPU tensors need gsplat with CUDA (pip install gsplat), or move them to the CPU")
         raise ValueError("rasterize: backend='cpu' needs CPU tensors (move them with .cpu(), or use backend='gsplat')")
-    return rasterize_cpu(**inputs, width=int(width), height=int(height), **kwargs)
+    return rasterize_cpu(**inputs, width=int(width), height=int(height), window=window, **kwargs)
+
+
+def _check_window(window: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0, w, h = (int(v) for v in window)
+    if w < 1 or h < 1 or x0 < 0 or y0 < 0 or x0 + w > width or y0 + h > height:
+        raise ValueError(f"rasterize: window {tuple(window)} must be a non-empty (x0, y0, w, h) inside the "
+                         f"{width}x{height} image")
+    return x0, y0, w, h
 
 
 def _validate(

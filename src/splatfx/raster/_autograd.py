@@ -167,8 +167,11 @@ def rasterize_cpu(
     eps2d: float,
     antialiased: bool,
     absgrad: bool,
+    window: tuple[int, int, int, int] | None = None,
 ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-    """The CPU pipeline behind :func:`splatfx.raster.rasterize` (inputs already validated, float32)."""
+    """The CPU pipeline behind :func:`splatfx.raster.rasterize` (inputs already validated, float32).
+    With ``window`` (x0, y0, w, h) the projection is the whole image's and the binning and
+    compositing cover the window only, its pixels addressed from its own corner."""
     n_cam, n = viewmats.shape[0], means.shape[0]
     vm = viewmats.detach().to(torch.float64).contiguous().numpy()
     kk = ks.detach().to(torch.float64).contiguous().numpy()
@@ -194,11 +197,16 @@ def rasterize_cpu(
         backgrounds = colors.new_zeros(n_cam, colors.shape[-1])
 
     radii_np = radii.numpy()
+    on_screen, out_w, out_h = means2d, width, height
+    if window is not None:
+        x0, y0, out_w, out_h = window
+        on_screen = means2d - means2d.new_tensor([float(x0), float(y0)])
     bins = bin_gaussians(
-        means2d.detach().numpy().reshape(-1, 2), radii_np.reshape(-1, 2), depths.detach().numpy().reshape(-1),
-        n_cam, width, height,
+        on_screen.detach().numpy().reshape(-1, 2), radii_np.reshape(-1, 2), depths.detach().numpy().reshape(-1),
+        n_cam, out_w, out_h,
     )
-    images, alphas = RasterizeToPixels.apply(means2d, conics, colors, opac, backgrounds, bins, width, height, absgrad)
+    images, alphas = RasterizeToPixels.apply(on_screen, conics, colors, opac, backgrounds, bins, out_w, out_h,
+                                             absgrad)
     if render_mode in ("ED", "RGB+ED"):
         images = torch.cat([images[..., :-1], images[..., -1:] / alphas.clamp(min=1e-10)], dim=-1)
 
@@ -220,6 +228,7 @@ def rasterize_cpu(
         "flatten_ids": torch.from_numpy(bins.flatten_ids),
         "width": width,
         "height": height,
+        "window": window,
         "n_cameras": n_cam,
         "n_batches": 1,
     }

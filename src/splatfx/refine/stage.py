@@ -47,6 +47,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -616,10 +617,45 @@ def _early_checkpoints(scene_dir: Path, most: int = 2) -> list[Any]:
     return [gaussians_from_params(load_checkpoint(path).params) for _, path in found[:most]]
 
 
+#: Bytes the built-in refiner's training pairs may hold together (float32 render and plate).
+PAIR_MEMORY_BYTES = 1 << 30
+
+
+def pair_dataset(shot: Shot, pairs: PairSettings) -> tuple[Any, float]:
+    """The shot's solved plates at the size the refiner's training pairs are rendered at
+    (:func:`pair_downscale`, ``[refine] train_size``), and the factor they were shrunk by;
+    says the size on the console."""
+    from splatfx.io.dataset import load_dataset
+
+    dataset = load_dataset(shot.solve_dir, split="all")
+    plate_w, plate_h = dataset.frames[0].source_size
+    count = min(len(dataset), pairs.views) * (1 + pairs.degraded_per_view)  # make_pairs' renders
+    factor = pair_downscale((plate_w, plate_h), shot.config.refine.train_size, count)
+    if factor > 1:
+        dataset = dataset.downscaled(factor)
+    camera = dataset.frames[0].camera
+    scale = f"plates {plate_w}x{plate_h} ÷ {factor:g}" if factor > 1 else "the plates' size"
+    Console(stderr=True, highlight=False).print(
+        f"refine-train: {count} training pairs at {camera.width}x{camera.height} ({scale})")
+    return dataset, factor
+
+
+def pair_downscale(plate_size: tuple[int, int], longest: int, count: int,
+                   budget: int = PAIR_MEMORY_BYTES) -> float:
+    """The factor the plates are shrunk by for the refiner's training pairs: their longer side
+    at most ``longest`` pixels, and ``count`` pairs (a float32 RGB render and plate each)
+    within ``budget`` bytes. 1 when the plates already fit. Rounded up to a quarter, so the
+    same plates always give the same size."""
+    width, height = plate_size
+    by_side = max(width, height) / longest
+    by_memory = math.sqrt(count * width * height * 2 * 3 * 4 / budget)
+    factor = max(1.0, by_side, by_memory)
+    return 1.0 if factor <= 1.0 else math.ceil(factor * 4) / 4
+
+
 def run_refine_train(shot: Shot, *, force: bool = False, device: str = "auto") -> StageResult:
     """``splatfx refine --train``: train the built-in refiner on the shot's own scene and plates,
     as ``[refine] train_*`` say, resuming its checkpoint in ``refine/training/`` when one is there."""
-    from splatfx.io.dataset import load_dataset
     from splatfx.io.formats import read_gaussians
     from splatfx.refine.builtin import make_pairs, train_refiner
 
@@ -627,16 +663,17 @@ def run_refine_train(shot: Shot, *, force: bool = False, device: str = "auto") -
     scene_path = shot.scene_ply
     if not scene_path.is_file():
         raise InputError(scene_path, "scene.ply does not exist (run `splatfx train` first)")
-    config = {"training": asdict(settings), "pairs": asdict(pairs)}
+    config = {"training": asdict(settings), "pairs": asdict(pairs), "pair_size": shot.config.refine.train_size}
 
     def work() -> dict[str, Any]:
         scene = read_gaussians(scene_path)
-        dataset = load_dataset(shot.solve_dir, split="all")
+        dataset, factor = pair_dataset(shot, pairs)
+        width, height = dataset.frames[0].camera.width, dataset.frames[0].camera.height
         early = _early_checkpoints(shot.scene_dir)
         training_pairs = make_pairs(scene, dataset, pairs, early=early, seed=settings.seed)
         _, figures = train_refiner(training_pairs, builtin_model_dir(shot), training_dir(shot), settings,
-                                   key=_file_digest(scene_path), device=device)
-        return figures
+                                   key=f"{_file_digest(scene_path)}@{width}x{height}", device=device)
+        return {**figures, "pair_size": [width, height], "pair_downscale": factor}
 
     return run_stage(shot, "refine-train", config, inputs={"scene": scene_path, "solve": shot.solve_dir},
                      outputs=[builtin_model_dir(shot)], fn=work, force=force, seed=settings.seed)

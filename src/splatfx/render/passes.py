@@ -66,6 +66,11 @@ NO_ELEMENT = 255
 ALPHA_EMPTY = 1.0 / 255.0
 #: Gaussians closer to the camera than this (solve units) are culled.
 NEAR = 0.01
+#: Most pixels rasterized in one call (a 1024×1024 image): larger frames are rendered in bands
+#: of rows, so the rasterizer's memory does not grow with the frame (:func:`render_features`).
+BAND_PIXELS = 1 << 20
+#: Band heights are whole rasterizer tiles.
+BAND_TILE = 16
 
 
 @dataclass(frozen=True)
@@ -76,10 +81,6 @@ class Crop:
     y0: int
     width: int
     height: int
-
-    def camera(self, camera: Camera) -> Camera:
-        """The camera that renders only this rectangle of ``camera``'s image."""
-        return replace(camera, width=self.width, height=self.height, cx=camera.cx - self.x0, cy=camera.cy - self.y0)
 
     def slices(self) -> tuple[slice, slice]:
         return slice(self.y0, self.y0 + self.height), slice(self.x0, self.x0 + self.width)
@@ -102,26 +103,20 @@ def render_features(gaussians: Gaussians, features: torch.Tensor, camera: Camera
     A camera with lens distortion is rendered as a pinhole on an overscan canvas and
     resampled onto its distorted pixels (:class:`splatfx.render.cameras.LensWarp`). ``crop``
     (in pinhole-canvas pixels, see :func:`render_canvas`) renders only that rectangle;
-    the rest is empty.
+    the rest is empty. Large canvases are rasterized in bands of rows (:data:`BAND_PIXELS`).
     """
     warp = lens_warp(camera)
     canvas = warp.pinhole if warp is not None else camera
-    cam = crop.camera(canvas) if crop is not None else canvas
+    region = crop if crop is not None else Crop(0, 0, canvas.width, canvas.height)
     dev = resolve_device()
     d = features.shape[1]
     if len(gaussians) == 0:
-        channels = np.zeros((cam.height, cam.width, d), np.float32)
-        alpha = np.zeros((cam.height, cam.width), np.float32)
+        channels = np.zeros((region.height, region.width, d), np.float32)
+        alpha = np.zeros((region.height, region.width), np.float32)
         z = np.zeros_like(alpha) if depth else None
     else:
-        g = gaussians.to(dev)
-        with torch.no_grad():
-            image, alphas, _ = rasterize(
-                g.means, g.quats, g.scales, g.opacities, features.to(dev, torch.float32),
-                *camera_tensors([cam], dev), cam.width, cam.height,
-                near=NEAR, render_mode="RGB+ED" if depth else "RGB")
-        image = image[0].cpu().numpy()
-        channels, alpha = image[..., :d], alphas[0, ..., 0].cpu().numpy()
+        image, alpha = _rasterize_in_bands(gaussians.to(dev), features.to(dev, torch.float32), canvas, region, depth)
+        channels = image[..., :d]
         z = image[..., d] if depth else None
     if crop is not None:
         channels, alpha, z = (_paste(a, crop, canvas) if a is not None else None for a in (channels, alpha, z))
@@ -130,6 +125,32 @@ def render_features(gaussians: Gaussians, features: torch.Tensor, camera: Camera
         channels, alpha = stacked[..., :d], stacked[..., d]
         z = warp.apply(z, nearest=True) if z is not None else None
     return Rendered(channels, alpha, z)
+
+
+def _rasterize_in_bands(g: Gaussians, features: torch.Tensor, canvas: Camera, region: Crop, depth: bool
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Rasterize ``features`` seen by ``canvas`` over its ``region``, in bands of rows of at
+    most :data:`BAND_PIXELS` (whole tiles). Each band is the rasterizer's ``window`` of the
+    whole canvas, so its pixels are exactly those of one call over the canvas, while the
+    rasterizer's buffers (they grow with the Gaussian-tile intersections) stay bounded however
+    large the frame. Channels (h,w,X) of the region (depth last when asked) and alpha (h,w).
+    On a GPU the region is rendered in one call."""
+    rows = max(BAND_TILE, BAND_PIXELS // max(region.width, 1) // BAND_TILE * BAND_TILE)
+    if g.means.device.type != "cpu":
+        rows = region.height
+    image = np.empty((region.height, region.width, features.shape[1] + int(depth)), np.float32)
+    alpha = np.empty((region.height, region.width), np.float32)
+    viewmats, ks = camera_tensors([canvas], g.means.device)
+    for top in range(0, region.height, rows):
+        band = slice(top, min(top + rows, region.height))
+        window = (region.x0, region.y0 + top, region.width, band.stop - top)
+        with torch.no_grad():
+            pixels, alphas, _ = rasterize(
+                g.means, g.quats, g.scales, g.opacities, features, viewmats, ks, canvas.width, canvas.height,
+                near=NEAR, render_mode="RGB+ED" if depth else "RGB", window=window)
+        image[band] = pixels[0].cpu().numpy()
+        alpha[band] = alphas[0, ..., 0].cpu().numpy()
+    return image, alpha
 
 
 def render_canvas(camera: Camera) -> Camera:

@@ -456,6 +456,9 @@ class RefineSection:
         (16, 32, 64), "built-in refiner: UNet channel widths per level (each a multiple of 8)", ge=8)
     train_views: int = setting(64, "built-in refiner: plate views its training pairs are rendered from, at most",
                                ge=1)
+    train_size: int = setting(
+        1024, "built-in refiner: longer side in pixels of its training pairs, at most (plates are area-averaged to it; "
+              "smaller still when the pairs would pass 1 GiB)", ge=64)
 
     def check(self) -> None:
         if not self.train_widths:

@@ -357,7 +357,10 @@ def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previo
     base = _exposure_layers(static, static_rgb, reference, present, camera, crop)
     change = np.zeros_like(base)
     for sample in frames:
-        change += _exposure_layers(static, static_rgb, sample, present, camera, crop) - base
+        layers = _exposure_layers(static, static_rgb, sample, present, camera, crop)
+        np.subtract(layers, base, out=layers)
+        change += layers
+        del layers
     change /= samples
     passes = _with_change(passes, change, present)
     seconds["motion blur"] = time.perf_counter() - start
@@ -434,7 +437,7 @@ def _moving_crop(samples: list[_MovingSample], camera: Camera, pad: int = 8) -> 
 
 def _exposure_layers(static: Gaussians, static_rgb: torch.Tensor, moving: _MovingSample, present: list[int],
                      camera: Camera, crop: Crop) -> np.ndarray:
-    """The blurred layers of one instant (H,W,7+E), float64: scene-linear premultiplied
+    """The blurred layers of one instant (H,W,7+E), float32: scene-linear premultiplied
     ``R,G,B,A``, ``fx.R,G,B`` and one matte per ``present`` element."""
     g = Gaussians.cat([static, moving.gaussians])
     element = np.concatenate([np.full(len(static), SCENE, np.int8), moving.element])
@@ -446,7 +449,7 @@ def _exposure_layers(static: Gaussians, static_rgb: torch.Tensor, moving: _Movin
     mattes = c[..., 6:]
     share = np.clip(mattes.sum(axis=2), 0.0, 1.0)
     return np.concatenate([to_linear_premultiplied(c[..., 0:3], alpha), alpha[..., None],
-                           to_linear_premultiplied(c[..., 3:6], share), mattes], axis=2).astype(np.float64)
+                           to_linear_premultiplied(c[..., 3:6], share), mattes], axis=2, dtype=np.float32)
 
 
 def _with_change(passes: FramePasses, change: np.ndarray, present: list[int]) -> FramePasses:

@@ -7,7 +7,7 @@ Usage::
 
 ``--clip-1080p`` first makes a landscape 1920x1080 H.264 clip (``SHOT.mov`` beside the shot
 folder, kept between runs) from the 24 photos of ``south_building_full`` (3072x2304), each
-scaled to cover 1920x1080 and centre-cropped, one photo per frame at 24 fps, encoded with
+scaled to cover 1920x1080 and centre-cropped, one photo per frame at 10 fps (the demo's rate), encoded with
 PyAV as a camera records (yuv420p, CRF 20). Then ``splatfx demo --plates … --out SHOT`` runs
 in a child process (a fresh ``--out`` each time: the folder is removed first), and the script
 prints the wall time of the whole run, its CPU time and peak resident set (``getrusage`` of
@@ -46,15 +46,15 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_1080p_clip(path: Path) -> Path:
-    """south_building_full's photos as a 1920x1080, 24 fps H.264 clip (made once)."""
+    """south_building_full's photos as a 1920x1080, 10 fps H.264 clip (made once)."""
     if path.is_file():
         return path
     width, height = 1920, 1080
     tmp = path.with_suffix(".tmp.mov")
     with av.open(str(tmp), "w", format="mov") as container:
-        stream = container.add_stream("libx264", rate=24)
+        stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = Fraction(1, 24)
+        stream.time_base = Fraction(1, 10)
         stream.options = {"crf": "20", "preset": "veryfast"}
         for i, photo in enumerate(sorted((DATA / "south_building_full" / "images").glob("*.JPG"))):
             image = Image.open(photo).convert("RGB")

@@ -7,10 +7,12 @@ import pytest
 
 from splatfx.core.camera import look_at
 from splatfx.recon.orient import (
+    DEFAULT_SUBJECT_DISTANCE_M,
     ScaleMeasure,
     camera_path_up,
     cameras_mean_up,
     estimate_ground,
+    median_subject_distance,
     orient_scene,
     scale_from_distance,
     scale_from_height,
@@ -125,6 +127,23 @@ def test_world_frame_is_z_up_metric_with_ground_at_zero() -> None:
     assert np.abs(ground_pts[:, 2]).mean() < 0.02 * frame.scale
     assert _angle_deg(frame.camera_to_world(cameras[0]).up, np.array([0, 0, 1])) < 30  # cameras stay upright
     np.testing.assert_allclose(frame.rotation @ frame.rotation.T, np.eye(3), atol=1e-9)
+
+
+def test_footage_that_shows_no_ground_below_the_cameras_assumes_a_subject_distance() -> None:
+    """A wall framed from the cameras' height up (its lower part and the ground cut off by
+    the frame): no camera height can be measured, so the scene is taken to lie a median 30 m
+    away and the ground 1.6 m below the cameras, not the lowest point seen at eye level."""
+    points, cameras, rot, shift = _synthetic_scene(seed=6)
+    upright = (points - shift) @ rot  # back in the scene's own frame: z up, ground at 0
+    seen = points[upright[:, 2] > 1.5]
+    frame = orient_scene(seen, cameras)
+    assert frame.scale_source.startswith("assumed: the ground is not seen below the cameras")
+    assert "[solve.scale]" in frame.scale_source
+    assert frame.scale * median_subject_distance(seen, cameras) == pytest.approx(DEFAULT_SUBJECT_DISTANCE_M)
+    heights = np.array([frame.camera_to_world(c).center[2] for c in cameras])
+    assert heights.mean() == pytest.approx(1.6, rel=1e-6)
+    assert frame.points_to_world(seen)[:, 2].min() > 1.5  # everything seen stands above the ground
+    assert _angle_deg(frame.up, rot @ np.array([0.0, 0.0, 1.0])) < 20  # up still from the camera path
 
 
 def test_world_frame_with_measured_distance_and_json_round_trip(tmp_path) -> None:

@@ -71,6 +71,27 @@ def test_solve_orientation_agrees_with_cameras(solved_shot: Path) -> None:
     assert np.all(heights > 0)  # every camera above the ground
 
 
+def test_footage_cut_off_above_the_ground_keeps_a_plausible_scale(solved_shot: Path) -> None:
+    """The same solve with every point below the cameras dropped, as when 16:9 frames cut
+    the pavement off a 4:3 photo: the scale (from an assumed subject distance) stays within
+    a factor 1.6 of the one the visible ground gives, not the solve's arbitrary units."""
+    from splatfx.recon.orient import camera_path_up, orient_scene
+
+    solve = solved_shot / "solve"
+    full = SceneFrame.load(solve / "scene.json")
+    data = load_dataset(solve, "all")
+    camera_up = cameras_mean_up(data.cameras)
+    reference = camera_path_up(data.cameras, camera_up)  # the up orient searches around
+    reference = camera_up if reference is None else reference
+    centres = np.array([c.center for c in data.cameras])
+    seen = data.points.xyz[data.points.xyz @ reference > (centres @ reference).max()]
+    cut = orient_scene(seen, data.cameras)
+    assert cut.scale_source.startswith("assumed: the ground is not seen below the cameras")
+    assert 1 / 1.6 < cut.scale / full.scale < 1.6, (cut.scale, full.scale)
+    heights = np.array([cut.camera_to_world(c).center[2] for c in data.cameras])
+    assert heights.mean() == pytest.approx(1.6, rel=1e-6)
+
+
 def test_shot_stages_skip_and_reorient(solved_shot: Path) -> None:
     before = SceneFrame.load(solved_shot / "solve" / "scene.json")
     images_mtime = (solved_shot / "solve" / "sparse" / "0" / "images.bin").stat().st_mtime_ns

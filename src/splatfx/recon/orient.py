@@ -10,7 +10,10 @@ metres, so after the solve we estimate:
   world). Without such a plane the reference is the up direction;
 - the **metric scale**: from one known measure (a distance between two points, or the
   height of a selection of points), or else from the stated assumption that the mean
-  camera height above the ground is 1.6 m (hand-held footage).
+  camera height above the ground is 1.6 m (hand-held footage). When the footage does not
+  show the ground below the cameras (a facade framed from the knees up), that assumption
+  has nothing to stand on; the scale then assumes the scene lies at a typical distance
+  from the cameras, and the ground 1.6 m below them.
 
 splatfx's world frame is **z-up, in metres**, ground plane at z = 0, origin below the
 cameras' centroid, the cameras' mean viewing direction along +y; gravity is −z. The
@@ -30,6 +33,15 @@ from splatfx.shot.scene_frame import Plane, SceneFrame
 
 #: Mean camera height above the ground assumed when nothing was measured (hand-held).
 DEFAULT_CAMERA_HEIGHT_M = 1.6
+#: How far the cameras are assumed to film the scene (:func:`median_subject_distance`) when
+#: the ground below them is not seen: between what the camera-height rule gives on the South
+#: Building captures (21 m on 12 photos close to it, 34 m on the 24 full-size photos, 41 m on
+#: the demo's 128), a street's width or two. A guess good to about 1.5×: measure when it matters.
+DEFAULT_SUBJECT_DISTANCE_M = 30.0
+#: The camera-height rule is trusted only when the ground it finds lies at least this
+#: fraction of the subject distance below the cameras (0.3 m at 30 m); closer, the lowest
+#: points seen are not the ground but whatever the frame's lower edge cut through.
+MIN_CAMERA_HEIGHT_TO_DISTANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -240,6 +252,44 @@ def scale_from_camera_height(cameras: Sequence[Camera], ground: Plane, metres: f
     return metres / mean_height
 
 
+def median_subject_distance(points: np.ndarray, cameras: Sequence[Camera]) -> float:
+    """How far the cameras film the scene (solve units): per camera, the median distance to
+    the points in its view; the median over the cameras (all points, for a camera that sees
+    none)."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(points) > 20000:
+        points = points[np.random.default_rng(0).choice(len(points), 20000, replace=False)]
+    distances = []
+    for camera in cameras:
+        pixels, depth = camera.project(points)
+        inside = (depth > 0) & np.all((pixels >= 0) & (pixels < [camera.width, camera.height]), axis=1)
+        seen = points[inside] if inside.any() else points
+        distances.append(float(np.median(np.linalg.norm(seen - camera.center, axis=1))))
+    return float(np.median(distances))
+
+
+def ground_seen(points: np.ndarray, cameras: Sequence[Camera], ground: GroundFit) -> bool:
+    """Whether ``ground`` lies far enough below the cameras (:data:`MIN_CAMERA_HEIGHT_TO_DISTANCE`
+    of the subject distance) for the camera-height rule to stand on it."""
+    if ground.plane is None or len(points) == 0:
+        return False
+    height = float(np.mean(ground.plane.height(np.array([c.center for c in cameras]))))
+    return height >= MIN_CAMERA_HEIGHT_TO_DISTANCE * median_subject_distance(points, cameras)
+
+
+def unseen_ground_frame(points: np.ndarray, cameras: Sequence[Camera], ground: GroundFit) -> tuple[float, GroundFit]:
+    """Scale and ground when the ground below the cameras is not seen: the scene at
+    :data:`DEFAULT_SUBJECT_DISTANCE_M`, the ground :data:`DEFAULT_CAMERA_HEIGHT_M` below the
+    cameras' mean height (or lower, where points were seen lower)."""
+    scale = DEFAULT_SUBJECT_DISTANCE_M / median_subject_distance(points, cameras)
+    centroid = np.mean([c.center for c in cameras], axis=0)
+    offset = -float(ground.up @ centroid) + DEFAULT_CAMERA_HEIGHT_M / scale
+    if ground.plane is not None:
+        offset = max(offset, ground.plane.offset)
+    return scale, GroundFit(ground.up, Plane(ground.up, offset), ground.up_source, ground.inlier_fraction,
+                            ground.camera_up_angle_deg)
+
+
 @dataclass(frozen=True)
 class ScaleMeasure:
     """One known measure of the scene. ``kind`` is "camera_height" (the default
@@ -315,12 +365,18 @@ def orient_scene(
     measure = measure or ScaleMeasure()
     ground = estimate_ground(points, cameras, tolerance=tolerance, max_tilt_deg=max_tilt_deg,
                              use_plane=use_ground_plane, seed=seed)
-    try:
-        scale, source = measured_scale(measure, points, cameras, ground), measure.describe()
-    except ValueError as exc:
-        if measure.kind != "camera_height":
-            raise
-        scale, source = 1.0, f"unknown: {exc}; the solve's units are taken as metres"
+    if measure.kind == "camera_height" and len(points) and not ground_seen(points, cameras, ground):
+        scale, ground = unseen_ground_frame(points, cameras, ground)
+        source = (f"assumed: the ground is not seen below the cameras, so the scene is taken to lie a median "
+                  f"{DEFAULT_SUBJECT_DISTANCE_M:g} m from them and the ground {DEFAULT_CAMERA_HEIGHT_M:g} m below "
+                  f"them; measure it with [solve.scale]")
+    else:
+        try:
+            scale, source = measured_scale(measure, points, cameras, ground), measure.describe()
+        except ValueError as exc:
+            if measure.kind != "camera_height":
+                raise
+            scale, source = 1.0, f"unknown: {exc}; the solve's units are taken as metres"
     rotation = world_rotation(ground.up, cameras)
     centroid = np.mean([c.center for c in cameras], axis=0)
     origin = centroid if ground.plane is None else centroid - ground.plane.height(centroid[None])[0] * ground.up

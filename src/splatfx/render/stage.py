@@ -126,11 +126,12 @@ def run_render(shot: Shot, *, force: bool = False) -> StageResult:
                      lambda: render_frames(shot, inputs, settings, redo=force), force=force)
 
 
-#: The render's working set per output pixel (passes, clean pass, EXR channels, the
-#: rasterizer's buffers), and besides the frame (interpreter, libraries, the animated scene):
-#: fitted to the peaks benchmarks/memory.py measures (docs/render_comp.md).
-RENDER_BYTES_PER_PIXEL = 800.0
-RENDER_FIXED_BYTES = 0.45 * 2**30
+#: The render's working set per output pixel (passes, clean pass, EXR channels, the motion-blur
+#: accumulators; the rasterizer's buffers are bounded by its 1 MP bands), and besides the frame
+#: (interpreter, libraries, the animated scene, one band): fitted to the peaks
+#: benchmarks/memory.py measures at 1536x1152 to 3328x2496 (docs/render_comp.md).
+RENDER_BYTES_PER_PIXEL = 400.0
+RENDER_FIXED_BYTES = 0.85 * 2**30
 
 
 def check_memory(shot: Shot, size: tuple[int, int]) -> float:

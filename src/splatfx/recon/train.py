@@ -53,6 +53,7 @@ from splatfx.recon.working_size import WorkingSize, choose_working_size
 from splatfx.io.formats.ply import write_ply
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.losses import photometric_loss
+from splatfx.recon._cpu_loss import fused_photometric_loss
 from splatfx.core.progress import make_progress
 from splatfx.raster import rasterize
 from splatfx.raster.views import camera_tensors, resolve_device
@@ -313,6 +314,14 @@ def make_strategy(config: TrainConfig) -> Strategy:
     )
 
 
+def training_loss(render: Tensor, target: Tensor, ssim_weight: float) -> tuple[Tensor, Tensor]:
+    """The 3DGS loss (:func:`splatfx.core.losses.photometric_loss`): on the CPU in fused
+    compiled kernels (same value and gradient, a third of the time), elsewhere in torch."""
+    if render.device.type == "cpu":
+        return fused_photometric_loss(render, target, ssim_weight)
+    return photometric_loss(render, target, ssim_weight)
+
+
 def camera_for_step(step: int, n_views: int, seed: int) -> int:
     """The view trained at ``step``: a fresh random permutation per epoch, a pure function
     of (seed, epoch) so a resumed run sees the same order."""
@@ -438,7 +447,7 @@ class Trainer:
         render, _, meta = self.render(view, self.sh_degree_at(step), background)
         info = StepInfo(meta, means_lr)
         self.strategy.before_backward(info)
-        loss, l1_term = photometric_loss(render[0], target, config.ssim_weight)
+        loss, l1_term = training_loss(render[0], target, config.ssim_weight)
         reg = self.strategy.regularizer(self.params)
         if reg is not None:
             loss = loss + reg

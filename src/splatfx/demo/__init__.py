@@ -37,7 +37,7 @@ from splatfx.core.atomic import write_text_atomic
 from splatfx.shot.config import config_from_dict, config_to_dict
 from splatfx.core.errors import InputError
 from splatfx.pipeline import PipelineRun, print_summary, run_shot
-from splatfx.shot.folder import SHOT_TOML, Shot, create_shot
+from splatfx.shot.folder import SHOT_TOML, Shot, create_shot, proxy_size
 
 PathLike = str | os.PathLike[str]
 
@@ -52,6 +52,19 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".exr", ".tif", ".tiff")
 #: The longest side, in pixels, the demo renders, refines and comps at to stay within its
 #: 10 minutes on 2 cores (measured at 768x576 on south_building_full: docs/demo.md).
 DEMO_LONG_SIDE = 800
+#: Frames worked at up to this many pixels (the packaged 384x288, a 1080p clip's 480x270 proxy)
+#: leave training more of the 10 minutes than a 768x576 proxy, whose render, refine and comp
+#: take half of them (docs/demo.md).
+SMALL_FRAME_PIXELS = 150_000
+#: Training steps for small frames (the 2.5-minute cap ends it first, after about 2,600 steps
+#: on 2 quiet cores: a sharper scene than 1,500, docs/train.md) and for larger ones.
+TRAIN_STEPS_SMALL_FRAMES = 3000
+TRAIN_STEPS_LARGE_FRAMES = 1500
+
+
+def demo_train_steps(width: int, height: int) -> int:
+    """The training steps the demo asks for when its frames are worked at ``width``×``height``."""
+    return TRAIN_STEPS_SMALL_FRAMES if width * height <= SMALL_FRAME_PIXELS else TRAIN_STEPS_LARGE_FRAMES
 
 
 def demo_proxy(width: int, height: int, long_side: int = DEMO_LONG_SIDE) -> float:
@@ -69,7 +82,7 @@ class DemoSettings:
 
     frames: int | None = None  # use the first N plates (None: all)
     fps: float = 10.0  # the stills are metres apart, so a low rate keeps the camera move readable
-    train_steps: int = 1500
+    train_steps: int | None = None  # None: by the size the frames are worked at (demo_train_steps)
     train_minutes: float = 2.5
     max_gaussians: int = 150_000
     sh_degree: int = 1
@@ -101,8 +114,8 @@ def preset_tables(preset: str, settings: DemoSettings) -> dict[str, Any]:
         raise ValueError(f"unknown demo preset {preset!r}; choose one of {', '.join(PRESETS)}")
     s = settings
     tables: dict[str, Any] = {
-        "train": {"max_steps": s.train_steps, "max_minutes": s.train_minutes, "max_gaussians": s.max_gaussians,
-                  "sh_degree": s.sh_degree, "strategy": "adc"},
+        "train": {"max_steps": s.train_steps or TRAIN_STEPS_LARGE_FRAMES, "max_minutes": s.train_minutes,
+                  "max_gaussians": s.max_gaussians, "sh_degree": s.sh_degree, "strategy": "adc"},
         "fx": {"effects": ["collapse", "snow"],
                "collapse": {"fragments": s.fragments, "fill": s.fill, "fill_max": s.fill_max, "debris": s.debris,
                             "debris_size": s.debris_size,
@@ -141,7 +154,10 @@ def prepare_shot(out: PathLike, plates: PathLike | None, preset: str, settings: 
     if preset != "virtual":
         data["render"].pop("virtual_camera", None)
     width, height = shot.plate_size()
-    data["shot"]["proxy"] = settings.proxy if settings.proxy is not None else demo_proxy(width, height)
+    proxy = settings.proxy if settings.proxy is not None else demo_proxy(width, height)
+    data["shot"]["proxy"] = proxy
+    if settings.train_steps is None:
+        data["train"]["max_steps"] = demo_train_steps(*proxy_size((width, height), proxy))
     return _save(shot, data)
 
 

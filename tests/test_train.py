@@ -233,18 +233,18 @@ def test_auto_working_size_buys_the_target_steps_at_the_largest_size() -> None:
     """12-MP plates in a 20-minute budget: the largest ladder size buying 2,000 steps, not full size."""
     chosen = choose_working_size((3072, 2304), downscale="auto", max_steps=30_000, max_minutes=20,
                                  gaussians=40_000, plates=24)
-    assert chosen.size == (768, 576) and chosen.downscale == 4.0
+    assert chosen.size == (1536, 1152) and chosen.downscale == 2.0
     assert chosen.steps >= TARGET_STEPS and chosen.reason.startswith("auto")
-    larger = choose_working_size((3072, 2304), downscale=3.0, max_steps=30_000, max_minutes=20,
+    larger = choose_working_size((3072, 2304), downscale=1.5, max_steps=30_000, max_minutes=20,
                                  gaussians=40_000, plates=24)
     assert larger.steps < TARGET_STEPS  # the next size up would not buy them
-    assert chosen.line(20) == f"training at 768x576 (plates 3072x2304 ÷ 4), ~{chosen.steps:,} steps in 20 min"
+    assert chosen.line(20) == f"training at 1536x1152 (plates 3072x2304 ÷ 2), ~{chosen.steps:,} steps in 20 min"
 
 
 def test_working_size_floor_no_upsampling_and_forced_factor() -> None:
-    # 2.5 minutes cannot buy 2,000 steps at any size on 2 cores: the floor, never below it
+    # 2.5 minutes at 40k Gaussians cannot buy 2,000 steps at any size on 2 cores: the floor, never below it
     tight = choose_working_size((3072, 2304), downscale="auto", max_steps=30_000, max_minutes=2.5, gaussians=40_000)
-    assert tight.size == (384, 288) and "floor" in tight.reason and tight.steps > 500
+    assert tight.size == (384, 288) and "floor" in tight.reason and 1000 < tight.steps < TARGET_STEPS
     small = choose_working_size((384, 288), downscale="auto", max_steps=1500, max_minutes=2.5, gaussians=20_000)
     assert small.size == (384, 288) and small.full_size  # the demo's plates stay at full size, never upsampled
     forced = choose_working_size((3072, 2304), downscale=2, max_steps=30_000, max_minutes=2.5, gaussians=40_000)

@@ -22,7 +22,7 @@ from splatfx.demo.presets import PRESETS
 @click.option("--frames", type=click.IntRange(min=2), default=None,
               help="Use only the first N plates (quicker; default: all).")
 @click.option("--train-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Wall-time limit of the 3DGS training (default 2.5).")
+              help="Wall-time limit of the 3DGS training (default: 2.5, or 1.5 for frames over 150k pixels).")
 @click.option("--force", is_flag=True, help="Rerun every stage even if it is up to date.")
 @proxy_option
 def command(out: Path, preset: str, plates: Path | None, frames: int | None, train_minutes: float | None,

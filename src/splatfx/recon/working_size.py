@@ -46,9 +46,10 @@ class StepCost:
         return self.decode_per_mpx * plate_pixels / 1e6 * plates
 
 
-#: A quiet 2-core machine: the slope per megapixel from south_building_full's plates at 384 to
-#: 3072 px, its level from quiet-machine runs (docs/train.md, "Working size").
-CPU_COST = StepCost(fixed=0.040, per_mpx=0.90, per_100k=0.05, decode_per_mpx=0.02)
+#: A quiet 2-core machine, with the fused CPU loss: fitted to the steps `benchmarks/train.py
+#: --working-size` measures on south_building_full's plates at 384 to 1536 px (the per-megapixel
+#: slope from 384 to 3072 px, which keeps the middle sizes on the safe side; docs/train.md).
+CPU_COST = StepCost(fixed=0.016, per_mpx=0.25, per_100k=0.145, decode_per_mpx=0.02)
 #: gsplat on a GPU (not measured here: gsplat's published 3DGS timings, ~40 ms a step at
 #: 1.5 MP and 3M Gaussians on an A100); it keeps every usual plate at full size.
 CUDA_COST = StepCost(fixed=0.010, per_mpx=0.010, per_100k=0.0005, decode_per_mpx=0.02)

@@ -174,7 +174,7 @@ def test_fused_loss_is_deterministic_on_all_threads(fern_pair) -> None:
         render = big_a.clone().requires_grad_(True)
         loss, _ = fused_photometric_loss(render, big_b, 0.2)
         loss.backward()
-        results.append((float(loss), render.grad.numpy().copy()))
+        results.append((float(loss.detach()), render.grad.numpy().copy()))
     for value, grad in results[1:]:
         assert value == results[0][0]
         assert np.array_equal(grad, results[0][1])

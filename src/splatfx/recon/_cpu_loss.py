@@ -169,8 +169,8 @@ class FusedPhotometricLoss(torch.autograd.Function):
         parallel_for(_stats_horizontal, height, x, y, weights, channels, stats, chunk=_ROWS_PER_CHUNK)
         partials = np.empty((3, height, width), np.float32)
         ssim_rows, l1_rows = np.empty(height, np.float64), np.empty(height, np.float64)
-        parallel_for(_ssim_vertical, height, stats, x, y, weights, np.float32(C1), np.float32(C2), ssim_rows, l1_rows, partials,
-                     chunk=_ROWS_PER_CHUNK)
+        parallel_for(_ssim_vertical, height, stats, x, y, weights, np.float32(C1), np.float32(C2), ssim_rows,
+                     l1_rows, partials, chunk=_ROWS_PER_CHUNK)
         count = x.size
         l1 = float(l1_rows.sum()) / count
         ssim = float(ssim_rows.sum()) / count

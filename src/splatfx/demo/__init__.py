@@ -118,9 +118,8 @@ def preset_tables(preset: str, settings: DemoSettings) -> dict[str, Any]:
         raise ValueError(f"unknown demo preset {preset!r}; choose one of {', '.join(PRESETS)}")
     s = settings
     tables: dict[str, Any] = {
-        "train": {"max_steps": s.train_steps or TRAIN_STEPS_LARGE_FRAMES,
-                  "max_minutes": s.train_minutes or TRAIN_MINUTES_LARGE_FRAMES,
-                  "max_gaussians": s.max_gaussians, "sh_degree": s.sh_degree, "strategy": "adc"},
+        # max_steps and max_minutes depend on the frames' working size: prepare_shot sets them
+        "train": {"max_gaussians": s.max_gaussians, "sh_degree": s.sh_degree, "strategy": "adc"},
         "fx": {"effects": ["collapse", "snow"],
                "collapse": {"fragments": s.fragments, "fill": s.fill, "fill_max": s.fill_max, "debris": s.debris,
                             "debris_size": s.debris_size,
@@ -162,10 +161,8 @@ def prepare_shot(out: PathLike, plates: PathLike | None, preset: str, settings: 
     proxy = settings.proxy if settings.proxy is not None else demo_proxy(width, height)
     data["shot"]["proxy"] = proxy
     steps, minutes = demo_training(*proxy_size((width, height), proxy))
-    if settings.train_steps is None:
-        data["train"]["max_steps"] = steps
-    if settings.train_minutes is None:
-        data["train"]["max_minutes"] = minutes
+    data["train"]["max_steps"] = steps if settings.train_steps is None else settings.train_steps
+    data["train"]["max_minutes"] = minutes if settings.train_minutes is None else settings.train_minutes
     return _save(shot, data)
 
 

@@ -268,20 +268,23 @@ def median_subject_distance(points: np.ndarray, cameras: Sequence[Camera]) -> fl
     return float(np.median(distances))
 
 
-def ground_seen(points: np.ndarray, cameras: Sequence[Camera], ground: GroundFit) -> bool:
+def ground_seen(cameras: Sequence[Camera], ground: GroundFit, subject_distance: float) -> bool:
     """Whether ``ground`` lies far enough below the cameras (:data:`MIN_CAMERA_HEIGHT_TO_DISTANCE`
-    of the subject distance) for the camera-height rule to stand on it."""
-    if ground.plane is None or len(points) == 0:
+    of ``subject_distance``, see :func:`median_subject_distance`) for the camera-height rule to
+    stand on it."""
+    if ground.plane is None:
         return False
     height = float(np.mean(ground.plane.height(np.array([c.center for c in cameras]))))
-    return height >= MIN_CAMERA_HEIGHT_TO_DISTANCE * median_subject_distance(points, cameras)
+    return height >= MIN_CAMERA_HEIGHT_TO_DISTANCE * subject_distance
 
 
-def unseen_ground_frame(points: np.ndarray, cameras: Sequence[Camera], ground: GroundFit) -> tuple[float, GroundFit]:
+def unseen_ground_frame(cameras: Sequence[Camera], ground: GroundFit, subject_distance: float
+                        ) -> tuple[float, GroundFit]:
     """Scale and ground when the ground below the cameras is not seen: the scene at
-    :data:`DEFAULT_SUBJECT_DISTANCE_M`, the ground :data:`DEFAULT_CAMERA_HEIGHT_M` below the
-    cameras' mean height (or lower, where points were seen lower)."""
-    scale = DEFAULT_SUBJECT_DISTANCE_M / median_subject_distance(points, cameras)
+    :data:`DEFAULT_SUBJECT_DISTANCE_M` (``subject_distance`` in solve units), the ground
+    :data:`DEFAULT_CAMERA_HEIGHT_M` below the cameras' mean height (or lower, where points
+    were seen lower)."""
+    scale = DEFAULT_SUBJECT_DISTANCE_M / subject_distance
     centroid = np.mean([c.center for c in cameras], axis=0)
     offset = -float(ground.up @ centroid) + DEFAULT_CAMERA_HEIGHT_M / scale
     if ground.plane is not None:
@@ -365,8 +368,10 @@ def orient_scene(
     measure = measure or ScaleMeasure()
     ground = estimate_ground(points, cameras, tolerance=tolerance, max_tilt_deg=max_tilt_deg,
                              use_plane=use_ground_plane, seed=seed)
-    if measure.kind == "camera_height" and len(points) and not ground_seen(points, cameras, ground):
-        scale, ground = unseen_ground_frame(points, cameras, ground)
+    defaulted = measure.kind == "camera_height" and len(points) > 0
+    subject_distance = median_subject_distance(points, cameras) if defaulted else 0.0
+    if defaulted and not ground_seen(cameras, ground, subject_distance):
+        scale, ground = unseen_ground_frame(cameras, ground, subject_distance)
         source = (f"assumed: the ground is not seen below the cameras, so the scene is taken to lie a median "
                   f"{DEFAULT_SUBJECT_DISTANCE_M:g} m from them and the ground {DEFAULT_CAMERA_HEIGHT_M:g} m below "
                   f"them; measure it with [solve.scale]")

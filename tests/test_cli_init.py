@@ -93,7 +93,7 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path, data_dir: Path)
     root = tmp_path / "shot"
     runner = CliRunner()
     assert runner.invoke(command, [str(root), "--plates", str(fern), "--copy"]).exit_code == 0
-    (root / "shot.toml").write_text((root / "shot.toml").read_text().replace("max_steps = 30000", "max_steps = 5"))
+    (root / "shot.toml").write_text((root / "shot.toml").read_text().replace('max_steps = "auto"', "max_steps = 5"))
     edited = (root / "shot.toml").read_bytes()
     again = runner.invoke(command, [str(root), "--plates", str(fern), "--copy"])
     assert isinstance(again.exception, InputError)
@@ -101,7 +101,7 @@ def test_init_refuses_to_overwrite_without_force(tmp_path: Path, data_dir: Path)
     assert (root / "shot.toml").read_bytes() == edited
     forced = runner.invoke(command, [str(root), "--plates", str(fern), "--copy", "--force"])
     assert forced.exit_code == 0, forced.output
-    assert load_config(root / "shot.toml").train.max_steps == 30_000
+    assert load_config(root / "shot.toml").train.max_steps == "auto"
     assert digests(root / "plates") == digests(fern)
     assert sorted(p.name for p in root.iterdir()) == ["plates", "shot.toml"]
 

@@ -99,7 +99,8 @@ def test_error_message_names_file_table_and_key(tmp_path: Path) -> None:
 
 
 BAD = [
-    ("[train]\nmax_steps = 'many'", "[train] max_steps", "must be an integer, got 'many' (a string)"),
+    ("[train]\nmax_steps = 'many'", "[train] max_steps", "must be an integer or 'auto', got 'many'"),
+    ("[train]\nsh_degree = 'many'", "[train] sh_degree", "must be an integer, got 'many' (a string)"),
     ("[train]\nmax_steps = true", "[train] max_steps", "must be an integer"),
     ("[train]\nsh_degree = 4", "[train] sh_degree", "must be between 0 and 3, got 4"),
     ("[train]\nmax_minutes = nan", "[train] max_minutes", "must be a finite number"),
@@ -222,7 +223,7 @@ def test_override_validates_like_the_file() -> None:
 
 def test_config_to_dict_leaves_out_unset_optionals() -> None:
     d = config_to_dict(ShotConfig())
-    assert "max_minutes" not in d["train"] and d["train"]["max_steps"] == 30_000
+    assert "max_minutes" not in d["train"] and d["train"]["max_steps"] == "auto"
     assert d["fx"]["select"]["center"] == [0.0, 0.0, 5.0]
 
 

@@ -14,12 +14,13 @@ from splatfx.io.checkpoint import (Checkpoint, gaussians_from_params, latest_che
                                    save_checkpoint)
 from splatfx.cli import cli
 from splatfx.io.dataset import Dataset, load_dataset
-from splatfx.recon.densify import ADCStrategy, MCMCStrategy, relocation_correction
+from splatfx.recon.densify import ADCStrategy, MCMCStrategy, crossed, relocation_correction
 from splatfx.recon.evaluate import evaluate_split
 from splatfx.io.formats.ply import read_ply
 from splatfx.core.errors import ConfigError
-from splatfx.recon.train import TrainConfig, Trainer
-from splatfx.recon.working_size import FLOOR_PX, TARGET_STEPS, choose_working_size
+from splatfx.recon.train import TrainConfig, Trainer, identity_exposure
+from splatfx.recon.recipe import FULL_GAUSSIANS, REFERENCE_STEPS, STEPS_AT_CAP, choose_recipe
+from splatfx.recon.working_size import CPU_COST, FLOOR_PX, TARGET_STEPS, choose_working_size
 from splatfx.shot.config import config_from_dict, override
 
 # Measured: 300 MCMC steps on 20 lego views at 50×50 give 19.4 dB on 10 held-out views
@@ -64,9 +65,9 @@ def test_short_training_reaches_psnr_floor_on_held_out_views(lego, tmp_path) -> 
     assert summary.mean_psnr > PSNR_FLOOR
 
 
-@pytest.mark.parametrize("strategy", ["adc", "mcmc"])
-def test_resume_continues_exactly(lego, tmp_path, strategy) -> None:
-    config = tiny_config(strategy=strategy, max_gaussians=400)
+@pytest.mark.parametrize("strategy,exposure", [("adc", "off"), ("mcmc", "off"), ("adc", "affine")])
+def test_resume_continues_exactly(lego, tmp_path, strategy, exposure) -> None:
+    config = tiny_config(strategy=strategy, max_gaussians=400, exposure=exposure)
     straight = lego_trainer(lego, tmp_path / "a", config)
     straight.train()
 
@@ -81,6 +82,9 @@ def test_resume_continues_exactly(lego, tmp_path, strategy) -> None:
     for name, value in straight.params.items():
         assert torch.equal(value, resumed.params[name]), name
     assert torch.equal(straight.generator.get_state(), resumed.generator.get_state())
+    if exposure == "affine":
+        assert not torch.equal(straight.exposure, identity_exposure(10, straight.device))
+        assert torch.equal(straight.exposure, resumed.exposure)
 
 
 def test_adc_grows_from_a_small_init_on_real_images(lego, tmp_path) -> None:
@@ -284,7 +288,7 @@ def test_train_shot_picks_its_working_size_on_full_size_photos(data_dir, tmp_pat
     toml = shot / "shot.toml"
     text = toml.read_text()
     assert 'downscale = "auto"' in text  # the default, written out by init
-    toml.write_text(text.replace("max_steps = 30000", "max_steps = 4").replace(
+    toml.write_text(text.replace('max_steps = "auto"', "max_steps = 4").replace(
         "# max_minutes (optional, unset)", "max_minutes = 0.1\n# was"))
 
     result = runner.invoke(cli, ["train", str(shot), "--threads", "2"])
@@ -301,3 +305,111 @@ def test_train_shot_picks_its_working_size_on_full_size_photos(data_dir, tmp_pat
     assert metrics["steps"] >= 1 and metrics["gaussians"] == len(read_ply(shot / "scene" / "scene.ply"))
     runs = [r for r in json.loads((shot / "manifest.json").read_text())["runs"] if r["stage"] == "train"]
     assert runs[-1]["figures"]["working_size"]["size"] == list(expected.size)
+
+
+# --- the recipe the machine can afford (splatfx.recon.recipe) ------------------------------------
+
+
+def test_recipe_lays_the_schedule_over_a_cpu_budget_and_keeps_3dgs_on_a_gpu() -> None:
+    working = choose_working_size((800, 800), downscale="auto", max_steps=REFERENCE_STEPS, max_minutes=10,
+                                  gaussians=200_000)
+    cpu = choose_recipe(max_steps="auto", max_gaussians="auto", max_minutes=10, working=working, device="cpu")
+    assert cpu.clock and cpu.max_steps == working.steps > 0
+    # at the cap a step leaves the budget STEPS_AT_CAP steps, by the same cost model
+    pixels = working.size[0] * working.size[1]
+    assert CPU_COST.step_seconds(pixels, cpu.max_gaussians) * STEPS_AT_CAP == pytest.approx(600, rel=1e-3)
+    assert cpu.line("adc", 10) == f"recipe: ADC, the 3DGS schedule over 10 min, ≤ {cpu.max_gaussians:,} Gaussians " \
+                                  "(a CPU with a time limit)"
+
+    gpu = choose_recipe(max_steps="auto", max_gaussians="auto", max_minutes=10, working=working, device="cuda")
+    unlimited = choose_recipe(max_steps="auto", max_gaussians="auto", max_minutes=None, working=working, device="cpu")
+    for full in (gpu, unlimited):
+        assert (full.max_steps, full.max_gaussians, full.clock) == (REFERENCE_STEPS, FULL_GAUSSIANS, False)
+    asked = choose_recipe(max_steps=5000, max_gaussians=60_000, max_minutes=10, working=working, device="cpu")
+    assert (asked.max_steps, asked.max_gaussians, asked.clock, asked.reason) == (5000, 60_000, False, "set in [train]")
+    # a cap is never below the count the working size was chosen for
+    tiny_budget = choose_recipe(max_steps="auto", max_gaussians="auto", max_minutes=0.05, working=working,
+                                device="cpu")
+    assert tiny_budget.max_gaussians == working.gaussians
+
+
+def test_crossing_a_schedule_event_is_the_modulo_rule_for_whole_steps() -> None:
+    for every in (1, 7, 25):
+        for step in range(0, 100):
+            assert crossed(step - 1, step, every) == (step > 0 and step % every == 0)
+    assert crossed(24.6, 25.4, 25) and not crossed(25.4, 26.2, 25) and crossed(20.0, 51.0, 25)
+
+
+def test_clock_recipe_finishes_the_schedule_inside_the_budget(lego, tmp_path) -> None:
+    """A CPU run with max_steps = "auto" and a time limit: the schedule follows the clock (here a
+    clock that spends 0.5 s a step, so 30 s buy 60 steps, whatever the cost model predicted).
+    Densification stays in the first half, opacity resets at tenths, the learning rate ends
+    decayed, the SH degree reaches its top, and the budget ends the run."""
+    config = TrainConfig(max_minutes=0.5, downscale=4, random_points=300, refine_every=5, progress=False,
+                         eval_split=None, threads=2, device="cpu")
+    trainer = lego_trainer(lego, tmp_path, config)
+    assert trainer.recipe.clock and trainer.config.max_steps == trainer.working.steps
+    nominal = trainer.config.max_steps
+    events: list[tuple[int, dict]] = []
+    after_step = trainer.strategy.after_step
+
+    def recording(params, optimizer, state, step, info, generator):
+        report = after_step(params, optimizer, state, step, info, generator)
+        events.append((step, report))
+        return report
+
+    trainer.strategy.after_step = recording
+    ticks = iter(range(10_000))
+    figures = trainer.train(clock=lambda: 0.5 * next(ticks))
+
+    assert figures["stopped_by_time_budget"] and figures["steps"] == 60
+    grown = [step for step, report in events if report.get("cloned", 0) + report.get("split", 0)]
+    assert grown and max(grown) < 30  # densification over the first half of the budget
+    assert not any(report for step, report in events if step >= 30)
+    resets = [step for step, report in events if report.get("reset")]
+    reset_every = max(trainer.config.scaled(3_000), 3 * config.refine_every)
+    assert resets == [step for step in range(1, 30) if crossed(nominal * (step - 1) / 60, nominal * step / 60,
+                                                               reset_every)]
+    assert len(resets) >= 3
+    final_lr = trainer.optimizer.param_groups[0]["lr"]
+    assert config.means_lr_final * trainer.extent <= final_lr < 1.1 * config.means_lr_final * trainer.extent
+    assert trainer.sh_degree_at(nominal * 59 / 60) == 3
+
+
+# --- per-plate exposure ([train] exposure) ---------------------------------------------------------
+
+
+def test_affine_exposure_learns_each_plates_gain(lego, tmp_path) -> None:
+    """Real lego views, three of ten taken 40 % darker (as a plate shot at another exposure): the
+    per-plate transforms learn that gain, the mean transform stays the identity, and the scene
+    fits the plates better than without them."""
+    dark = {1, 4, 7}
+    fits = {}
+    for mode in ("affine", "off"):
+        config = tiny_config(max_steps=300, exposure=mode, refine_stop=150, reset_every=1000, random_points=1000)
+        trainer = lego_trainer(lego, tmp_path / mode, config)
+        image = trainer.dataset.image
+        trainer.dataset.image = lambda i, image=image: image(i) * (0.6 if i in dark else 1.0)
+        figures = [trainer.train_step()["psnr"] for _ in range(300)]
+        fits[mode] = sum(figures[-50:]) / 50
+        if mode == "affine":
+            # the gain each plate's transform gives the scene's colours (lego: mostly its white background)
+            colours = trainer.dataset.image(0).reshape(-1, 3)
+            gains = torch.stack([(torch.from_numpy(colours) @ m[:, :3].T + m[:, 3]).mean()
+                                 for m in trainer.exposure.detach()])
+            ratio = gains[sorted(dark)].mean() / gains[[i for i in range(10) if i not in dark]].mean()
+            print(f"learnt dark/bright gain {ratio:.3f} (applied 0.6)")
+            assert ratio == pytest.approx(0.6, abs=0.06)
+            mean = trainer.exposure.detach().mean(dim=0)
+            assert torch.allclose(mean, torch.eye(3, 4), atol=1e-5)
+    print(f"training PSNR over the last 50 steps: affine {fits['affine']:.2f} dB, off {fits['off']:.2f} dB")
+    assert fits["affine"] > fits["off"] + 1.0
+
+
+def test_exposure_auto_follows_the_capture(data_dir, lego) -> None:
+    from splatfx.recon.train import learns_exposure
+
+    assert not learns_exposure(TrainConfig(), load_dataset(lego, "train"))  # rendered: one exposure
+    assert learns_exposure(TrainConfig(), load_dataset(data_dir / "fern", "train"))  # photographed
+    assert learns_exposure(TrainConfig(exposure="affine"), load_dataset(lego, "train"))
+    assert not learns_exposure(TrainConfig(exposure="off"), load_dataset(data_dir / "fern", "train"))

@@ -108,10 +108,32 @@ def rotation_matrices(quats: Tensor) -> Tensor:
 
 @dataclass
 class StepInfo:
-    """What a training step tells a strategy: the renderer's meta and the means' learning rate."""
+    """What a training step tells a strategy: the renderer's meta, the means' learning rate and
+    where the step stands on the schedule.
+
+    Schedules (``refine_start``, ``refine_stop``, ``reset_every``) are in schedule steps. A
+    step-counted run stands at its own number; a run whose schedule follows the clock
+    (:mod:`splatfx.recon.recipe`) stands where the time spent puts it, ``at``, having stood at
+    ``before`` one step earlier, so an event fires when the run crosses its position. The
+    refinement cadence (``refine_every``) always counts real steps: gradient statistics must
+    average over several views.
+    """
 
     meta: dict
     means_lr: float
+    at: float | None = None  # None: the step's own number
+    before: float | None = None  # None: one step earlier
+
+    def position(self, step: int) -> tuple[float, float]:
+        """(before, at) of step ``step`` on the schedule."""
+        at = float(step) if self.at is None else self.at
+        return (at - 1.0 if self.before is None else self.before), at
+
+
+def crossed(before: float, at: float, every: int) -> bool:
+    """Whether moving from ``before`` to ``at`` passes a positive multiple of ``every``
+    (for whole steps: ``at % every == 0``)."""
+    return at >= every and math.floor(at / every) > math.floor(before / every)
 
 
 class StrategyState(Protocol):
@@ -163,7 +185,8 @@ class ADCStrategy:
     same at any resolution. With ``absgrad`` the per-pixel absolute gradients are summed
     instead (AbsGS); use a larger threshold then (≈ 8e-4). Growth stops at
     ``max_gaussians``: when more candidates qualify than fit, those with the largest
-    gradient go first. Steps count from 0; events fire at ``step % every == 0``.
+    gradient go first. Steps count from 0; events fire where the schedule crosses them
+    (:class:`StepInfo`; for a step-counted run at ``step % every == 0``).
     """
 
     prune_opacity: float = 0.005
@@ -194,17 +217,18 @@ class ADCStrategy:
     def after_step(self, params: Params, optimizer: torch.optim.Optimizer, state: ADCState, step: int,
                    info: StepInfo, generator: torch.Generator) -> dict[str, int]:
         """Accumulate gradient statistics; grow, prune and reset on schedule. Returns counts."""
-        if step >= self.refine_stop:
+        before, at = info.position(step)
+        if at >= self.refine_stop:
             return {}
         self.accumulate(state, info.meta)
         report: dict[str, int] = {}
-        if (step > self.refine_start and step % self.refine_every == 0
-                and step % self.reset_every >= self.pause_after_reset):
+        if (at > self.refine_start and step % self.refine_every == 0
+                and at % self.reset_every >= self.pause_after_reset):
             report["cloned"], report["split"] = self.grow(params, optimizer, state, generator)
-            report["pruned"] = self.prune(params, optimizer, state, prune_large=step > self.reset_every)
+            report["pruned"] = self.prune(params, optimizer, state, prune_large=at > self.reset_every)
             state.grad2d.zero_()
             state.count.zero_()
-        if step > 0 and step % self.reset_every == 0:
+        if crossed(before, at, self.reset_every):
             reset_opacity(params, optimizer, 2.0 * self.prune_opacity)
             report["reset"] = 1
         return report
@@ -352,7 +376,8 @@ class MCMCStrategy:
                    info: StepInfo, generator: torch.Generator) -> dict[str, int]:
         """Relocate and add on schedule, then perturb positions. Returns counts."""
         report: dict[str, int] = {}
-        if self.refine_start < step < self.refine_stop and step % self.refine_every == 0:
+        _, at = info.position(step)
+        if self.refine_start < at < self.refine_stop and step % self.refine_every == 0:
             report["relocated"] = self.relocate(params, optimizer, generator)
             report["added"] = self.add(params, optimizer, generator)
         self.add_noise(params, info.means_lr, generator)

@@ -31,7 +31,7 @@ import time
 import dataclasses
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from splatfx.io.dataset import DEFAULT_HOLDOUT_EVERY, Dataset, load_dataset
 from splatfx.recon.densify import ADCStrategy, MCMCStrategy, Params, StepInfo, Strategy, strategy_fields
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.recon.evaluate import evaluate_split
+from splatfx.recon.recipe import FULL_GAUSSIANS, REFERENCE_STEPS, Recipe, choose_recipe
 from splatfx.recon.working_size import WorkingSize, choose_working_size
 from splatfx.io.formats.ply import write_ply
 from splatfx.core.gaussians import Gaussians
@@ -62,7 +63,6 @@ from splatfx.shot.folder import Shot
 from splatfx.shot.runner import StageResult, run_stage
 
 PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
-REFERENCE_STEPS = 30_000  # the 3DGS schedule (densify until 15k, reset every 3k, SH every 1k)
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ class TrainConfig(TrainSection):
     Schedules (densification window, opacity resets, SH degree steps, means learning-rate
     decay) are laid out over ``max_steps`` by scaling the 3DGS 30k-step schedule, so a
     short CPU run densifies, resets and raises the SH degree in the same proportions.
+    ``max_steps`` and ``max_gaussians`` may be "auto": :func:`splatfx.recon.recipe.choose_recipe`
+    settles them for the machine and the budget, and the trainer works with the settled copy.
     """
 
     # a capture (outside a shot) without split files holds out every 8th image by default
@@ -92,6 +94,7 @@ class TrainConfig(TrainSection):
     opacities_lr: float = 5e-2
     sh0_lr: float = 2.5e-3
     shN_lr: float = 2.5e-3 / 20
+    exposure_lr: float = 1e-2  # the per-plate colour matrices and offsets ([train] exposure)
     # densification: start, stop and reset are steps of the 30k schedule, scaled to max_steps
     # unless scale_schedule is False; refine_every is never scaled (gradients must average
     # over several views)
@@ -133,7 +136,17 @@ class TrainConfig(TrainSection):
         """A step count of the 30k-step 3DGS schedule, rescaled to ``max_steps`` (≥ 1)."""
         if not self.scale_schedule:
             return steps
-        return max(1, round(steps * self.max_steps / REFERENCE_STEPS))
+        return max(1, round(steps * self.settled_steps / REFERENCE_STEPS))
+
+    @property
+    def settled_steps(self) -> int:
+        """``max_steps`` as a number ("auto" before the recipe settles it: the 3DGS length)."""
+        return REFERENCE_STEPS if self.max_steps == "auto" else int(self.max_steps)
+
+    @property
+    def settled_gaussians(self) -> int:
+        """``max_gaussians`` as a number ("auto" before the recipe settles it: the 3DGS bound)."""
+        return FULL_GAUSSIANS if self.max_gaussians == "auto" else int(self.max_gaussians)
 
     @property
     def sh_interval(self) -> int:
@@ -167,14 +180,14 @@ EXPECTED_GROWTH = 2.0
 def expected_gaussians(dataset: Dataset, config: "TrainConfig") -> int:
     """The Gaussian count a run mostly works with: twice its initial points, within the cap."""
     points = len(dataset.points) if dataset.points is not None and len(dataset.points) else config.random_points
-    return int(min(config.max_gaussians, EXPECTED_GROWTH * points))
+    return int(min(config.settled_gaussians, EXPECTED_GROWTH * points))
 
 
 def working_size_for(plates: Dataset, config: "TrainConfig", device: torch.device) -> WorkingSize:
     """The size to train ``plates`` (a split at the image files' size) at, from ``[train] downscale``:
     "auto" chooses from the plates and the time budget, a number forces that factor."""
     plate_size = max((f.source_size for f in plates.frames), key=lambda s: s[0] * s[1])
-    return choose_working_size(plate_size, downscale=config.downscale, max_steps=config.max_steps,
+    return choose_working_size(plate_size, downscale=config.downscale, max_steps=config.settled_steps,
                                max_minutes=config.max_minutes, gaussians=expected_gaussians(plates, config),
                                plates=len(plates), device="cuda" if device.type == "cuda" else "cpu")
 
@@ -183,7 +196,7 @@ def working_size_given(dataset: Dataset, config: "TrainConfig", device: torch.de
     """The working size of a dataset handed over already sized (tests, benchmarks)."""
     frame = max(dataset.frames, key=lambda f: f.source_size[0] * f.source_size[1])
     factor = frame.source_size[0] / frame.camera.width
-    chosen = choose_working_size(frame.source_size, downscale=factor, max_steps=config.max_steps,
+    chosen = choose_working_size(frame.source_size, downscale=factor, max_steps=config.settled_steps,
                                  max_minutes=config.max_minutes, gaussians=expected_gaussians(dataset, config),
                                  plates=len(dataset), device="cuda" if device.type == "cuda" else "cpu")
     return dataclasses.replace(chosen, size=(frame.camera.width, frame.camera.height),
@@ -258,8 +271,8 @@ def initial_gaussians(dataset: Dataset, config: TrainConfig, generator: torch.Ge
         points, colours = random_points(dataset.cameras, config, generator)
     else:
         points, colours = dataset.points.xyz, dataset.points.rgb.astype(np.float32) / 255.0
-    if len(points) > config.max_gaussians:  # keep the cap from the start
-        keep = torch.randperm(len(points), generator=generator)[: config.max_gaussians].numpy()
+    if len(points) > config.settled_gaussians:  # keep the cap from the start
+        keep = torch.randperm(len(points), generator=generator)[: config.settled_gaussians].numpy()
         points, colours = np.asarray(points)[keep], np.asarray(colours)[keep]
     return init_from_points(points, colours, config)
 
@@ -278,19 +291,54 @@ def params_from_gaussians(g: Gaussians, sh_degree: int, device: torch.device) ->
     return {name: torch.nn.Parameter(v.detach().to(device).contiguous().clone()) for name, v in values.items()}
 
 
-def make_optimizer(params: Params, config: TrainConfig, extent: float) -> torch.optim.Adam:
-    """One Adam, a named param group per tensor with its 3DGS learning rate (fused on CPU/GPU)."""
+def make_optimizer(params: Params, config: TrainConfig, extent: float,
+                   exposure: Tensor | None = None) -> torch.optim.Adam:
+    """One Adam, a named param group per tensor with its 3DGS learning rate (fused on CPU/GPU),
+    and one for the per-plate exposure when it is learnt."""
     lrs = {
         "means": config.means_lr * extent, "quats": config.quats_lr, "scales": config.scales_lr,
         "opacities": config.opacities_lr, "sh0": config.sh0_lr, "shN": config.shN_lr,
     }
     groups = [{"params": [params[name]], "lr": lrs[name], "name": name} for name in PARAM_NAMES]
+    if exposure is not None:
+        groups.append({"params": [exposure], "lr": config.exposure_lr, "name": EXPOSURE})
     return torch.optim.Adam(groups, eps=1e-15, fused=True)
 
 
-def means_lr_at(step: int, config: TrainConfig, extent: float) -> float:
-    """Exponential decay from ``means_lr`` to ``means_lr_final`` (× extent) over ``max_steps``."""
-    t = min(step / config.max_steps, 1.0)
+# --- per-plate exposure ----------------------------------------------------------------------
+
+EXPOSURE = "exposure"
+
+
+def learns_exposure(config: TrainConfig, dataset: Dataset) -> bool:
+    """``[train] exposure``: "auto" learns it for photographed captures, not rendered ones."""
+    if config.exposure == "auto":
+        return dataset.layout != "transforms"
+    return config.exposure == "affine"
+
+
+def identity_exposure(views: int, device: torch.device) -> Tensor:
+    """One 3×4 affine colour transform per view (matrix | offset), all the identity."""
+    eye = torch.eye(3, 4, device=device)
+    return eye.expand(views, 3, 4).clone()
+
+
+def apply_exposure(image: Tensor, affine: Tensor) -> Tensor:
+    """``image`` (H, W, 3) through one view's affine colour transform (3, 4): ``M·rgb + b``."""
+    return image @ affine[:, :3].T + affine[:, 3]
+
+
+@torch.no_grad()
+def anchor_exposure(exposure: Tensor) -> None:
+    """Keep the plates' mean transform the identity, so the scene holds the mean exposure (the
+    one held-out plates and renders see) and cannot drift against the per-plate transforms."""
+    exposure -= exposure.mean(dim=0, keepdim=True) - torch.eye(3, 4, device=exposure.device)
+
+
+def means_lr_at(at: float, config: TrainConfig, extent: float) -> float:
+    """Exponential decay from ``means_lr`` to ``means_lr_final`` (× extent) over ``max_steps``,
+    at schedule position ``at`` (the step, or where the clock puts it)."""
+    t = min(at / config.settled_steps, 1.0)
     return extent * math.exp((1 - t) * math.log(config.means_lr) + t * math.log(config.means_lr_final))
 
 
@@ -299,7 +347,7 @@ def make_strategy(config: TrainConfig) -> Strategy:
     s = config.scaled
     if config.strategy == "mcmc":
         return MCMCStrategy(
-            cap_max=config.max_gaussians, noise_lr=config.mcmc_noise_lr, refine_start=s(config.refine_start),
+            cap_max=config.settled_gaussians, noise_lr=config.mcmc_noise_lr, refine_start=s(config.refine_start),
             refine_stop=s(config.mcmc_refine_stop), refine_every=config.refine_every, min_opacity=config.prune_opacity,
             opacity_reg=config.mcmc_opacity_reg, scale_reg=config.mcmc_scale_reg,
         )
@@ -310,7 +358,7 @@ def make_strategy(config: TrainConfig) -> Strategy:
     return ADCStrategy(
         prune_opacity=config.prune_opacity, grow_grad2d=config.grow_grad2d, refine_start=s(config.refine_start),
         refine_stop=s(config.refine_stop), refine_every=config.refine_every, reset_every=reset_every,
-        absgrad=config.absgrad, max_gaussians=config.max_gaussians,
+        absgrad=config.absgrad, max_gaussians=config.settled_gaussians,
     )
 
 
@@ -366,6 +414,11 @@ class Trainer:
             raise InputError(self.data_path, "the train split has no images")
         else:
             self.working = working_size_given(dataset, config, self.device)
+        self.recipe = choose_recipe(max_steps=config.max_steps, max_gaussians=config.max_gaussians,
+                                    max_minutes=config.max_minutes, working=self.working,
+                                    device="cuda" if self.device.type == "cuda" else "cpu")
+        config = self.config = dataclasses.replace(config, max_steps=self.recipe.max_steps,
+                                                   max_gaussians=self.recipe.max_gaussians)
         self.dataset = dataset
         self.cameras = self.dataset.cameras
         self.viewmats, self.Ks = camera_tensors(self.cameras, self.device)
@@ -375,9 +428,12 @@ class Trainer:
         self.strategy = make_strategy(config)
         self.step = 0
         self.elapsed = 0.0
+        self.previous_at: float | None = None  # the last step's schedule position (clock recipe)
         init = initial_gaussians(self.dataset, config, self.generator)
         self.params = params_from_gaussians(init, config.sh_degree, self.device)
-        self.optimizer = make_optimizer(self.params, config, self.extent)
+        self.exposure = (torch.nn.Parameter(identity_exposure(len(self.cameras), self.device))
+                         if learns_exposure(config, self.dataset) else None)
+        self.optimizer = make_optimizer(self.params, config, self.extent, self.exposure)
         self.state = self.strategy.initial_state(len(init), self.extent)
 
     # --- checkpoints ---------------------------------------------------------------------
@@ -390,8 +446,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             state = self.optimizer.state.get(group["params"][0], {})
             moments[group["name"]] = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+        params = dict(self.params) if self.exposure is None else {**self.params, EXPOSURE: self.exposure}
         ckpt = Checkpoint(
-            step=self.step, params=dict(self.params), moments=moments, strategy=self.state.tensors(),
+            step=self.step, params=params, moments=moments, strategy=self.state.tensors(),
             rng_state=self.generator.get_state(), elapsed_s=self.elapsed,
             extra={"config": asdict(self.config), "extent": self.extent},
         )
@@ -404,7 +461,12 @@ class Trainer:
         if missing:
             raise InputError(path, f"checkpoint lacks parameters {missing}")
         self.params = {n: torch.nn.Parameter(ckpt.params[n].to(self.device)) for n in PARAM_NAMES}
-        self.optimizer = make_optimizer(self.params, self.config, self.extent)
+        if self.exposure is not None:
+            if EXPOSURE not in ckpt.params or ckpt.params[EXPOSURE].shape != self.exposure.shape:
+                raise InputError(path, f"checkpoint lacks the per-plate exposure of {len(self.cameras)} plates "
+                                       "([train] exposure changed since it was written?)")
+            self.exposure = torch.nn.Parameter(ckpt.params[EXPOSURE].to(self.device))
+        self.optimizer = make_optimizer(self.params, self.config, self.extent, self.exposure)
         for group in self.optimizer.param_groups:
             saved = ckpt.moments.get(group["name"])
             if saved:
@@ -415,10 +477,19 @@ class Trainer:
             self.generator.set_state(ckpt.rng_state)
         self.step = ckpt.step
         self.elapsed = ckpt.elapsed_s
+        self.previous_at = None
 
     # --- one step ---------------------------------------------------------------------------
-    def sh_degree_at(self, step: int) -> int:
-        return min(step // self.config.sh_interval, self.config.sh_degree)
+    def sh_degree_at(self, at: float) -> int:
+        """The SH degree in use at schedule position ``at``."""
+        return min(int(at // self.config.sh_interval), self.config.sh_degree)
+
+    def schedule_at(self, elapsed: float) -> float:
+        """Where the next step stands on the schedule, in steps of ``max_steps``: its number, or
+        with a clock recipe the share of ``max_minutes`` spent (``elapsed`` seconds in all)."""
+        if not self.recipe.clock or self.config.max_minutes is None:
+            return float(self.step)
+        return self.config.max_steps * elapsed / (self.config.max_minutes * 60.0)
 
     def render(self, view: int, sh_degree: int, background: Tensor) -> tuple[Tensor, Tensor, dict]:
         """Render training view ``view`` with the current parameters (differentiable)."""
@@ -433,31 +504,38 @@ class Trainer:
             backend=self.config.backend,
         )
 
-    def train_step(self) -> dict[str, float]:
-        """One optimisation step on one view; returns loss and the view's PSNR."""
+    def train_step(self, at: float | None = None) -> dict[str, float]:
+        """One optimisation step on one view, at schedule position ``at`` (default: the step's
+        number); returns loss and the view's PSNR."""
         config, step = self.config, self.step
+        at = float(step) if at is None else at
+        before = at - 1.0 if self.previous_at is None or not self.recipe.clock else self.previous_at
         view = camera_for_step(step, len(self.cameras), config.seed)
         target = image_tensor(self.dataset, view, self.device)
         background = self.background
         if config.random_background:
             background = torch.rand(3, generator=self.generator).to(self.device)
             target = self.target_on(view, target, background)
-        means_lr = means_lr_at(step, config, self.extent)
+        means_lr = means_lr_at(at, config, self.extent)
         self.optimizer.param_groups[0]["lr"] = means_lr
-        render, _, meta = self.render(view, self.sh_degree_at(step), background)
-        info = StepInfo(meta, means_lr)
+        render, _, meta = self.render(view, self.sh_degree_at(at), background)
+        info = StepInfo(meta, means_lr, at=at, before=before)
         self.strategy.before_backward(info)
-        loss, l1_term = training_loss(render[0], target, config.ssim_weight)
+        image = render[0] if self.exposure is None else apply_exposure(render[0], self.exposure[view])
+        loss, l1_term = training_loss(image, target, config.ssim_weight)
         reg = self.strategy.regularizer(self.params)
         if reg is not None:
             loss = loss + reg
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.exposure is not None:
+            anchor_exposure(self.exposure)
         self.strategy.after_step(self.params, self.optimizer, self.state, step, info, self.generator)
         self.step += 1
+        self.previous_at = at
         with torch.no_grad():
-            mse = torch.mean((render[0].detach().clamp(0, 1) - target) ** 2).item()
+            mse = torch.mean((image.detach().clamp(0, 1) - target) ** 2).item()
         return {"loss": float(loss.detach()), "psnr": -10.0 * math.log10(max(mse, 1e-10))}
 
     def target_on(self, view: int, target: Tensor, background: Tensor) -> Tensor:
@@ -470,21 +548,27 @@ class Trainer:
         return target + (background - self.background) * transparency
 
     # --- the loop ------------------------------------------------------------------------------
-    def train(self, until: int | None = None) -> dict[str, Any]:
+    def train(self, until: int | None = None, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
         """Run until step ``until`` (default ``max_steps``) or the time budget; checkpoint on
-        schedule and at the end."""
+        schedule and at the end.
+
+        The budget counts this invocation's time, except with a clock recipe, whose schedule
+        spans ``max_minutes`` of training in all (a resumed run finishes it); there the step
+        count is open and the budget alone ends the run."""
         config = self.config
-        until = config.max_steps if until is None else min(until, config.max_steps)
+        last = math.inf if self.recipe.clock else config.max_steps
+        until = last if until is None else min(until, last)
         budget = None if config.max_minutes is None else config.max_minutes * 60.0
         start_step, elapsed_before = self.step, self.elapsed
-        t_start, run_elapsed = time.perf_counter(), 0.0
-        stopped_by_budget = False
+        spent_before = elapsed_before if self.recipe.clock else 0.0
+        t_start, run_elapsed = clock(), 0.0
+        stopped_by_budget = budget is not None and spent_before >= budget
         loss_ema = psnr_ema = None
         with make_progress() if config.progress else _NoProgress() as progress:
             task = progress.add_task("train", total=config.max_steps, completed=self.step, rate="")
-            while self.step < until:
-                figures = self.train_step()
-                run_elapsed = time.perf_counter() - t_start
+            while self.step < until and not stopped_by_budget:
+                figures = self.train_step(self.schedule_at(elapsed_before + run_elapsed))
+                run_elapsed = clock() - t_start
                 loss_ema = figures["loss"] if loss_ema is None else 0.9 * loss_ema + 0.1 * figures["loss"]
                 psnr_ema = figures["psnr"] if psnr_ema is None else 0.9 * psnr_ema + 0.1 * figures["psnr"]
                 if self.step % config.checkpoint_every == 0 and self.step < until:
@@ -494,9 +578,8 @@ class Trainer:
                     rate = (self.step - start_step) / max(run_elapsed, 1e-9)
                     progress.update(task, completed=self.step, rate=(
                         f"loss {loss_ema:.4f}  psnr {psnr_ema:.2f}  {len(self.params['means']):,} G  {rate:.2f} it/s"))
-                if budget is not None and run_elapsed >= budget:
+                if budget is not None and spent_before + run_elapsed >= budget:
                     stopped_by_budget = True
-                    break
         self.elapsed = elapsed_before + run_elapsed
         self.save_checkpoint()
         steps_run = self.step - start_step
@@ -533,6 +616,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+def write_exposure(trainer: Trainer, path: Path) -> None:
+    """The learnt per-plate colour transforms, by image name: ``{"name": [[m00, m01, m02, b0], …]}``
+    (``rgb' = M·rgb + b`` turns a render into that plate's exposure; the mean is the identity)."""
+    names = [frame.image_path.name for frame in trainer.dataset.frames]
+    values = trainer.exposure.detach().cpu().tolist()
+    write_text_atomic(path, json.dumps(dict(zip(names, values)), indent=1) + "\n")
+
+
 def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: TrainConfig | None = None,
           resume: bool = False) -> TrainResult:
     """Train a scene on ``data``'s train split into ``out``; evaluate on ``config.eval_split``.
@@ -548,12 +639,15 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: Tra
     if resume and (ckpt := latest_checkpoint(trainer.checkpoint_dir)) is not None:
         trainer.restore(ckpt)
     if config.progress:
-        Console(stderr=True, highlight=False).print(working.line(config.max_minutes))
+        console = Console(stderr=True, highlight=False)
+        console.print(working.line(config.max_minutes))
+        console.print(trainer.recipe.line(config.strategy, config.max_minutes))
     figures = trainer.train()
     gaussians = gaussians_from_params(trainer.params)
     scene_path = trainer.out / "scene.ply"
     write_ply(gaussians, scene_path)
-    metrics: dict[str, Any] = {**figures, "working_size": working.to_dict(), "strategy": config.strategy,
+    metrics: dict[str, Any] = {**figures, "working_size": working.to_dict(), "recipe": trainer.recipe.to_dict(),
+                               "strategy": config.strategy,
                                "extent": trainer.extent,
                                "strategy_settings": strategy_fields(trainer.strategy)}
     if eval_views is not None:
@@ -563,8 +657,11 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: Tra
             scores = summary.to_dict()
             metrics["per_view"] = scores.pop("per_view")
             metrics.update({f"{config.eval_split}_{k}": v for k, v in scores.items()})
+    if trainer.exposure is not None:
+        write_exposure(trainer, trainer.out / "exposure.json")
+        metrics["exposure"] = "exposure.json"
     metrics["peak_memory_mb"] = peak_memory_mb(trainer.device)
-    metrics["config"] = asdict(config)
+    metrics["config"] = asdict(trainer.config)  # as the recipe settled it
     metrics_path = trainer.out / "metrics.json"
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
     return TrainResult(scene_path, metrics_path, metrics, gaussians)

@@ -237,11 +237,15 @@ class TrainSection:
     """[train]: fitting the Gaussian scene to the plates (splatfx.recon.train.TrainConfig extends
     this table with the recipe's fixed settings; ``splatfx train`` has a flag per key)."""
 
-    max_steps: int = setting(30_000, "optimisation steps", ge=1)
+    max_steps: int | Literal["auto"] = setting(
+        "auto", "optimisation steps; auto: 30,000 (3DGS), but on a CPU with max_minutes the 3DGS schedule is "
+        "laid over the time limit instead (docs/train.md)", ge=1)
     max_minutes: float | None = setting(None, "stop after this wall time (absent: no limit)", gt=0)
     strategy: Literal["adc", "mcmc"] = setting(
         "adc", "densification: adaptive density control (3DGS) or MCMC (capped count)")
-    max_gaussians: int = setting(1_000_000, "upper bound on the number of Gaussians", ge=1)
+    max_gaussians: int | Literal["auto"] = setting(
+        "auto", "upper bound on the number of Gaussians; auto: 1,000,000, but on a CPU with max_minutes as many "
+        "as leave the limit 1,000 steps at the working size", ge=1)
     sh_degree: int = setting(3, "spherical-harmonic degree of the colours (0-3)", ge=0, le=3)
     downscale: float | Literal["auto"] = setting(
         "auto", "auto: the largest size that buys ~2,000 steps (or max_steps) in max_minutes, never below 384 px "
@@ -251,6 +255,10 @@ class TrainSection:
     random_background: bool = setting(False, "a random background colour each step (plates with alpha)")
     ssim_weight: float = setting(0.2, "weight of the SSIM term in the photometric loss", ge=0, le=1)
     holdout_every: int = setting(0, "hold out every Nth frame for evaluation (0: train on all)", ge=0)
+    exposure: Literal["auto", "affine", "off"] = setting(
+        "auto", "per-plate exposure compensation while training: affine learns a colour matrix and offset per "
+        "plate, so the scene does not bake in the plates' exposure changes; auto: affine for photographed "
+        "captures (a solve, COLMAP, LLFF), off for rendered ones (transforms.json)")
 
 
 @dataclass(frozen=True)
@@ -690,7 +698,12 @@ def _convert(value: Any, tp: Any, meta: Mapping[str, Any], label: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
-        return _convert(value, _union_arm(tp, value), meta, label)
+        arm = _union_arm(tp, value)
+        others = [a for a in args if a is not type(None) and typing.get_origin(a) is not Literal]
+        if typing.get_origin(arm) is Literal and others and value not in typing.get_args(arm):
+            kind = {int: "an integer", float: "a number"}.get(others[0], _noun(others[0]))
+            raise ConfigError(label, f"must be {kind} or {_choices(typing.get_args(arm))}, got {value!r}")
+        return _convert(value, arm, meta, label)
     if tp is FrameRange:
         try:
             return FrameRange.parse(value)

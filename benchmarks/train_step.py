@@ -60,11 +60,12 @@ class PhaseTimer:
 
 
 def demo_config(downscale: float) -> TrainConfig:
-    """The demo's [train] settings (splatfx.demo.preset_tables; its 1,500-step schedule) at ``downscale``."""
-    from splatfx.demo import TRAIN_STEPS_LARGE_FRAMES, DemoSettings
+    """The demo's [train] settings (splatfx.demo.preset_tables) at ``downscale``, on a 1,500-step
+    schedule (about what its budget buys at 774x578)."""
+    from splatfx.demo import DemoSettings
 
     s = DemoSettings()
-    return TrainConfig(max_steps=TRAIN_STEPS_LARGE_FRAMES, max_gaussians=s.max_gaussians, sh_degree=s.sh_degree,
+    return TrainConfig(max_steps=1500, max_gaussians=s.max_gaussians, sh_degree=s.sh_degree,
                        strategy="adc", downscale=downscale, holdout_every=0, eval_split=None, progress=False,
                        checkpoint_every=10**9)
 

@@ -83,15 +83,15 @@ def _street(rng: np.random.Generator):
 
 def test_demo_trains_longer_when_its_frames_are_small(tmp_path) -> None:
     """The packaged 384x288 capture leaves training the time a 768x576 proxy spends on render,
-    refine and comp: 3,000 steps in 2.5 minutes (the cap ends it first), 1,500 in 1.5 for
-    large frames; what the settings ask for wins."""
-    from splatfx.demo import demo_training, prepare_shot
+    refine and comp: 2.5 minutes against 1.5 for large frames, the schedule laid over them
+    (max_steps "auto"); what the settings ask for wins."""
+    from splatfx.demo import demo_training_minutes, prepare_shot
 
-    assert demo_training(384, 288) == demo_training(480, 270) == (3000, 2.5)
-    assert demo_training(768, 576) == (1500, 1.5)
+    assert demo_training_minutes(384, 288) == demo_training_minutes(480, 270) == 2.5
+    assert demo_training_minutes(768, 576) == 1.5
     shot = prepare_shot(tmp_path / "demo", None, "collapse", DemoSettings())
     assert shot.plate_size() == (384, 288)
-    assert (shot.config.train.max_steps, shot.config.train.max_minutes) == (3000, 2.5)
+    assert (shot.config.train.max_steps, shot.config.train.max_minutes) == ("auto", 2.5)
     asked = prepare_shot(tmp_path / "asked", None, "collapse", DemoSettings(train_steps=700, train_minutes=4.0))
     assert (asked.config.train.max_steps, asked.config.train.max_minutes) == (700, 4.0)
 

@@ -56,19 +56,15 @@ DEMO_LONG_SIDE = 800
 #: leave training more of the 10 minutes than a 768x576 proxy, whose render, refine and comp
 #: take half of them (docs/demo.md).
 SMALL_FRAME_PIXELS = 150_000
-#: Training for small frames: 3,000 steps asked, the 2.5-minute cap ending it first (about
-#: 2,600 steps on 2 quiet cores: a sharper scene than 1,500, docs/train.md) ...
-TRAIN_STEPS_SMALL_FRAMES, TRAIN_MINUTES_SMALL_FRAMES = 3000, 2.5
+#: Training minutes for small frames (the 3DGS schedule laid over them: splatfx.recon.recipe) ...
+TRAIN_MINUTES_SMALL_FRAMES = 2.5
 #: ... and for larger ones, whose later stages need the rest of the 10 minutes.
-TRAIN_STEPS_LARGE_FRAMES, TRAIN_MINUTES_LARGE_FRAMES = 1500, 1.5
+TRAIN_MINUTES_LARGE_FRAMES = 1.5
 
 
-def demo_training(width: int, height: int) -> tuple[int, float]:
-    """The training steps and minutes the demo asks for when its frames are worked at
-    ``width``×``height``."""
-    if width * height <= SMALL_FRAME_PIXELS:
-        return TRAIN_STEPS_SMALL_FRAMES, TRAIN_MINUTES_SMALL_FRAMES
-    return TRAIN_STEPS_LARGE_FRAMES, TRAIN_MINUTES_LARGE_FRAMES
+def demo_training_minutes(width: int, height: int) -> float:
+    """The training budget the demo gives frames worked at ``width``×``height``."""
+    return TRAIN_MINUTES_SMALL_FRAMES if width * height <= SMALL_FRAME_PIXELS else TRAIN_MINUTES_LARGE_FRAMES
 
 
 def demo_proxy(width: int, height: int, long_side: int = DEMO_LONG_SIDE) -> float:
@@ -86,7 +82,8 @@ class DemoSettings:
 
     frames: int | None = None  # use the first N plates (None: all)
     fps: float = 10.0  # the stills are metres apart, so a low rate keeps the camera move readable
-    train_steps: int | None = None  # None (and for minutes): by the size the frames are worked at (demo_training)
+    train_steps: int | None = None  # None: [train] max_steps = "auto", the schedule laid over the minutes
+    # None: by the size the frames are worked at (demo_training_minutes)
     train_minutes: float | None = None
     max_gaussians: int = 150_000
     sh_degree: int = 1
@@ -118,7 +115,7 @@ def preset_tables(preset: str, settings: DemoSettings) -> dict[str, Any]:
         raise ValueError(f"unknown demo preset {preset!r}; choose one of {', '.join(PRESETS)}")
     s = settings
     tables: dict[str, Any] = {
-        # max_steps and max_minutes depend on the frames' working size: prepare_shot sets them
+        # max_minutes depends on the frames' working size: prepare_shot sets it
         "train": {"max_gaussians": s.max_gaussians, "sh_degree": s.sh_degree, "strategy": "adc"},
         "fx": {"effects": ["collapse", "snow"],
                "collapse": {"fragments": s.fragments, "fill": s.fill, "fill_max": s.fill_max, "debris": s.debris,
@@ -160,9 +157,10 @@ def prepare_shot(out: PathLike, plates: PathLike | None, preset: str, settings: 
     width, height = shot.plate_size()
     proxy = settings.proxy if settings.proxy is not None else demo_proxy(width, height)
     data["shot"]["proxy"] = proxy
-    steps, minutes = demo_training(*proxy_size((width, height), proxy))
-    data["train"]["max_steps"] = steps if settings.train_steps is None else settings.train_steps
-    data["train"]["max_minutes"] = minutes if settings.train_minutes is None else settings.train_minutes
+    if settings.train_steps is not None:
+        data["train"]["max_steps"] = settings.train_steps
+    data["train"]["max_minutes"] = (demo_training_minutes(*proxy_size((width, height), proxy))
+                                    if settings.train_minutes is None else settings.train_minutes)
     return _save(shot, data)
 
 

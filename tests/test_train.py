@@ -18,7 +18,7 @@ from splatfx.recon.densify import ADCStrategy, MCMCStrategy, crossed, relocation
 from splatfx.recon.evaluate import evaluate_split
 from splatfx.io.formats.ply import read_ply
 from splatfx.core.errors import ConfigError
-from splatfx.recon.train import TrainConfig, Trainer, identity_exposure, means_lr_at
+from splatfx.recon.train import TrainConfig, Trainer, identity_exposure, make_strategy, means_lr_at
 from splatfx.recon.recipe import CLOCK_SPAN, FULL_GAUSSIANS, REFERENCE_STEPS, STEPS_AT_CAP, choose_recipe
 from splatfx.recon.working_size import CPU_COST, FLOOR_PX, TARGET_STEPS, choose_working_size
 from splatfx.shot.config import config_from_dict, override
@@ -375,7 +375,7 @@ def test_clock_recipe_finishes_the_schedule_inside_the_budget(lego, tmp_path) ->
     assert grown and max(grown) < half
     assert not any(report for step, report in events if step >= half)
     resets = [step for step, report in events if report.get("reset")]
-    reset_every = max(trainer.config.scaled(3_000), 3 * config.refine_every)
+    reset_every = trainer.strategy.reset_every
     assert resets == [step for step in range(1, half) if crossed(place(step - 1), place(step), reset_every)]
     assert len(resets) >= 3
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(means_lr_at(place(59), trainer.config, trainer.extent))
@@ -421,3 +421,14 @@ def test_exposure_auto_follows_the_capture(data_dir, lego) -> None:
     assert learns_exposure(TrainConfig(), load_dataset(data_dir / "fern", "train"))  # photographed
     assert learns_exposure(TrainConfig(exposure="affine"), load_dataset(lego, "train"))
     assert not learns_exposure(TrainConfig(exposure="off"), load_dataset(data_dir / "fern", "train"))
+
+
+@pytest.mark.parametrize("max_steps", [200, 475, 1000, 1898, 3000, 30_000])
+def test_two_opacity_resets_fit_in_the_densification_window(max_steps) -> None:
+    """A reset leaves at least 3 refinements before the next (when the window allows), and
+    at least two resets fall inside densification, however short the schedule."""
+    strategy = make_strategy(TrainConfig(max_steps=max_steps))
+    assert 2 * strategy.reset_every < strategy.refine_stop
+    assert strategy.reset_every >= min(3 * strategy.refine_every, strategy.refine_stop // 3)
+    if max_steps == 30_000:
+        assert (strategy.reset_every, strategy.refine_stop) == (3_000, 15_000)  # 3DGS's own

@@ -197,7 +197,7 @@ def test_demo_like_run_on_full_size_photos_comps_at_the_proxy(tmp_path: Path, da
     shot = prepare_shot(tmp_path / "shot", plates, "collapse", DemoSettings())
     assert shot.proxy == 0.25
     # 768x576 frames: render, refine and comp need the time, so training is shorter
-    assert (shot.config.train.max_steps, shot.config.train.max_minutes) == (1500, 1.5)
+    assert (shot.config.train.max_steps, shot.config.train.max_minutes) == ("auto", 1.5)
     note = working_size_note(shot, chosen=True)
     assert note.startswith("plates 3072x2304: working at proxy 0.25 (768x576) to fit the demo's 10 minutes; "
                            "set [shot] proxy = 1 in ")

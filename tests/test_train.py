@@ -424,11 +424,15 @@ def test_exposure_auto_follows_the_capture(data_dir, lego) -> None:
 
 
 @pytest.mark.parametrize("max_steps", [200, 475, 1000, 1898, 3000, 30_000])
-def test_two_opacity_resets_fit_in_the_densification_window(max_steps) -> None:
-    """A reset leaves at least 3 refinements before the next (when the window allows), and
-    at least two resets fall inside densification, however short the schedule."""
-    strategy = make_strategy(TrainConfig(max_steps=max_steps))
+def test_two_opacity_resets_fit_in_the_densification_window_on_the_clock(max_steps) -> None:
+    """On the clock a reset leaves at least 3 refinements before the next (when the window
+    allows), and at least two resets fall inside densification, however short the nominal
+    schedule; a step-counted run keeps the 3-refinement floor (a 60-step run never resets)."""
+    strategy = make_strategy(TrainConfig(max_steps=max_steps), clock=True)
     assert 2 * strategy.reset_every < strategy.refine_stop
     assert strategy.reset_every >= min(3 * strategy.refine_every, strategy.refine_stop // 3)
+    counted = make_strategy(TrainConfig(max_steps=max_steps))
+    assert counted.reset_every >= 3 * counted.refine_every
     if max_steps == 30_000:
-        assert (strategy.reset_every, strategy.refine_stop) == (3_000, 15_000)  # 3DGS's own
+        assert (strategy.reset_every, strategy.refine_stop) == (3_000, 15_000) == (counted.reset_every,
+                                                                                 counted.refine_stop)

@@ -344,8 +344,9 @@ def means_lr_at(at: float, config: TrainConfig, extent: float) -> float:
     return extent * math.exp((1 - t) * math.log(config.means_lr) + t * math.log(config.means_lr_final))
 
 
-def make_strategy(config: TrainConfig) -> Strategy:
-    """The configured densification strategy with its schedule scaled to ``max_steps``."""
+def make_strategy(config: TrainConfig, clock: bool = False) -> Strategy:
+    """The configured densification strategy with its schedule scaled to ``max_steps`` (with
+    ``clock``, the nominal length of a schedule that follows the clock)."""
     s = config.scaled
     if config.strategy == "mcmc":
         return MCMCStrategy(
@@ -354,12 +355,14 @@ def make_strategy(config: TrainConfig) -> Strategy:
             opacity_reg=config.mcmc_opacity_reg, scale_reg=config.mcmc_scale_reg,
         )
     # An opacity reset must leave a few densification rounds to recover before the next one
-    # (3DGS has 30); scaling alone would reset every few steps in a short run. But two resets
-    # must still fit in the densification window: without one, a random initialisation stays
-    # a fog of faint Gaussians (lego in 2.5 minutes: 22.4 dB).
+    # (3DGS has 30); scaling alone would reset every few steps in a short run. On the clock,
+    # where the nominal length undercounts the steps the run makes, two resets must still fit
+    # in the densification window: without one, a random initialisation stays a fog of faint
+    # Gaussians (lego in 2.5 minutes: 22.4 dB).
     reset_every = s(config.reset_every)
     if config.scale_schedule:
-        reset_every = max(reset_every, min(3 * config.refine_every, s(config.refine_stop) // 3))
+        floor = 3 * config.refine_every
+        reset_every = max(reset_every, min(floor, s(config.refine_stop) // 3) if clock else floor)
     return ADCStrategy(
         prune_opacity=config.prune_opacity, grow_grad2d=config.grow_grad2d, refine_start=s(config.refine_start),
         refine_stop=s(config.refine_stop), refine_every=config.refine_every, reset_every=reset_every,
@@ -430,7 +433,7 @@ class Trainer:
         self.extent = scene_extent(self.dataset)
         self.background = torch.from_numpy(self.dataset.background).to(self.device)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        self.strategy = make_strategy(config)
+        self.strategy = make_strategy(config, clock=self.recipe.clock)
         self.step = 0
         self.elapsed = 0.0
         self.previous_at: float | None = None  # the last step's schedule position (clock recipe)

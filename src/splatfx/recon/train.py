@@ -50,7 +50,7 @@ from splatfx.recon.densify import ADCStrategy, MCMCStrategy, Params, StepInfo, S
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.recon.evaluate import evaluate_split
 from splatfx.recon.recipe import FULL_GAUSSIANS, REFERENCE_STEPS, choose_recipe
-from splatfx.recon.working_size import WorkingSize, choose_working_size
+from splatfx.recon.working_size import Device, WorkingSize, choose_working_size
 from splatfx.io.formats.ply import write_ply
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.losses import photometric_loss
@@ -185,13 +185,18 @@ def expected_gaussians(dataset: Dataset, config: "TrainConfig") -> int:
     return int(min(config.settled_gaussians, EXPECTED_GROWTH * points))
 
 
+def cost_device(device: torch.device) -> Device:
+    """The machine the working-size cost model and the recipe plan for."""
+    return "cuda" if device.type == "cuda" else "cpu"
+
+
 def working_size_for(plates: Dataset, config: "TrainConfig", device: torch.device) -> WorkingSize:
     """The size to train ``plates`` (a split at the image files' size) at, from ``[train] downscale``:
     "auto" chooses from the plates and the time budget, a number forces that factor."""
     plate_size = max((f.source_size for f in plates.frames), key=lambda s: s[0] * s[1])
     return choose_working_size(plate_size, downscale=config.downscale, max_steps=config.settled_steps,
                                max_minutes=config.max_minutes, gaussians=expected_gaussians(plates, config),
-                               plates=len(plates), device="cuda" if device.type == "cuda" else "cpu")
+                               plates=len(plates), device=cost_device(device))
 
 
 def working_size_given(dataset: Dataset, config: "TrainConfig", device: torch.device) -> WorkingSize:
@@ -200,7 +205,7 @@ def working_size_given(dataset: Dataset, config: "TrainConfig", device: torch.de
     factor = frame.source_size[0] / frame.camera.width
     chosen = choose_working_size(frame.source_size, downscale=factor, max_steps=config.settled_steps,
                                  max_minutes=config.max_minutes, gaussians=expected_gaussians(dataset, config),
-                                 plates=len(dataset), device="cuda" if device.type == "cuda" else "cpu")
+                                 plates=len(dataset), device=cost_device(device))
     return dataclasses.replace(chosen, size=(frame.camera.width, frame.camera.height),
                                reason="given: the dataset handed to the trainer")
 
@@ -424,7 +429,7 @@ class Trainer:
             self.working = working_size_given(dataset, config, self.device)
         self.recipe = choose_recipe(max_steps=config.max_steps, max_gaussians=config.max_gaussians,
                                     max_minutes=config.max_minutes, working=self.working,
-                                    device="cuda" if self.device.type == "cuda" else "cpu")
+                                    device=cost_device(self.device))
         config = self.config = dataclasses.replace(config, max_steps=self.recipe.max_steps,
                                                    max_gaussians=self.recipe.max_gaussians)
         self.dataset = dataset
@@ -436,7 +441,7 @@ class Trainer:
         self.strategy = make_strategy(config, clock=self.recipe.clock)
         self.step = 0
         self.elapsed = 0.0
-        self.previous_at: float | None = None  # the last step's schedule position (clock recipe)
+        self.previous_at: float | None = None  # the last step's schedule position
         init = initial_gaussians(self.dataset, config, self.generator)
         self.params = params_from_gaussians(init, config.sh_degree, self.device)
         self.exposure = (torch.nn.Parameter(identity_exposure(len(self.cameras), self.device))
@@ -518,7 +523,6 @@ class Trainer:
         number); returns loss and the view's PSNR."""
         config, step = self.config, self.step
         at = float(step) if at is None else at
-        before = at - 1.0 if self.previous_at is None or not self.recipe.clock else self.previous_at
         view = camera_for_step(step, len(self.cameras), config.seed)
         target = image_tensor(self.dataset, view, self.device)
         background = self.background
@@ -528,7 +532,7 @@ class Trainer:
         means_lr = means_lr_at(at, config, self.extent)
         self.optimizer.param_groups[0]["lr"] = means_lr
         render, _, meta = self.render(view, self.sh_degree_at(at), background)
-        info = StepInfo(meta, means_lr, at=at, before=before)
+        info = StepInfo(meta, means_lr, at=at, before=self.previous_at)  # None after a start: at − 1
         self.strategy.before_backward(info)
         image = render[0] if self.exposure is None else apply_exposure(render[0], self.exposure[view])
         loss, l1_term = training_loss(image, target, config.ssim_weight)

@@ -9,7 +9,7 @@ laid over the **clock** instead: densification, opacity resets, SH degrees and t
 rate's decay happen at fixed fractions of ``max_minutes`` (3DGS's fractions of its 30,000
 steps, over :data:`CLOCK_SPAN` × the budget), so the run reaches the same point of its
 schedule at the limit however fast the machine turns out to be. (Measured on lego_200 in 10
-minutes: 33.2 dB against 32.4 dB with the 30,000-step schedule; docs/train.md.) The cost
+minutes: 33.04 dB against 32.43 dB with the 30,000-step schedule; docs/train.md.) The cost
 model's prediction of the steps the budget buys (:mod:`splatfx.recon.working_size`) only sets
 the nominal length the schedule's steps are counted in and the progress bar's total.
 
@@ -35,7 +35,7 @@ FULL_GAUSSIANS = 1_000_000
 STEPS_AT_CAP = 1_000
 #: A clock schedule spans this many times the budget, which ends it at 1/SPAN of its course:
 #: densifying over 70 % of the budget and ending with the learning rate at 1/25 of its start
-#: rather than 1/100. On lego_200 in 10 minutes: 33.18 dB at 1.4, 32.90 dB at 1.0 (docs/train.md).
+#: rather than 1/100. On lego_200 in 10 minutes: 33.04 dB at 1.4, 32.90 dB at 1.0 (docs/train.md).
 CLOCK_SPAN = 1.4
 
 Auto = Literal["auto"]

@@ -17,8 +17,10 @@ from splatfx.shot.config import RefineSection
 @click.argument("shot", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--train", "train", is_flag=True,
               help="Train the built-in per-scene refiner on the shot's scene and plates first (resumes its checkpoint).")
-@click.option("--model", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model folder: a diffusers pipeline (model_index.json) or a built-in refiner; overrides [refine] model.")
+@click.option("--model", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR|OWNER/NAME",
+              help="Model folder (a diffusers pipeline with model_index.json, or a built-in refiner) or, where no such "
+                   "folder exists, a Hugging Face hub id owner/name[@revision], fetched once into the Hugging Face "
+                   "cache; overrides [refine] model.")
 @click.option("--steps", type=key_type(RefineSection, "steps"), default=None, help="Denoising steps (overrides [refine] steps).")
 @click.option("--strength", type=key_type(RefineSection, "strength"), default=None,
               help="How far synthetic pixels may move from the render, 0-1 (overrides [refine] strength).")

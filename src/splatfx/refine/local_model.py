@@ -1,4 +1,5 @@
-"""Refining with any local diffusers image model: a pipeline folder, loaded offline.
+"""Refining with any local diffusers image model: a pipeline folder, loaded offline (a hub
+id's snapshot in the Hugging Face cache is such a folder: :mod:`splatfx.refine.hub`).
 
 The folder is what ``DiffusionPipeline.save_pretrained`` writes (``model_index.json`` and
 one sub-folder per component). Only the components refinement needs are loaded, each
@@ -31,6 +32,7 @@ from torch import Tensor
 from splatfx.core.errors import InputError
 from splatfx.raster.views import resolve_device
 from splatfx.refine.base import DIFFUSERS_INDEX, Refiner, denoise, read_json
+from splatfx.refine.hub import hub_name
 
 PathLike = str | os.PathLike[str]
 # Libraries a model folder may name for its components (nothing else is imported).
@@ -103,7 +105,7 @@ class LocalModelRefiner(Refiner):
         return cls(folder, components, settings)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "diffusers", "model": str(self.path), "unet": type(self.unet).__name__,
+        return {"kind": "diffusers", "model": hub_name(self.path) or str(self.path), "unet": type(self.unet).__name__,
                 "latent": self.vae is not None, "inpainting": self.inpainting, **asdict(self.settings),
                 "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
 

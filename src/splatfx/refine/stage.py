@@ -62,7 +62,7 @@ from rich.console import Console
 from scipy import ndimage
 
 from splatfx.core.color import linear_to_srgb, srgb_to_linear
-from splatfx.core.errors import InputError
+from splatfx.core.errors import ConfigError, InputError
 from splatfx.core.memory import MemoryCost, require_memory
 from splatfx.shot.farm import FrameOutput, ProcessCache, farm_out, folder_stamp, for_workers
 from splatfx.io.images import EXR_COMPRESSIONS, read_exr, write_exr
@@ -70,7 +70,8 @@ from splatfx.core.progress import subtask, track
 from splatfx.refine.builtin import PairSettings, TrainSettings
 from splatfx.refine.noise_warp import DEFAULT_FACTOR, NoiseWarper, motion_at
 from splatfx.refine.base import Refiner
-from splatfx.refine.pipeline import load_refiner, model_kind
+from splatfx.refine.hub import hub_name
+from splatfx.refine.pipeline import load_refiner, model_kind, resolve_model
 from splatfx.refine.tiles import BatchPlan, TileJob, count_tiles, fit_batch, frame_bytes, refine_tiles, refine_whole
 from splatfx.render.cleanfill import fill_clean_plate, grow_footprint
 from splatfx.render.layers import CLEAN, COLOUR, SYNTHETIC, RenderLayers, render_layers
@@ -430,15 +431,29 @@ def training_dir(shot: Shot) -> Path:
 
 def choose_model(shot: Shot, model: PathLike | None = None, trained: bool = False) -> Path:
     """The model folder to refine with: ``model`` (``--model``), the built-in model just
-    trained (``--train``), or ``[refine] model``, in that order."""
+    trained (``--train``), or ``[refine] model`` (a folder inside the shot folder), in that
+    order; each may instead be a Hugging Face hub id, resolved to its cached snapshot
+    (:func:`splatfx.refine.pipeline.resolve_model`)."""
     if model is not None:
-        return Path(model)
+        return resolve_model(model)
     if trained:
         return builtin_model_dir(shot)
     if shot.config.refine.model is not None:
-        return shot.path(shot.config.refine.model)
+        setting = shot.config.refine.model
+        try:
+            return resolve_model(setting, shot.path(setting))
+        except InputError as exc:
+            if exc.source != setting:  # a problem of the hub id's, not of a folder
+                raise
+            raise ConfigError(f"{shot.toml_path} [refine] model", f"{setting!r}: {exc.problem}") from None
     raise InputError(shot.toml_path, "[refine] model is not set: set it (\"refine/model\" for the built-in "
                                      "refiner), or run `splatfx refine SHOT --train` or `--model DIR`")
+
+
+def model_label(shot: Shot, folder: Path) -> str:
+    """How the run records its model: ``owner/name@commit`` for a hub snapshot (a new revision
+    reruns the stage, a moved cache does not), else the folder relative to the shot folder."""
+    return hub_name(folder) or shot.relative(folder)
 
 
 def options_from_shot(shot: Shot) -> RefineOptions:
@@ -476,7 +491,7 @@ def run_refine(shot: Shot, *, model: PathLike | None = None, trained: bool = Fal
         model_settings = {}
     frames = render_frames(shot.render_dir)
     outputs = [shot.refine_dir / path.name for _, path in frames]
-    config = {"model": shot.relative(folder), **asdict(options), **model_settings}
+    config = {"model": model_label(shot, folder), **asdict(options), **model_settings}
 
     inputs: dict[str, Any] = {"render": shot.render_dir, "model": folder}
     if options.fill_holes:

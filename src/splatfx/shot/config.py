@@ -433,8 +433,9 @@ class RefineSection:
     """[refine]: diffusion clean-up of the rendered frames."""
 
     model: str | None = setting(
-        None, "folder of a local diffusion model (safetensors) inside the shot folder; absent: "
-        "refine has no model to run", path=True)
+        None, "the model: a folder inside the shot folder (a diffusers pipeline or the built-in refiner, "
+        "safetensors), or, where no such folder exists, a Hugging Face hub id owner/name[@revision] (fetched "
+        "once into the Hugging Face cache, see docs/refine.md); absent: refine has no model to run", path=True)
     steps: int = setting(
         4, "denoising steps run on pixels of full strength (the built-in refiner needs 1; SD-Turbo-class "
         "models 1-4, others 20 or more)", ge=1)

@@ -138,6 +138,7 @@ class ShotAnimation:
     fps: float
     removed: np.ndarray | None = None  # scene rows replaced by fragments
     fragments: Fragments | None = None
+    backdrop: Gaussians | None = None  # what the removed structure hid (fx.backdrop), drawn as static scene
     particles: dict[str, ParticleCache] = field(default_factory=dict)
 
     def at(self, t: int) -> FrameGaussians:
@@ -152,6 +153,10 @@ class ShotAnimation:
         element = [np.full(len(static), ELEMENTS["scene"], np.int8)]
         motion = [np.zeros((len(static), 3))]
         source = [np.nonzero(keep)[0]]
+        if self.backdrop is not None:
+            parts.append(self.backdrop), motion.append(np.zeros((len(self.backdrop), 3)))
+            element.append(np.full(len(self.backdrop), ELEMENTS["scene"], np.int8))
+            source.append(np.full(len(self.backdrop), -1))
         removed = None
         if self.fragments is not None:
             g, m, e, s, removed = self._fragments_at(t)
@@ -488,6 +493,8 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
         animation.removed = selected
         animation.fragments = Fragments(Gaussians.cat(parts), data["labels"], np.concatenate(element),
                                         np.concatenate(source), cache, *_solid_arrays(shot, data, len(selected)))
+        if "backdrop.means" in data:
+            animation.backdrop = _backdrop_gaussians(data, scene)
         animation.particles["debris"] = ParticleCache.from_arrays(data, "debris")
         animation.particles["dust"] = ParticleCache.from_arrays(data, "dust")
     if "snow" in effects:
@@ -500,10 +507,23 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
     return animation
 
 
+def _backdrop_gaussians(data: dict[str, np.ndarray], like: Gaussians) -> Gaussians:
+    """The backdrop card stored with the collapse (``backdrop.*``, from
+    :meth:`splatfx.fx.backdrop.Backdrop.arrays`), with ``like``'s SH degree and extra channels."""
+    n = len(data["backdrop.sh_dc"])
+    sh = np.zeros((n, like.sh.shape[1], 3), np.float32)
+    sh[:, 0] = data["backdrop.sh_dc"]
+    fields = {k: data[f"backdrop.{k}"] for k in ("means", "quats", "log_scales", "opacity_logits")}
+    extras = {k: np.zeros((n,) + tuple(v.shape[1:]), np.float32) for k, v in like.extras.items()}
+    return Gaussians.from_arrays({**fields, "sh": sh}, extras=extras, source="backdrop")
+
+
 _PARTICLE_ARRAYS = {"positions": ("T", "P", 3), "velocities": ("T", "P", 3), "alive": ("T", "P"),
                     "sizes": ("T", "P"), "opacities": ("T", "P"), "colors_dc": ("P", 3)}
 _RIGID_ARRAYS = {"fps": (), "centroids": ("F", 3), "positions": ("T", "F", 3), "quats": ("T", "F", 4),
                  "visible": ("T", "F"), "masses": ("F",), "events": ("E", 7)}
+_BACKDROP_ARRAYS = {"means": ("B", 3), "quats": ("B", 4), "log_scales": ("B", 3), "opacity_logits": ("B",),
+                    "sh_dc": ("B", 3)}
 _FILL_ARRAYS = {"means": ("K", 3), "quats": ("K", 4), "log_scales": ("K", 3), "opacity_logits": ("K",),
                 "sh_dc": ("K", 3)}
 
@@ -550,6 +570,12 @@ def _read_collapse(shot: Shot, selected: int) -> dict[str, np.ndarray]:
         if missing:
             raise InputError(path, f"has no {', '.join(missing)} array ({again})")
         shapes.update(fill)
+    backdrop = {f"backdrop.{k}": v for k, v in _BACKDROP_ARRAYS.items()}
+    if "backdrop.means" in data:
+        missing = [k for k in backdrop if k not in data]
+        if missing:
+            raise InputError(path, f"has no {', '.join(missing)} array ({again})")
+        shapes.update(backdrop)
     sizes = check_shapes(path, data, {**shapes, **_particle_shapes("debris", optional=True),
                                       **_particle_shapes("dust", optional=True)}, {"T": len(shot.frames)}, again)
     if sizes["M"] != selected + sizes.get("K", 0):

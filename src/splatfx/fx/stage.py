@@ -10,6 +10,7 @@ written atomically, reused while inputs and settings are unchanged.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.markup import escape
 from splatfx.core.atomic import atomic_path, write_text_atomic
 from splatfx.shot.config import CollapseSection, LightSection, SelectSection, SnowSection, config_to_dict
 from splatfx.core.errors import ConfigError, InputError
+from splatfx.fx.backdrop import Backdrop, PlateView, build_backdrop
 from splatfx.fx.animation import Similarity, load_frame, load_scene, load_selection, scene_path
 from splatfx.fx.colliders import FloorMap, StaticBox, fit_static_boxes
 from splatfx.fx.debris import DebrisSettings, DustSettings, light_collapse, simulate_debris, simulate_dust
@@ -35,6 +37,7 @@ from splatfx.fx.selection import (BoxSelection, PolygonSelection, euler_xyz_degr
 from splatfx.fx.snow import HeightMap, Lens, SnowSettings, TooManyFlakes, Volume, simulate_snow
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.progress import progress_callback
+from splatfx.io.images import write_png
 from splatfx.core.sh import SH_C0
 from splatfx.shot.folder import Shot
 from splatfx.shot.runner import StageResult, run_stage
@@ -233,7 +236,12 @@ def run_collapse(shot: Shot, *, force: bool = False) -> StageResult:
         arrays.update(_collider_arrays(boxes))
         arrays.update(debris.arrays("debris"))
         arrays.update(dust.arrays("dust"))
+        backdrop = collapse_backdrop(shot, scene, selected) if section.backdrop else None
+        if backdrop is not None:
+            arrays.update(backdrop.arrays())
         _save_npz(out, arrays)
+        if backdrop is not None:
+            write_png(shot.fx_dir / "backdrop.png", backdrop_picture(backdrop))
         figures = {"fragments": fracture.count, "fill_gaussians": 0 if fill is None else len(fill.points),
                    "debris": debris.count, "dust": dust.count, "breaks": sum(e["kind"] == "break" for e in cache.events),
                    "impacts": sum(e["kind"] == "impact" for e in cache.events), "colliders": len(boxes)}
@@ -244,8 +252,12 @@ def run_collapse(shot: Shot, *, force: bool = False) -> StageResult:
         if fracture.count != section.fragments:  # clamped to the selection, or pieces merged
             figures["fragments_asked"] = section.fragments
         figures.update(light.figures())
+        if backdrop is not None:
+            figures.update(backdrop.figures())
         return figures
 
+    if section.backdrop and shot.sparse_model.exists():  # the plates the backdrop is painted from
+        inputs["solve"] = shot.sparse_model
     require_inputs(shot, inputs)
     config = {**config_to_dict(section), "light": config_to_dict(shot.config.fx.light)}
     return run_stage(shot, "fx.collapse", config, inputs, [out], work, force=force)
@@ -254,6 +266,39 @@ def run_collapse(shot: Shot, *, force: bool = False) -> StageResult:
 def dust_lifetimes(mean: float) -> tuple[float, float]:
     """The range a dust puff's lifetime is drawn from: ``[fx.collapse] dust_lifetime`` ± 40 %."""
     return 0.6 * mean, 1.4 * mean
+
+
+# --- backdrop ---------------------------------------------------------------------------------------
+def solved_plates(shot: Shot) -> list[PlateView]:
+    """The solved plates (solve coordinates), their pixels read on demand; [] without a solve."""
+    from splatfx.io.dataset import load_dataset
+    try:
+        dataset = load_dataset(shot.solve_dir, split="all")
+    except InputError:
+        return []
+    return [PlateView(frame.name, frame.camera, functools.partial(dataset.image, i))
+            for i, frame in enumerate(dataset.frames)]
+
+
+def collapse_backdrop(shot: Shot, scene: Gaussians, selected: np.ndarray) -> Backdrop | None:
+    """The backdrop behind the selection (:mod:`splatfx.fx.backdrop`), or None with a note
+    when the solve has no plate to paint it from (the comp then inpaints each frame)."""
+    views = solved_plates(shot)
+    why = "the solve has no plates to paint it from" if not views else ""
+    if views:
+        try:
+            return build_backdrop(scene, selected, views, seed=shot.config.shot.seed)
+        except ValueError as error:
+            why = str(error)
+    Console(stderr=True, highlight=False).print(
+        f"fx.collapse: no backdrop behind the structure ({escape(why)}); the comp inpaints what it uncovers "
+        "frame by frame", soft_wrap=True)
+    return None
+
+
+def backdrop_picture(backdrop: Backdrop) -> np.ndarray:
+    """The card as RGBA for ``fx/backdrop.png``: its picture, transparent off the card."""
+    return np.concatenate([backdrop.image, backdrop.card.astype(np.float32)[..., None]], axis=2)
 
 
 # --- light and lens --------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ structure covers (plus a margin):
   each pixel the structure occupied *in the plate*, held out by whatever real object stood
   in front of it;
 * the **clean render** (``clean.R,G,B,A``): the scene with those rows removed, premultiplied,
-  scene-linear. Where its alpha is low the reconstruction never saw what lies behind the
-  structure: those are the holes (``mask.holes``: inside the footprint, alpha < 0.5).
+  scene-linear, over the backdrop painted behind the structure once
+  (:mod:`splatfx.fx.backdrop`). Where its alpha is still low nothing saw or painted what lies
+  behind the structure: those are the holes (``mask.holes``: inside the footprint,
+  alpha < 0.5), which the comp inpaints.
 
 The channels are named and written by :mod:`splatfx.render.layers`; what the comp and the
 refiner build from them (the plate with the structure removed) is
@@ -68,8 +70,10 @@ def structure_crop(structure: Gaussians, canvas: Camera, margin: int = CROP_MARG
     return Crop(x0, y0, x1 - x0, y1 - y0)
 
 
-def render_clean_pass(scene: Gaussians, removed: np.ndarray, camera: Camera) -> CleanPass:
-    """Footprint and clean render of ``scene`` without rows ``removed``, seen by ``camera``."""
+def render_clean_pass(scene: Gaussians, removed: np.ndarray, camera: Camera,
+                      backdrop: Gaussians | None = None) -> CleanPass:
+    """Footprint and clean render of ``scene`` without rows ``removed``, seen by ``camera``,
+    over the ``backdrop`` painted behind them (:mod:`splatfx.fx.backdrop`) when there is one."""
     shape = (camera.height, camera.width)
     mask = np.zeros(len(scene), dtype=bool)
     mask[np.asarray(removed, dtype=np.int64)] = True
@@ -81,6 +85,8 @@ def render_clean_pass(scene: Gaussians, removed: np.ndarray, camera: Camera) -> 
     structure = render_features(scene, flag, camera, crop=crop).channels[..., 0]
     structure = np.where(structure >= MATTE_EPS, np.clip(structure, 0.0, 1.0), 0.0).astype(np.float32)
     static = scene[torch.from_numpy(~mask)]
+    if backdrop is not None:
+        static = Gaussians.cat([static, backdrop])
     clean = render_features(static, colours(static, camera), camera, crop=crop)
     rgba = np.concatenate([to_linear_premultiplied(clean.channels, clean.alpha), clean.alpha[..., None]], axis=2)
     holes = ((grow_footprint(structure) > 0) & (clean.alpha < HOLE_ALPHA)).astype(np.float32)

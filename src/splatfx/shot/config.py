@@ -309,6 +309,9 @@ class CollapseSection:
     fill_max: int = setting(60_000, "most Gaussians added for the skin and the fracture faces together", ge=0)
     wall_thickness: float | None = setting(
         None, "thickness of the walls in metres (absent: estimated from the selection, see docs/fx.md)", gt=0)
+    backdrop: bool = setting(
+        True, "paint what the structure hid once, from the plates, and place it behind it as Gaussians, so the "
+              "uncovered background holds still from frame to frame (see docs/fx.md)")
     density: float = setting(2400.0, "material density in kg/m³ (concrete 2400, wood 600)", gt=0)
     trigger: Literal["demolition", "impact", "charge", "none"] = setting(
         "demolition", "demolition: the lowest supports crumble and gravity wins; impact: a projectile "

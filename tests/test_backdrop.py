@@ -1,0 +1,97 @@
+"""The backdrop behind a removed structure (splatfx.fx.backdrop, splatfx.fx.paint) and the
+measures of the uncovered region (splatfx.comp.uncovered)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from splatfx.comp.uncovered import frame_change, gradient
+from splatfx.core.color import linear_to_srgb
+from splatfx.fx.backdrop import PlateView, build_backdrop
+from splatfx.fx.paint import paint_unseen, sky_mask
+from splatfx.io.images import read_image
+from splatfx.render.cleanplate import render_clean_pass
+from test_comp import FOCAL, HEIGHT, WIDTH, plate_camera, scene_gaussians
+
+
+def _sky_over_texture(seed: int = 1) -> np.ndarray:
+    """A bright smooth sky (rows < 40) over a noisy green texture, 120×160."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((120, 160, 3), np.float32)
+    image[:40] = np.array([0.85, 0.9, 0.95]) - np.linspace(0, 0.1, 40)[:, None, None]
+    image[40:] = np.array([0.2, 0.35, 0.15]) + rng.normal(0, 0.08, (80, 160, 1)).astype(np.float32)
+    return np.clip(image, 0, 1)
+
+
+def test_the_hole_is_painted_with_sky_above_the_skyline_and_the_plates_texture_below():
+    image = _sky_over_texture()
+    known = np.ones(image.shape[:2], bool)
+    known[20:100, 50:110] = False  # the removed structure: through the skyline
+    painted, sky = paint_unseen(image, known, np.random.default_rng(0))
+    assert sky_mask(image, known)[5:35, :50].mean() > 0.9  # the plate's sky is found ...
+    hole_sky, hole_ground = ~known & (np.arange(120)[:, None] < 36), ~known & (np.arange(120)[:, None] >= 46)
+    assert sky[hole_sky].mean() > 0.9 and not sky[hole_ground].any()  # ... and continued to the skyline
+    assert np.abs(painted[hole_sky] - image[hole_sky]).max() < 0.06  # the sky's own colour and gradient
+    # below it, the texture of the plate: as rough as the ground around, and of its colour
+    rough = gradient(painted)[hole_ground].mean() / gradient(image)[known & (np.arange(120)[:, None] >= 46)].mean()
+    assert 0.7 < rough < 1.3
+    assert np.abs(painted[hole_ground].mean(axis=0) - image[40:].mean(axis=(0, 1))).max() < 0.05
+    again, _ = paint_unseen(image, known, np.random.default_rng(0))
+    assert np.array_equal(painted, again)  # painted once, the same every time
+    assert np.array_equal(painted[known], image[known])  # what is known is kept
+
+
+def test_nothing_known_is_a_clear_error():
+    with pytest.raises(ValueError, match="nothing of the backdrop is known"):
+        paint_unseen(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), bool), np.random.default_rng(0))
+
+
+@pytest.fixture(scope="module")
+def scene_and_views(data_dir):
+    """test_comp's scene (a wall with a gap behind a box, solve coordinates) and real plates
+    (south_building) as its views."""
+    g, structure = scene_gaussians()
+    paths = sorted((data_dir / "south_building" / "images").iterdir())[:3]
+    views = [PlateView(p.name, plate_camera(i), (lambda p=p: read_image(p).pixels[..., :3].astype(np.float32)))
+             for i, p in enumerate(paths)]
+    return g, np.nonzero(structure)[0], views
+
+
+def test_the_backdrop_fills_every_hole_and_holds_still_from_frame_to_frame(scene_and_views):
+    scene, removed, views = scene_and_views
+    backdrop = build_backdrop(scene, removed, views, seed=3)
+    assert len(backdrop.gaussians) == int(backdrop.card.sum()) > 1000
+    assert np.isfinite(backdrop.gaussians.means.numpy()).all()
+    depths = views[0].camera.world_to_camera(backdrop.gaussians.means.double().numpy())[:, 2]
+    assert np.allclose(depths, backdrop.depth, rtol=1e-4)  # a card facing the reference plate ...
+    box = views[0].camera.world_to_camera(scene.means.double().numpy()[removed])[:, 2]
+    assert backdrop.depth > box.max()  # ... behind the structure
+    passes = [render_clean_pass(scene, removed, v.camera, backdrop.gaussians) for v in views]
+    without = render_clean_pass(scene, removed, views[1].camera)
+    assert without.holes.sum() > 1000  # the gap in the wall that nothing saw ...
+    for p in passes:
+        assert p.holes.sum() == 0  # ... is filled in every frame by the backdrop
+    # the same background, moved by the camera's parallax: frame 2 seen from frame 1 along
+    # the card's motion (the cameras move 4 cm sideways per frame, the card is a plane)
+    shift = 0.04 * FOCAL / backdrop.depth
+    colour = [linear_to_srgb(np.clip(p.rgba[..., :3], 0, 1)) for p in passes]
+    motion = np.zeros((HEIGHT, WIDTH, 2), np.float32)
+    motion[..., 0] = -shift
+    gap = (without.holes > 0)
+    change = frame_change(colour[1], colour[2], motion, gap, np.ones_like(gap))
+    assert change is not None and change < 3.0  # 8-bit codes: resampling only
+
+
+def test_the_backdrop_is_drawn_as_static_scene_in_every_frame(scene_and_views):
+    from splatfx.fx.animation import ELEMENTS, ShotAnimation, Similarity
+
+    scene, removed, views = scene_and_views
+    backdrop = build_backdrop(scene, removed, views, seed=3).gaussians
+    animation = ShotAnimation(scene, Similarity(), 4, 24.0, removed=removed, backdrop=backdrop)
+    for t in (0, 3):
+        g = animation.at(t)
+        rows = slice(len(scene) - len(removed), len(scene) - len(removed) + len(backdrop))
+        assert torch.equal(g.gaussians.means[rows], backdrop.means)
+        assert (g.element[rows] == ELEMENTS["scene"]).all() and not g.motion[rows].any()

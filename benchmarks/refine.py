@@ -1,10 +1,11 @@
-"""Benchmark of the refine stage: the built-in refiner's quality on held-out views, and the
-stability that warped noise buys on a moving camera.
+"""Benchmark of the refine stage: the built-in per-scene sharpening pass's quality on held-out
+views and its cost, and the stability that warped noise buys on a moving camera.
 
 Usage::
 
-    python benchmarks/refine.py [--parts quality stability] [--captures lego_200 fern] [--recon-steps 600]
-                                [--refiner-steps 800] [--threads 1] [--work DIR] [--json FILE]
+    python benchmarks/refine.py [--parts quality stability] [--captures lego_200 fern south_building]
+                                [--recon-steps 600] [--refiner-steps 400] [--threads 1] [--work DIR]
+                                [--solve DIR] [--json FILE]
     python benchmarks/refine.py --stability [--stability-capture fern] [--stability-frames 16]
                                 [--stability-size 768 576] [--stability-strength 0.3 0.6 1.0]
 
@@ -12,15 +13,18 @@ Usage::
 
 1. **An under-trained reconstruction**: ``splatfx.recon.train`` for ``--recon-steps`` steps on the
    train split (SH degree 1; checkpoints every fifth of the run, kept as the "early
-   checkpoints" degradation). Kept in ``--work`` and reused by later runs.
+   checkpoints" degradation). Kept in ``--work`` and reused by later runs. south_building has
+   photos alone: its cameras are solved first (``splatfx.recon.solve``, default settings, kept in
+   ``--work``; ``--solve DIR`` reuses a solve made earlier).
 2. **Unrefined**: its renders of the held-out views (lego: the 200 ``test`` views on white;
-   fern: every 8th image), PSNR and SSIM against the real images.
-3. **The built-in refiner**, trained from scratch on pairs rendered from degraded versions of
-   that reconstruction on the *training* views (the scene as trained, early checkpoints,
-   30 % of the Gaussians dropped, positions jittered, half resolution) against the training
-   images, for ``--refiner-steps`` steps (``--refiner-minutes`` caps the wall time).
-4. **Refined**: the held-out renders refined (DDIM, 1 and 4 steps, strengths 0.3 and 1;
-   independent noise per view), PSNR and SSIM against the same images.
+   fern and south_building: every 8th image by name), PSNR and SSIM against the real images.
+3. **The built-in sharpening pass**, trained from scratch on pairs rendered from degraded
+   versions of that reconstruction on the *training* views (the scene as trained, early
+   checkpoints, 30 % of the Gaussians dropped, positions jittered, half resolution) against the
+   training images, for ``--refiner-steps`` steps (``--refiner-minutes`` caps the wall time).
+4. **Refined**: the held-out renders refined (DDIM, strength 0.3, 1 step; independent noise per
+   view), PSNR and SSIM against the same images; and the cost of one model call on a 768×576
+   frame (the held-out render resized, median of 3).
 
 **Stability** (``--stability``): the capture's reconstruction (as above; reused) rendered by
 the render stage's :func:`splatfx.render.passes.render_passes` along a camera trucking from the
@@ -82,6 +86,22 @@ def default_data() -> Path:
     return Path(os.environ.get("SPLATFX_DATA", REPO.parent / "shared" / "data"))
 
 
+def capture_folder(name: str, args: argparse.Namespace) -> Path:
+    """The capture folder with cameras: the data's own, or, for a capture of photos alone
+    (south_building), a camera solve of its images (``splatfx.recon.solve``, default settings)
+    kept in ``--work`` (or ``--solve DIR``, a solve made earlier)."""
+    data = args.data / name
+    if any((data / f).exists() for f in ("transforms_train.json", "poses_bounds.npy", "sparse")):
+        return data
+    solved = args.solve if args.solve is not None else args.work / name / "solve"
+    if not (solved / "sparse").is_dir():
+        from splatfx.recon.solve import solve_images
+
+        print(f"== {name}: camera solve of {data / 'images'} into {solved}", flush=True)
+        solve_images(data / "images", solved)
+    return solved
+
+
 def reconstruct(data: Path, out: Path, steps: int, threads: int) -> dict:
     """Train (or reuse) the under-trained reconstruction; its figures."""
     metrics = out / "metrics.json"
@@ -132,8 +152,24 @@ def refine_views(model: BuiltinRefiner, renders: list[torch.Tensor], strength: f
     return out
 
 
+def cost_per_frame(model: BuiltinRefiner, render: torch.Tensor, size: tuple[int, int] = (768, 576),
+                   strength: float = 0.3, repeats: int = 3) -> float:
+    """Median seconds of one model call (1 step) on a ``size`` (width, height) frame: ``render``
+    resized to it, as a shot's plate-sized frame would be."""
+    w, h = size
+    image = torch.nn.functional.interpolate(render[None], size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+    noise = torch.randn((1, *model.noise_shape(h, w)), generator=torch.Generator().manual_seed(0))
+    model.refine(image[..., :64, :64], torch.full((1, 1, 64, 64), strength), noise[..., :64, :64], 1)  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.refine(image, torch.full((1, 1, h, w), strength), noise, 1)
+        seconds.append(time.perf_counter() - t0)
+    return float(np.median(seconds))
+
+
 def bench_capture(name: str, args: argparse.Namespace) -> dict:
-    data = args.data / name
+    data = capture_folder(name, args)
     work = args.work / name
     print(f"== {name}: reconstruction ({args.recon_steps} steps)", flush=True)
     recon = reconstruct(data, work / "scene", args.recon_steps, args.threads)
@@ -142,9 +178,13 @@ def bench_capture(name: str, args: argparse.Namespace) -> dict:
     before = score(renders, targets, names)
     print(f"   unrefined: PSNR {before.mean_psnr:.3f} dB, SSIM {before.mean_ssim:.4f} on {len(names)} views", flush=True)
 
-    print(f"== {name}: training pairs and the built-in refiner ({args.refiner_steps} steps)", flush=True)
+    print(f"== {name}: training pairs and the built-in sharpening pass ({args.refiner_steps} steps)", flush=True)
     model, trained = train_builtin(scene, data, work, args)
 
+    frame_s = cost_per_frame(model, renders[0])
+    print(f"   cost: {frame_s:.2f} s per 768x576 frame (model call, 1 step, {args.threads} thread"
+          f"{'s' if args.threads > 1 else ''}); training {trained['train_seconds_total']:.0f} s "
+          f"({trained['steps']} steps, {trained['pairs']} pairs)", flush=True)
     results = {}
     for strength in args.strength:
         for steps in args.steps:
@@ -166,6 +206,7 @@ def bench_capture(name: str, args: argparse.Namespace) -> dict:
         "unrefined": {"psnr": before.mean_psnr, "ssim": before.mean_ssim},
         "refined": results,
         "refiner": trained,
+        "seconds_per_frame_768x576": frame_s,
     }
 
 
@@ -415,13 +456,17 @@ def bench_stability(name: str, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data(), help="the reference captures")
-    parser.add_argument("--captures", nargs="+", default=["lego_200", "fern"])
+    parser.add_argument("--captures", nargs="+", default=["lego_200", "fern", "south_building"])
+    parser.add_argument("--solve", type=Path, default=None,
+                        help="a camera solve of south_building to reuse (default: solved into --work)")
     parser.add_argument("--recon-steps", type=int, default=600, help="steps of the under-trained reconstruction")
     parser.add_argument("--refiner-minutes", type=float, default=10.0, help="wall-time cap on the refiner's training")
-    parser.add_argument("--refiner-steps", type=int, default=800, help="steps of the refiner's training")
+    parser.add_argument("--refiner-steps", type=int, default=TrainSettings().max_steps,
+                        help="steps of the sharpening pass's training (default: its default, [refine] train_steps)")
     parser.add_argument("--pair-views", type=int, default=64, help="training views rendered for pairs")
-    parser.add_argument("--strength", type=float, nargs="+", default=[0.3, 1.0], help="strengths to evaluate")
-    parser.add_argument("--steps", type=int, nargs="+", default=[1, 4], help="DDIM steps to evaluate")
+    parser.add_argument("--strength", type=float, nargs="+", default=[0.3], help="strengths to evaluate")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1],
+                        help="DDIM steps to evaluate (the built-in pass runs 1 whatever it is asked)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a busy shared machine)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "splatfx-bench-refine",

@@ -16,7 +16,9 @@ from splatfx.shot.config import RefineSection
 @click.command(name="refine")
 @click.argument("shot", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--train", "train", is_flag=True,
-              help="Train the built-in per-scene refiner on the shot's scene and plates first (resumes its checkpoint).")
+              help="Train the built-in per-scene sharpening pass (a small learnt filter: +0.2 dB on lego's held-out views, "
+                   "about nothing on real captures; docs/refine.md) on the shot's scene and plates first (resumes its "
+                   "checkpoint).")
 @click.option("--model", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR|OWNER/NAME",
               help="Model folder (a diffusers pipeline with model_index.json, or a built-in refiner) or, where no such "
                    "folder exists, a Hugging Face hub id owner/name[@revision], fetched once into the Hugging Face "
@@ -41,9 +43,10 @@ from splatfx.shot.config import RefineSection
               help="Frames per model call (overrides [refine] batch).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--train-steps", type=key_type(RefineSection, "train_steps"), default=None,
-              help="Training steps of the built-in refiner (overrides [refine] train_steps).")
+              help="Training steps of the built-in sharpening pass (overrides [refine] train_steps).")
 @click.option("--train-minutes", type=key_type(RefineSection, "train_minutes"), default=None,
-              help="Stop training the built-in refiner after this many minutes (overrides [refine] train_minutes).")
+              help="Stop training the built-in sharpening pass after this many minutes (overrides [refine] "
+                   "train_minutes).")
 @click.option("--force", is_flag=True, help="Run even if the outputs are up to date.")
 @proxy_option
 @farm_options
@@ -75,7 +78,7 @@ def command(shot: Path, train: bool, model: Path | None, steps: int | None, stre
         if trained.ran and trained.record is not None:
             f = trained.record.figures
             loss = "n/a" if f.get("loss_ema") is None else f"{f['loss_ema']:.5f}"
-            console.print(f"built-in refiner: {f['steps']} steps in {f['train_seconds']:.0f} s "
+            console.print(f"per-scene sharpening: {f['steps']} training steps in {f['train_seconds']:.0f} s "
                           f"on {f['pairs']} pairs, loss {loss}")
     result = run_refine(opened, model=model, trained=train, device=device, force=force)
     if result.ran and result.record is not None:

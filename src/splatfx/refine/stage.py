@@ -67,7 +67,7 @@ from splatfx.core.memory import MemoryCost, require_memory
 from splatfx.shot.farm import FrameOutput, ProcessCache, farm_out, folder_stamp, for_workers
 from splatfx.io.images import EXR_COMPRESSIONS, read_exr, write_exr
 from splatfx.core.progress import subtask, track
-from splatfx.refine.builtin import PairSettings, TrainSettings
+from splatfx.refine.builtin import BuiltinRefiner, PairSettings, TrainSettings
 from splatfx.refine.noise_warp import DEFAULT_FACTOR, NoiseWarper, motion_at
 from splatfx.refine.base import Refiner
 from splatfx.refine.hub import hub_name
@@ -565,6 +565,10 @@ def check_memory(shot: Shot, job: RefineJob, say: bool = True) -> BatchPlan:
         require_memory([cost], fixed=PROCESS_BYTES, what="refine")
     if say:
         console = Console(stderr=True)
+        if isinstance(refiner, BuiltinRefiner):
+            steps = min(options.steps, refiner.sampling_steps or options.steps)
+            console.print(f"refine: the built-in per-scene sharpening pass, {steps} step{'s' if steps > 1 else ''} "
+                          "(a learnt filter, not a generative model: docs/refine.md)")
         console.print(f"refine: {plan.describe()} (\\[refine] memory = {options.memory:g} GiB)")
         if plan.whole and plan.frames < options.batch:
             console.print(f"refine: \\[refine] batch = {options.batch} frames do not fit in \\[refine] memory = "
@@ -651,7 +655,7 @@ def pair_dataset(shot: Shot, pairs: PairSettings) -> tuple[Any, float]:
     camera = dataset.frames[0].camera
     scale = f"plates {plate_w}x{plate_h} ÷ {factor:g}" if factor > 1 else "the plates' size"
     Console(stderr=True, highlight=False).print(
-        f"refine-train: {count} training pairs at {camera.width}x{camera.height} ({scale})")
+        f"refine-train: per-scene sharpening, {count} training pairs at {camera.width}x{camera.height} ({scale})")
     return dataset, factor
 
 
@@ -669,8 +673,8 @@ def pair_downscale(plate_size: tuple[int, int], longest: int, count: int,
 
 
 def run_refine_train(shot: Shot, *, force: bool = False, device: str = "auto") -> StageResult:
-    """``splatfx refine --train``: train the built-in refiner on the shot's own scene and plates,
-    as ``[refine] train_*`` say, resuming its checkpoint in ``refine/training/`` when one is there."""
+    """``splatfx refine --train``: train the built-in per-scene sharpening pass on the shot's own scene and
+    plates, as ``[refine] train_*`` say, resuming its checkpoint in ``refine/training/`` when one is there."""
     from splatfx.io.formats import read_gaussians
     from splatfx.refine.builtin import make_pairs, train_refiner
 

@@ -460,9 +460,9 @@ class RefineSection:
     memory: float = setting(
         3.0, "GiB the stage may use for the frames it holds and the model's tiles; the batch is fitted to it",
         gt=0)
-    train_steps: int = setting(1500, "built-in refiner: training steps", ge=1)
+    train_steps: int = setting(400, "built-in per-scene sharpening pass (refine --train): training steps", ge=1)
     train_minutes: float | None = setting(
-        None, "built-in refiner: stop training (and save) after this many minutes (absent: no limit)", gt=0)
+        None, "built-in sharpening pass: stop training (and save) after this many minutes (absent: no limit)", gt=0)
     train_patch: int = setting(64, "built-in refiner: side of the square training patches, pixels", ge=8)
     train_widths: tuple[int, ...] = setting(
         (16, 32, 64), "built-in refiner: UNet channel widths per level (each a multiple of 8)", ge=8)

@@ -480,21 +480,15 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
         cache = RigidCache.from_arrays({k[len("rigid."):]: v for k, v in data.items() if k.startswith("rigid.")})
         parts, element, source = [scene[selected]], [np.full(len(selected), ELEMENTS["fragment"], np.int8)], [selected]
         if "fill.means" in data:
-            n = len(data["fill.means"])
-            sh = np.zeros((n, scene.sh.shape[1], 3), np.float32)
-            sh[:, 0] = data["fill.sh_dc"]
-            parts.append(Gaussians.from_arrays({"means": data["fill.means"], "quats": data["fill.quats"],
-                                                "log_scales": data["fill.log_scales"],
-                                                "opacity_logits": data["fill.opacity_logits"], "sh": sh},
-                                               extras={k: np.zeros((n,) + v.shape[1:], np.float32)
-                                                       for k, v in scene.extras.items()}, source="fill"))
+            parts.append(_stored_gaussians(data, "fill", scene))
+            n = len(parts[-1])
             element.append(np.full(n, ELEMENTS["fill"], np.int8))
             source.append(np.full(n, -1))
         animation.removed = selected
         animation.fragments = Fragments(Gaussians.cat(parts), data["labels"], np.concatenate(element),
                                         np.concatenate(source), cache, *_solid_arrays(shot, data, len(selected)))
         if "backdrop.means" in data:
-            animation.backdrop = _backdrop_gaussians(data, scene)
+            animation.backdrop = _stored_gaussians(data, "backdrop", scene)
         animation.particles["debris"] = ParticleCache.from_arrays(data, "debris")
         animation.particles["dust"] = ParticleCache.from_arrays(data, "dust")
     if "snow" in effects:
@@ -507,15 +501,16 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
     return animation
 
 
-def _backdrop_gaussians(data: dict[str, np.ndarray], like: Gaussians) -> Gaussians:
-    """The backdrop card stored with the collapse (``backdrop.*``, from
-    :meth:`splatfx.fx.backdrop.Backdrop.arrays`), with ``like``'s SH degree and extra channels."""
-    n = len(data["backdrop.sh_dc"])
+def _stored_gaussians(data: dict[str, np.ndarray], prefix: str, like: Gaussians) -> Gaussians:
+    """Gaussians stored with the collapse as ``prefix.*`` arrays (means, quats, log_scales,
+    opacity_logits and the SH DC term: the fill, the backdrop card), with ``like``'s SH
+    degree and extra channels (zeros)."""
+    n = len(data[f"{prefix}.sh_dc"])
     sh = np.zeros((n, like.sh.shape[1], 3), np.float32)
-    sh[:, 0] = data["backdrop.sh_dc"]
-    fields = {k: data[f"backdrop.{k}"] for k in ("means", "quats", "log_scales", "opacity_logits")}
+    sh[:, 0] = data[f"{prefix}.sh_dc"]
+    fields = {k: data[f"{prefix}.{k}"] for k in ("means", "quats", "log_scales", "opacity_logits")}
     extras = {k: np.zeros((n,) + tuple(v.shape[1:]), np.float32) for k, v in like.extras.items()}
-    return Gaussians.from_arrays({**fields, "sh": sh}, extras=extras, source="backdrop")
+    return Gaussians.from_arrays({**fields, "sh": sh}, extras=extras, source=prefix)
 
 
 _PARTICLE_ARRAYS = {"positions": ("T", "P", 3), "velocities": ("T", "P", 3), "alive": ("T", "P"),

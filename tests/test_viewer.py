@@ -131,7 +131,10 @@ def test_viewer_shows_the_shot_and_saves_the_selection(fx_shot):
         assert "decimated" in viewer.scene_text.content
     with ShotViewer(fx_shot, port=0) as viewer:
         assert viewer.url.startswith("http://127.0.0.1:") and viewer.port > 0
-        assert viewer.static_shown == viewer.static_total == 3000 and "decimated" not in viewer.scene_text.content
+        # the untouched scene plus the backdrop card (static, so sent once), all of it shown
+        backdrop = len(viewer.animation.backdrop)
+        assert backdrop > 0 and viewer.static_shown == viewer.static_total == 3000 + backdrop
+        assert "decimated" not in viewer.scene_text.content
         assert len(viewer.cameras) == 24 and viewer.cameras[0].frame == fx_shot.frames.start
         # cameras are in the world frame: on the 11 m ring, 1.7 m up
         centres = np.array([c.position for c in viewer.cameras])

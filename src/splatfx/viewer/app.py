@@ -192,7 +192,9 @@ class ShotViewer:
             if self.animation.removed is not None:
                 keep[self.animation.removed] = False
             static = scene[torch.from_numpy(keep)]
-            self._dynamic = dataclasses.replace(self.animation, scene=scene[0:0], removed=None)
+            if self.animation.backdrop is not None:  # static: sent once with the scene, not every frame
+                static = Gaussians.cat([static, self.animation.backdrop])
+            self._dynamic = dataclasses.replace(self.animation, scene=scene[0:0], removed=None, backdrop=None)
             dynamic_peak = _peak_dynamic(self.animation)
         self.dynamic_budget = min(dynamic_peak, self.max_splats // 2)
         static_budget = self.max_splats - self.dynamic_budget

@@ -9,6 +9,7 @@ import torch
 
 from splatfx.comp.uncovered import frame_change, gradient
 from splatfx.core.color import linear_to_srgb
+from splatfx.core.gaussians import Gaussians
 from splatfx.fx.backdrop import PlateView, build_backdrop
 from splatfx.fx.paint import paint_unseen, sky_mask
 from splatfx.io.images import read_image
@@ -95,3 +96,29 @@ def test_the_backdrop_is_drawn_as_static_scene_in_every_frame(scene_and_views):
         rows = slice(len(scene) - len(removed), len(scene) - len(removed) + len(backdrop))
         assert torch.equal(g.gaussians.means[rows], backdrop.means)
         assert (g.element[rows] == ELEMENTS["scene"]).all() and not g.motion[rows].any()
+
+
+def test_the_haze_inside_the_structure_is_left_out_of_the_clean_pass(scene_and_views):
+    """The reconstruction's semi-transparent haze hangs inside a structure (static Gaussians
+    the selection did not take): it must not veil what the collapse uncovers, while what
+    stands in front of the structure (the pillar) and behind it (the wall) stays."""
+    scene, removed, views = scene_and_views
+    rng = np.random.default_rng(0)
+    n = 200
+    haze_means = np.column_stack([rng.uniform(-0.9, 0.9, n), rng.uniform(-2.4, 0.8, n), rng.uniform(6.6, 7.4, n)])
+    sh = np.zeros((n, 4, 3), np.float32)
+    sh[:, 0] = 1.2  # near white
+    haze = Gaussians.from_arrays({"means": haze_means, "quats": np.tile([1.0, 0, 0, 0], (n, 1)),
+                                  "log_scales": np.full((n, 3), np.log(0.25)), "opacity_logits": np.full(n, -1.0),
+                                  "sh": sh})
+    hazy = Gaussians.cat([scene, haze])
+    backdrop = build_backdrop(hazy, removed, views, seed=3)
+    assert np.array_equal(backdrop.hidden, np.arange(len(scene), len(hazy)))  # the haze, and nothing else
+    camera = views[1].camera
+    veiled = render_clean_pass(hazy, removed, camera, backdrop.gaussians)
+    cleared = render_clean_pass(hazy, removed, camera, backdrop.gaussians, backdrop.hidden)
+    clear = render_clean_pass(scene, removed, camera, backdrop.gaussians)
+    uncovered = veiled.structure > 0.5
+    assert np.abs(cleared.rgba - clear.rgba)[uncovered].max() < 1e-6  # as if the haze had never been
+    assert np.abs(veiled.rgba - clear.rgba)[uncovered].mean() > 0.05  # (which veiled it)
+    assert np.array_equal(cleared.structure, veiled.structure)  # the haze is not the structure

@@ -238,7 +238,9 @@ def screen_point(camera, point: np.ndarray) -> tuple[float, float]:
 
 def test_page_draws_the_splats_follows_the_timeline_and_saves_a_dragged_box(fx_shot):
     browser_tools.require_browser()
-    with ShotViewer(fx_shot, port=0) as viewer:
+    # the browser draws splats in software here: a budget of tens of thousands keeps a frame in seconds
+    # (the backdrop card alone is ~200k splats)
+    with ShotViewer(fx_shot, port=0, max_splats=30_000) as viewer:
         viewer.show_cameras.value = False  # judge the splats alone
         with browser_tools.open_page(viewer.url + "?fixedDpr=1") as page:
             page.page.wait_for_selector("canvas", timeout=30_000)

@@ -39,8 +39,10 @@ CENTRE_SIGMA = 0.25
 PERCENTILES = (3.0, 97.0)
 #: ... widened by this margin (metres) on each side,
 EDGE_MARGIN_M = 0.25
-#: and its top this percentile of their heights, plus a margin of the height.
-TOP_PERCENTILE = 99.0
+#: and its top this percentile of their heights (the highest: chimneys, towers and cupolas
+#: are the building's, and left standing they would float once it falls), plus a margin of
+#: the height.
+TOP_PERCENTILE = 100.0
 TOP_MARGIN = 0.05
 #: Yaw angles searched (degrees, 0-90 in steps) to align the box with the facades, by the
 #: sharpness of the points' histograms in bins of this width (metres) across the walls.

@@ -139,6 +139,7 @@ class ShotAnimation:
     removed: np.ndarray | None = None  # scene rows replaced by fragments
     fragments: Fragments | None = None
     backdrop: Gaussians | None = None  # what the removed structure hid (fx.backdrop), drawn as static scene
+    hidden: np.ndarray | None = None  # static scene rows inside the structure (its haze), left out of the clean pass
     particles: dict[str, ParticleCache] = field(default_factory=dict)
 
     def at(self, t: int) -> FrameGaussians:
@@ -489,6 +490,7 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
                                         np.concatenate(source), cache, *_solid_arrays(shot, data, len(selected)))
         if "backdrop.means" in data:
             animation.backdrop = _stored_gaussians(data, "backdrop", scene)
+            animation.hidden = _hidden_rows(shot, data, len(scene))
         animation.particles["debris"] = ParticleCache.from_arrays(data, "debris")
         animation.particles["dust"] = ParticleCache.from_arrays(data, "dust")
     if "snow" in effects:
@@ -499,6 +501,14 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
                      "rerun `splatfx fx snow --force`")
         animation.particles["snow"] = ParticleCache.from_arrays(data, "snow")
     return animation
+
+
+def _hidden_rows(shot: Shot, data: dict[str, np.ndarray], scene_size: int) -> np.ndarray:
+    """The backdrop's hidden rows (indices into the scene; none in caches written before them)."""
+    if "backdrop.hidden" not in data:
+        return np.zeros(0, np.int64)
+    return check_indices(shot.fx_dir / "collapse.npz", "backdrop.hidden", data["backdrop.hidden"], scene_size,
+                         "scene Gaussians", "rerun `splatfx fx collapse --force`", allow_empty=True)
 
 
 def _stored_gaussians(data: dict[str, np.ndarray], prefix: str, like: Gaussians) -> Gaussians:

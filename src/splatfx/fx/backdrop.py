@@ -13,13 +13,18 @@ camera's parallax:
    The card covers every place on that plane that some plate sees through the structure
    (each plate's lines of sight through the structure's points, met with the plane), at no
    more than :data:`MAX_TEXELS` texels (a texel per plate pixel when that fits).
-3. **What is known there**: the reference plate outside the structure's footprint where it
-   shows the background (not what stands in front of the card: bushes, people), and the
-   reconstruction without the structure where that render is solid (what other plates saw)
-   inside the footprint and, where it is background, beyond the plate's edges. The rest (behind the structure, and beyond the plate's edges) is
-   painted (:func:`splatfx.fx.paint.paint_unseen`): sky where sky borders it, the plate's own
-   texture elsewhere.
-4. **Gaussians**: one flat, opaque Gaussian per texel of the card.
+3. **The haze the structure hid**: static Gaussians inside the structure's silhouette and
+   depth that the selection did not take (the reconstruction's semi-transparent shell around
+   a building). They are left out of everything below and of the render's clean pass
+   (``hidden``), so they do not veil what the collapse uncovers.
+4. **What is known there**: the reference plate outside the structure's footprint where it
+   shows the background (not what stands in front of the card, bushes and people, nor their
+   soft edges), and the reconstruction without the structure where that render is solid
+   (what other plates saw) inside the footprint and, where it is background, beyond the
+   plate's edges; then what up to :data:`OTHER_VIEWS` other plates see of the card past the
+   structure. The rest is painted (:func:`splatfx.fx.paint.paint_unseen`): sky where sky
+   borders it, the plate's own texture elsewhere.
+5. **Gaussians**: one flat, opaque Gaussian per texel of the card.
 
 The card is stored with the collapse (``backdrop.*`` arrays of ``fx/collapse.npz``, solve
 coordinates; the painted image in ``fx/backdrop.png``) and drawn as part of the static scene
@@ -75,8 +80,17 @@ OTHER_VIEW_SIZE = 640
 #: The card's outline is closed over gaps, and grown, by this share of the canvas.
 CARD_CLOSE = 0.02
 #: Plate pixels nearer than this share of the card's depth stand in front of it (bushes,
-#: people): not the background, so not copied onto the card.
+#: people): not the background, so not copied onto the card; nor are the pixels within
+#: :data:`FOREGROUND_EDGE` of them (their soft edges, which would print their outlines).
 NEAR_SHARE = 0.5
+FOREGROUND_EDGE = 3
+#: Render alpha from which something near stands in front (thin poles never reach SOLID_ALPHA).
+FOREGROUND_ALPHA = 0.5
+#: Static Gaussians inside the structure (the reconstruction's haze in and around it) lie in
+#: its footprint, from this share of its near side's depth back to its far side, and the
+#: faint ones (opacity below HAZE_OPACITY) on to the card.
+HIDDEN_NEAR = 0.8
+HAZE_OPACITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -100,12 +114,14 @@ class Backdrop:
     card: np.ndarray  # (h,w) texels that became Gaussians
     reference: str
     depth: float
+    hidden: np.ndarray  # (K,) static scene rows the structure hid, left out of the clean pass
 
     def figures(self) -> dict:
         painted = self.card & ~self.known
         return {"backdrop_gaussians": len(self.gaussians), "backdrop_reference": self.reference,
                 "backdrop_depth": round(self.depth, 3), "backdrop_size": [int(self.image.shape[1]),
                                                                           int(self.image.shape[0])],
+                "backdrop_hidden_gaussians": len(self.hidden),
                 "backdrop_painted_share": round(float(painted.sum() / max(self.card.sum(), 1)), 3),
                 "backdrop_sky_share": round(float((self.sky & self.card).sum() / max(self.card.sum(), 1)), 3)}
 
@@ -113,7 +129,7 @@ class Backdrop:
         g = self.gaussians
         return {f"{prefix}.means": g.means.numpy(), f"{prefix}.quats": g.quats.numpy(),
                 f"{prefix}.log_scales": g.log_scales.numpy(), f"{prefix}.opacity_logits": g.opacity_logits.numpy(),
-                f"{prefix}.sh_dc": g.sh[:, 0].numpy()}
+                f"{prefix}.sh_dc": g.sh[:, 0].numpy(), f"{prefix}.hidden": self.hidden.astype(np.int64)}
 
 
 def choose_reference(structure: np.ndarray, views: Sequence[PlateView]) -> int:
@@ -226,7 +242,7 @@ def build_backdrop(scene: Gaussians, removed: np.ndarray, views: Sequence[PlateV
     when no plate sees the structure or nothing around it is known."""
     mask = np.zeros(len(scene), dtype=bool)
     mask[np.asarray(removed, dtype=np.int64)] = True
-    structure, static = scene[torch.from_numpy(mask)], scene[torch.from_numpy(~mask)]
+    structure = scene[torch.from_numpy(mask)]
     points = structure.means.double().numpy()
     view = views[choose_reference(points, views)]
     depth = structure_far_depth(points, view.camera)
@@ -236,14 +252,21 @@ def build_backdrop(scene: Gaussians, removed: np.ndarray, views: Sequence[PlateV
     card = card_region(places, scale, origin, (canvas.width, canvas.height), structure_reach(structure, view.camera))
     flag = torch.from_numpy(mask.astype(np.float32))[:, None]
     footprint = _render(scene, flag, canvas)[0][..., 0]
+    grown = cv2.dilate((footprint > FOOTPRINT).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    silhouette = _render(structure, torch.zeros(len(structure), 1), canvas)[1] > FOOTPRINT  # not held out
+    silhouette = cv2.dilate(silhouette.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    hidden = hidden_rows(scene, mask, silhouette, canvas, depth)
+    kept = ~mask
+    kept[hidden] = False
+    static = scene[torch.from_numpy(kept)]  # without the structure and the haze it hid
     clean, clean_alpha, clean_depth = _render(static, sh_colours(static, canvas), canvas)
     plate, inside = plate_on_canvas(view.pixels(), scale, origin, (canvas.width, canvas.height))
-    grown = cv2.dilate((footprint > FOOTPRINT).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     solid = clean_alpha >= SOLID_ALPHA
     # not what stands in front of the card (the sky is background however near its haze was reconstructed)
-    background = ~solid | (clean_depth >= NEAR_SHARE * depth) | sky_mask(plate, inside & ~grown)
+    near = with_soft_edge(solid & (clean_depth < NEAR_SHARE * depth) & ~sky_mask(plate, inside & ~grown))
+    background = ~near
     # the reconstruction: what other plates saw behind the structure and beyond this plate's edges
-    reconstructed = solid & (grown | (~inside & background))
+    reconstructed = solid & (clean_depth >= NEAR_SHARE * depth) & (grown | (~inside & background))
     known = (inside & ~grown & background) | reconstructed
     colour = np.where(reconstructed[..., None], clean / np.maximum(clean_alpha, 1e-6)[..., None], plate)
     card_points = texel_points(canvas, depth)
@@ -251,7 +274,36 @@ def build_backdrop(scene: Gaussians, removed: np.ndarray, views: Sequence[PlateV
         _add_view(colour, known, card & ~known, card_points, other, scene, mask, static)
     image, sky = paint_unseen(np.clip(colour, 0.0, 1.0).astype(np.float32), known, np.random.default_rng(seed))
     gaussians = card_gaussians(image, card, canvas, depth, scene)
-    return Backdrop(gaussians, image, known, sky, card, view.name, depth)
+    return Backdrop(gaussians, image, known, sky, card, view.name, depth, hidden)
+
+
+def with_soft_edge(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (what stands in front of the card) with its soft edges: grown by :data:`FOREGROUND_EDGE`."""
+    size = 2 * FOREGROUND_EDGE + 1
+    return cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
+
+
+def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, canvas: Camera,
+                depth: float) -> np.ndarray:
+    """The static rows (sorted) inside the structure as ``canvas`` sees it: centred in its
+    ``silhouette`` (not held out by what stands in front), from :data:`HIDDEN_NEAR` of its
+    near side's depth to its far side, and the faint ones (opacity below
+    :data:`HAZE_OPACITY`) on to the card at ``depth``. They are the reconstruction's
+    semi-transparent haze in and around the structure, which would veil what the collapse
+    uncovers; what stands solid behind the structure is kept."""
+    points = scene.means.double().numpy()
+    pixels, z = canvas.project(points)
+    x, y = np.floor(pixels[:, 0]).astype(np.int64), np.floor(pixels[:, 1]).astype(np.int64)
+    inside = (z > 1e-3) & (x >= 0) & (x < canvas.width) & (y >= 0) & (y < canvas.height)
+    covered = np.zeros(len(points), dtype=bool)
+    covered[inside] = silhouette[y[inside], x[inside]]
+    structure_z = z[removed & (z > 1e-3)]
+    if not len(structure_z):
+        return np.zeros(0, np.int64)
+    near, far = np.quantile(structure_z, [1.0 - FAR_QUANTILE, FAR_QUANTILE])
+    faint = torch.sigmoid(scene.opacity_logits).numpy() < HAZE_OPACITY
+    within = (z >= HIDDEN_NEAR * near) & ((z <= far) | (faint & (z < depth)))
+    return np.nonzero(~removed & covered & within)[0]
 
 
 def structure_reach(structure: Gaussians, camera: Camera) -> float:
@@ -303,7 +355,8 @@ def _add_view(colour: np.ndarray, known: np.ndarray, wanted: np.ndarray, points:
         plate = cv2.resize(plate, (small.width, small.height), interpolation=cv2.INTER_AREA)
     sky = sky_mask(plate, footprint <= FOOTPRINT)
     x, y, rows, cols, z = x[inside], y[inside], rows[inside], cols[inside], z[inside]
-    clear = (footprint[y, x] <= FOOTPRINT) & ((alpha[y, x] < SOLID_ALPHA) | (depth[y, x] >= NEAR_SHARE * z) | sky[y, x])
+    near = (alpha >= SOLID_ALPHA) & (depth < NEAR_SHARE * float(np.median(z))) & ~sky
+    clear = ~with_soft_edge((footprint > FOOTPRINT) | near)[y, x]
     colour[rows[clear], cols[clear]] = plate[y[clear], x[clear]]
     known[rows[clear], cols[clear]] = True
 

@@ -6,14 +6,15 @@ its pixels are known; the rest is painted here, in display-encoded colour (0–1
 
 * **sky where sky borders the hole.** The sky is the bright, smooth region reached from the
   top of each column. The skyline (the first row below the sky in each column) is read beside
-  the hole and drawn straight across it; above that line the hole is sky, coloured by a smooth
-  quadratic fit to the sky around it with the boundary's own offsets carried in;
+  the hole and drawn straight across it (never above the sky seen in the columns the hole
+  cuts); above that line the hole is sky, coloured by a smooth quadratic fit to the sky
+  around it with the boundary's own offsets carried in;
 * **elsewhere, the plate's own texture.** The broad colour is carried in smoothly from the
   known pixels that are not sky (Telea's method, so the sky does not bleed down into the
-  scenery). Detail is laid over it patch by patch: each patch of the hole takes the fine detail (the image minus its blur)
-  of the plate patch whose broad colour matches best among random candidates from the same
-  region, sky or not, blended with overlapping raised-cosine windows (normalised to keep the
-  detail's variance).
+  scenery). Detail is laid over it patch by patch: each patch of the hole takes the fine
+  detail (the image minus its blur) of the plate patch whose broad colour matches best
+  among random candidates from the same region, sky or not, blended with overlapping
+  raised-cosine windows (normalised to keep the detail's variance).
 
 Pure numpy, SciPy and OpenCV; deterministic for a given generator.
 """
@@ -30,6 +31,12 @@ SKY_BRIGHT_QUANTILE = 0.5
 SKY_SMOOTH_QUANTILE = 0.5
 #: Columns beside the hole that give no skyline reading.
 SKY_EDGE = 4
+#: Rows under a column's first known pixel where its sky may start (the sky mask leaves out
+#: the known region's rim, where the gradient sees the unknown beyond).
+SKY_RIM = 8
+#: The skyline's readings are median-filtered over this share (1/n) of them, so a stray
+#: reading does not cut a notch into the sky.
+SKYLINE_SPAN = 12
 #: The blur (texels) that splits broad colour from fine detail.
 DETAIL_SIGMA = 2.0
 #: Detail patches: side in texels, and candidates tried per patch.
@@ -69,7 +76,7 @@ def sky_mask(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     columns = np.nonzero(known.any(axis=0))[0]
     tops = set()
     for x in columns:  # the top of a column, or just under the eroded rim
-        hit = labels[first[x]:first[x] + 4, x]
+        hit = labels[first[x]:first[x] + SKY_RIM, x]
         tops.update(int(v) for v in hit[hit > 0])
     return np.isin(labels, sorted(tops)) if tops else np.zeros_like(known)
 
@@ -77,28 +84,37 @@ def sky_mask(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 def skyline(sky: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Per column, the row where the sky ends. Read where a column shows it: going down from
     the column's first known pixel, the first known pixel that is not sky (the first known
-    pixel itself when the column does not start with sky). A column the unknown pixels cut has
-    no reading; it takes the line drawn straight between its nearest readings on either side."""
+    pixel itself when the column does not start with sky). A column the unknown pixels cut
+    gives only a lower bound, when it starts with sky: the end of that run of sky. Between
+    readings (and bounds) the line is drawn straight; the sky reaches at least its bounds."""
     height, width = sky.shape
-    line = np.full(width, np.nan)
+    reading, bound = np.full(width, np.nan), np.full(width, np.nan)
     shown = known.any(axis=0)
     tops = np.argmax(known, axis=0)
     bottoms = height - np.argmax(known[::-1], axis=0)
     cut = np.array([shown[x] and not known[tops[x]:bottoms[x], x].all() for x in range(width)])
     cut = ndimage.binary_dilation(cut, iterations=SKY_EDGE)  # the sky mask thins out beside the hole
-    for x in np.nonzero(shown & ~cut)[0]:
+    for x in np.nonzero(shown)[0]:
         top = int(tops[x])
-        if not sky[top:top + 4, x].any():
-            line[x] = top
+        if not sky[top:top + SKY_RIM, x].any():
+            reading[x] = np.nan if cut[x] else top
             continue
         below = np.nonzero(~sky[top:, x])[0]
-        below = below[below >= int(np.argmax(sky[top:top + 4, x]))]
-        line[x] = top + below[0] if len(below) else height
-    valid = np.nonzero(np.isfinite(line))[0]
+        below = below[below >= int(np.argmax(sky[top:top + SKY_RIM, x]))]
+        readings = bound if cut[x] else reading
+        readings[x] = top + below[0] if len(below) else height
+    lines = [line for line in (_drawn_line(reading), _drawn_line(bound)) if line is not None]
+    return np.maximum.reduce(lines) if lines else np.zeros(width)
+
+
+def _drawn_line(readings: np.ndarray) -> np.ndarray | None:
+    """A row per column through the finite ``readings`` (median-filtered, drawn straight
+    between them and flat beyond them); None without any."""
+    valid = np.nonzero(np.isfinite(readings))[0]
     if not len(valid):
-        return np.zeros(width)
-    line[valid] = ndimage.median_filter(line[valid], size=5, mode="nearest")
-    return np.interp(np.arange(width), valid, line[valid])
+        return None
+    rows = ndimage.median_filter(readings[valid], size=max(5, len(valid) // SKYLINE_SPAN), mode="nearest")
+    return np.interp(np.arange(len(readings)), valid, rows)
 
 
 def _sky_fill(image: np.ndarray, sky: np.ndarray, region: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ structure covers (plus a margin):
   structure's Gaussians (the rows the effect removed) and 0 elsewhere, so it is the share of
   each pixel the structure occupied *in the plate*, held out by whatever real object stood
   in front of it;
-* the **clean render** (``clean.R,G,B,A``): the scene with those rows removed, premultiplied,
+* the **clean render** (``clean.R,G,B,A``): the scene with those rows (and the haze they hid) removed, premultiplied,
   scene-linear, over the backdrop painted behind the structure once
   (:mod:`splatfx.fx.backdrop`). Where its alpha is still low nothing saw or painted what lies
   behind the structure: those are the holes (``mask.holes``: inside the footprint,
@@ -70,10 +70,12 @@ def structure_crop(structure: Gaussians, canvas: Camera, margin: int = CROP_MARG
     return Crop(x0, y0, x1 - x0, y1 - y0)
 
 
-def render_clean_pass(scene: Gaussians, removed: np.ndarray, camera: Camera,
-                      backdrop: Gaussians | None = None) -> CleanPass:
+def render_clean_pass(scene: Gaussians, removed: np.ndarray, camera: Camera, backdrop: Gaussians | None = None,
+                      hidden: np.ndarray | None = None) -> CleanPass:
     """Footprint and clean render of ``scene`` without rows ``removed``, seen by ``camera``,
-    over the ``backdrop`` painted behind them (:mod:`splatfx.fx.backdrop`) when there is one."""
+    over the ``backdrop`` painted behind them (:mod:`splatfx.fx.backdrop`) when there is one.
+    Rows ``hidden`` (the haze the structure hid) are left out of the clean render too, but
+    are not the structure's."""
     shape = (camera.height, camera.width)
     mask = np.zeros(len(scene), dtype=bool)
     mask[np.asarray(removed, dtype=np.int64)] = True
@@ -84,7 +86,10 @@ def render_clean_pass(scene: Gaussians, removed: np.ndarray, camera: Camera,
     flag = torch.from_numpy(mask.astype(np.float32))[:, None]
     structure = render_features(scene, flag, camera, crop=crop).channels[..., 0]
     structure = np.where(structure >= MATTE_EPS, np.clip(structure, 0.0, 1.0), 0.0).astype(np.float32)
-    static = scene[torch.from_numpy(~mask)]
+    kept = ~mask
+    if hidden is not None:
+        kept[np.asarray(hidden, dtype=np.int64)] = False
+    static = scene[torch.from_numpy(kept)]
     if backdrop is not None:
         static = Gaussians.cat([static, backdrop])
     clean = render_features(static, colours(static, camera), camera, crop=crop)

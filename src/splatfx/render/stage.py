@@ -310,7 +310,8 @@ def render_frame(shot: Shot, animation: ShotAnimation, frame: int, job: FrameJob
         if clean_cache is None or not _same_camera(clean_cache[0], job.camera) or \
                 not np.array_equal(clean_cache[1], gaussians.removed):
             clean_cache = (job.camera, gaussians.removed,
-                           render_clean_pass(animation.scene, gaussians.removed, job.camera, animation.backdrop))
+                           render_clean_pass(animation.scene, gaussians.removed, job.camera, animation.backdrop,
+                                             animation.hidden))
         channels |= clean_cache[2].channels()
         _lap(timings, "clean", t)
     t = time.perf_counter()

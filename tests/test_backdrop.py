@@ -15,6 +15,7 @@ from splatfx.fx.paint import paint_unseen, sky_mask
 from splatfx.io.images import read_image
 from splatfx.render.cleanplate import render_clean_pass
 from test_comp import FOCAL, HEIGHT, WIDTH, plate_camera, scene_gaussians
+from test_fx_stage import shot  # noqa: F401  (fixture: a building-like scene on real plates)
 
 
 def _sky_over_texture(seed: int = 1) -> np.ndarray:
@@ -122,3 +123,34 @@ def test_the_haze_inside_the_structure_is_left_out_of_the_clean_pass(scene_and_v
     assert np.abs(cleared.rgba - clear.rgba)[uncovered].max() < 1e-6  # as if the haze had never been
     assert np.abs(veiled.rgba - clear.rgba)[uncovered].mean() > 0.05  # (which veiled it)
     assert np.array_equal(cleared.structure, veiled.structure)  # the haze is not the structure
+
+
+def test_the_structures_haze_goes_with_it_once_it_moves(shot):  # noqa: F811
+    """fx collapse on real plates: faint Gaussians hanging just in front of the building (outside
+    the selection box) are the structure's haze; they stay while it stands and go with it."""
+    from splatfx.fx.animation import load_animation
+    from splatfx.fx.stage import run_collapse, run_select, run_snow
+    from splatfx.io.formats import read_gaussians, write_gaussians
+    from test_viewer import add_solved_cameras
+
+    scene = read_gaussians(shot.scene_ply)
+    rng = np.random.default_rng(1)
+    n = 300
+    world = np.column_stack([rng.uniform(-1.5, 1.5, n), rng.uniform(-2.2, -1.9, n), rng.uniform(1.0, 5.0, n)])
+    rotation = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # the fixture's scene frame: world = 2 R x
+    sh = np.zeros((n, 4, 3), np.float32)
+    sh[:, 0] = 1.0
+    haze = Gaussians.from_arrays({"means": (world / 2.0) @ rotation, "quats": np.tile([1.0, 0, 0, 0], (n, 1)),
+                                  "log_scales": np.full((n, 3), -2.0), "opacity_logits": np.full(n, -1.0), "sh": sh})
+    write_gaussians(Gaussians.cat([scene, haze]), shot.scene_ply)
+    add_solved_cameras(shot)
+    run_select(shot)
+    run_collapse(shot)
+    run_snow(shot)
+    animation = load_animation(shot)
+    haze_rows = np.arange(len(scene), len(scene) + n)
+    assert animation.backdrop is not None and np.isin(haze_rows, animation.hidden).mean() > 0.95
+    assert (animation.hidden >= len(scene)).all()  # nothing else: the ground and the building's base stay
+    first, last = animation.at(0), animation.at(animation.frames - 1)
+    assert np.isin(haze_rows, first.source_index).all()  # while it stands, the plate's own picture
+    assert not np.isin(animation.hidden, last.source_index).any()  # once it falls, gone with it

@@ -41,9 +41,9 @@ PERCENTILES = (3.0, 97.0)
 EDGE_MARGIN_M = 0.25
 #: and its top this percentile of their heights (the highest: chimneys, towers and cupolas
 #: are the building's, and left standing they would float once it falls), plus a margin of
-#: the height.
+#: the height (their faint tips reach above the highest solid point).
 TOP_PERCENTILE = 100.0
-TOP_MARGIN = 0.05
+TOP_MARGIN = 0.15
 #: Yaw angles searched (degrees, 0-90 in steps) to align the box with the facades, by the
 #: sharpness of the points' histograms in bins of this width (metres) across the walls.
 YAW_STEP_DEG = 1.0

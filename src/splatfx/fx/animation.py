@@ -139,7 +139,7 @@ class ShotAnimation:
     removed: np.ndarray | None = None  # scene rows replaced by fragments
     fragments: Fragments | None = None
     backdrop: Gaussians | None = None  # what the removed structure hid (fx.backdrop), drawn as static scene
-    hidden: np.ndarray | None = None  # static scene rows inside the structure (its haze), left out of the clean pass
+    hidden: np.ndarray | None = None  # scene rows of the structure's haze (fx.backdrop): gone once it moves
     particles: dict[str, ParticleCache] = field(default_factory=dict)
 
     def at(self, t: int) -> FrameGaussians:
@@ -149,6 +149,8 @@ class ShotAnimation:
         keep = np.ones(len(self.scene), dtype=bool)
         if self.removed is not None:
             keep[self.removed] = False
+        if self.hidden is not None and self.fragments is not None and self.pieces_moved(t).any():
+            keep[self.hidden] = False  # the structure's haze goes with it once it moves
         static = self.scene[torch.from_numpy(keep)]
         parts = [static]
         element = [np.full(len(static), ELEMENTS["scene"], np.int8)]

@@ -13,10 +13,11 @@ camera's parallax:
    The card covers every place on that plane that some plate sees through the structure
    (each plate's lines of sight through the structure's points, met with the plane), at no
    more than :data:`MAX_TEXELS` texels (a texel per plate pixel when that fits).
-3. **The haze the structure hid**: static Gaussians inside the structure's silhouette and
-   depth that the selection did not take (the reconstruction's semi-transparent shell around
-   a building). They are left out of everything below and of the render's clean pass
-   (``hidden``), so they do not veil what the collapse uncovers.
+3. **The haze the structure hid**: faint static Gaussians in the structure's silhouette,
+   from just before it back to the card, that the selection did not take (the
+   reconstruction's semi-transparent shell around a building). They are left out of everything below and of the render's clean pass
+   (``hidden``), so they do not veil what the collapse uncovers, and they go with the
+   structure once it moves, so they do not veil its falling pieces either.
 4. **What is known there**: the reference plate outside the structure's footprint where it
    shows the background (not what stands in front of the card, bushes and people, nor their
    soft edges), and the reconstruction without the structure where that render is solid
@@ -86,9 +87,8 @@ NEAR_SHARE = 0.5
 FOREGROUND_EDGE = 3
 #: Render alpha from which something near stands in front (thin poles never reach SOLID_ALPHA).
 FOREGROUND_ALPHA = 0.5
-#: Static Gaussians inside the structure (the reconstruction's haze in and around it) lie in
-#: its footprint, from this share of its near side's depth back to its far side, and the
-#: faint ones (opacity below HAZE_OPACITY) on to the card.
+#: The structure's haze: static Gaussians fainter than HAZE_OPACITY in its silhouette, from
+#: HIDDEN_NEAR of its near side's depth back to the card.
 HIDDEN_NEAR = 0.8
 HAZE_OPACITY = 0.5
 
@@ -114,7 +114,7 @@ class Backdrop:
     card: np.ndarray  # (h,w) texels that became Gaussians
     reference: str
     depth: float
-    hidden: np.ndarray  # (K,) static scene rows the structure hid, left out of the clean pass
+    hidden: np.ndarray  # (K,) static scene rows of the structure's haze: out of the clean pass, gone once it moves
 
     def figures(self) -> dict:
         painted = self.card & ~self.known
@@ -285,12 +285,12 @@ def with_soft_edge(mask: np.ndarray) -> np.ndarray:
 
 def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, canvas: Camera,
                 depth: float) -> np.ndarray:
-    """The static rows (sorted) inside the structure as ``canvas`` sees it: centred in its
-    ``silhouette`` (not held out by what stands in front), from :data:`HIDDEN_NEAR` of its
-    near side's depth to its far side, and the faint ones (opacity below
-    :data:`HAZE_OPACITY`) on to the card at ``depth``. They are the reconstruction's
-    semi-transparent haze in and around the structure, which would veil what the collapse
-    uncovers; what stands solid behind the structure is kept."""
+    """The structure's haze: the faint static rows (sorted; opacity below
+    :data:`HAZE_OPACITY`) centred in its ``silhouette`` as ``canvas`` sees it (not held out
+    by what stands in front), from :data:`HIDDEN_NEAR` of its near side's depth back to the
+    card at ``depth``. They are the reconstruction's semi-transparent shell in and around the
+    structure, which would veil what the collapse uncovers; what is solid (the ground, the
+    structure's base left standing, a wall behind it) stays."""
     points = scene.means.double().numpy()
     pixels, z = canvas.project(points)
     x, y = np.floor(pixels[:, 0]).astype(np.int64), np.floor(pixels[:, 1]).astype(np.int64)
@@ -300,10 +300,9 @@ def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, c
     structure_z = z[removed & (z > 1e-3)]
     if not len(structure_z):
         return np.zeros(0, np.int64)
-    near, far = np.quantile(structure_z, [1.0 - FAR_QUANTILE, FAR_QUANTILE])
+    near = np.quantile(structure_z, 1.0 - FAR_QUANTILE)
     faint = torch.sigmoid(scene.opacity_logits).numpy() < HAZE_OPACITY
-    within = (z >= HIDDEN_NEAR * near) & ((z <= far) | (faint & (z < depth)))
-    return np.nonzero(~removed & covered & within)[0]
+    return np.nonzero(~removed & covered & faint & (z >= HIDDEN_NEAR * near) & (z < depth))[0]
 
 
 def structure_reach(structure: Gaussians, camera: Camera) -> float:

@@ -189,8 +189,9 @@ class ShotViewer:
         dynamic_peak = 0
         if self.animation is not None and scene is not None:
             keep = np.ones(len(scene), dtype=bool)
-            if self.animation.removed is not None:
-                keep[self.animation.removed] = False
+            for rows in (self.animation.removed, self.animation.hidden):  # the structure, and the haze it sheds
+                if rows is not None:
+                    keep[rows] = False
             static = scene[torch.from_numpy(keep)]
             if self.animation.backdrop is not None:  # static: sent once with the scene, not every frame
                 static = Gaussians.cat([static, self.animation.backdrop])

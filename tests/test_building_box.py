@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from splatfx.core.camera import Camera, look_at
-from splatfx.demo.presets import ABOVE_GROUND_M, PresetError, building_box, solid_above_ground
+from splatfx.demo.presets import ABOVE_GROUND_M, TOP_MARGIN, PresetError, building_box, solid_above_ground
 
 from test_demo import _building
 
@@ -121,3 +121,22 @@ def test_view_without_a_building_is_refused(south_building):
     camera = look_at(inside, inside + np.array([0.0, 0.1, 10.0]), np.array([0.0, 1.0, 0.0]), 384, 288, cameras[0].fx)
     with pytest.raises(PresetError, match="solid Gaussians more than 2 m above the ground"):
         building_box(world, opacity, camera)
+
+
+def test_box_reaches_a_cupola_and_not_a_floater_high_above(south_building):
+    """A cupola on the roof whose points are not linked to the walls (they start 1.5 m above
+    the building's top) is the building's: the box takes it, or it would float once the
+    building falls. A cluster of floaters 12 m above it is not."""
+    world, opacity, cameras, walls = south_building
+    box_before = building_box(world, opacity, cameras[16])
+    rng = np.random.default_rng(5)
+    roof = (box_before.center[2] + box_before.size[2] / 2) / (1.0 + TOP_MARGIN)  # the highest point it reached
+    centre = _local_to_world(18.0, 30.0, 0.0)
+    cupola = np.column_stack([rng.normal(centre[0], 0.8, 400), rng.normal(centre[1], 0.8, 400),
+                              np.linspace(roof + 1.5, roof + 6.0, 400)])
+    floater = np.column_stack([rng.normal(centre[0], 0.5, 60), rng.normal(centre[1], 0.5, 60),
+                               rng.uniform(roof + 18.0, roof + 19.0, 60)])
+    box = building_box(np.concatenate([world, cupola, floater]), np.concatenate([opacity, np.ones(460)]), cameras[16])
+    _assert_whole_building(box, world, walls)
+    assert box.contains(cupola).all()
+    assert not box.contains(floater).any()

@@ -39,11 +39,14 @@ CENTRE_SIGMA = 0.25
 PERCENTILES = (3.0, 97.0)
 #: ... widened by this margin (metres) on each side,
 EDGE_MARGIN_M = 0.25
-#: and its top this percentile of their heights (the highest: chimneys, towers and cupolas
-#: are the building's, and left standing they would float once it falls), plus a margin of
-#: the height (their faint tips reach above the highest solid point).
-TOP_PERCENTILE = 100.0
-TOP_MARGIN = 0.15
+#: and its top the highest solid point over that footprint that the building's top reaches
+#: through points no more than TOP_GAP_M apart in height (a chimney, tower or cupola the
+#: structure's points miss would float once the building falls; a floater high above is
+#: not the building's), plus TOP_MARGIN of the height. A building's rise is read at
+#: TOP_PERCENTILE.
+TOP_PERCENTILE = 99.0
+TOP_GAP_M = 2.0
+TOP_MARGIN = 0.05
 #: Yaw angles searched (degrees, 0-90 in steps) to align the box with the facades, by the
 #: sharpness of the points' histograms in bins of this width (metres) across the walls.
 YAW_STEP_DEG = 1.0
@@ -184,13 +187,28 @@ def building_box(world: np.ndarray, opacity: np.ndarray, camera_world: Camera) -
     local = _rotate_z(points, -yaw)
     lo, hi = np.percentile(local[:, :2], PERCENTILES, axis=0)
     lo, hi = lo - EDGE_MARGIN_M, hi + EDGE_MARGIN_M
-    top = float(np.percentile(points[:, 2], TOP_PERCENTILE))
+    top = building_top(points, np.asarray(world, np.float64)[solid_above_ground(world, np.asarray(opacity, np.float64))],
+                       yaw, lo, hi)
     top += TOP_MARGIN * top
     bottom = ABOVE_GROUND_M
     centre_local = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, (top + bottom) / 2])
     centre = _rotate_z(centre_local[None], yaw)[0]
     size = (float(hi[0] - lo[0]), float(hi[1] - lo[1]), top - bottom)
     return Box((float(centre[0]), float(centre[1]), float(centre[2])), size, yaw)
+
+
+def building_top(points: np.ndarray, solid: np.ndarray, yaw: float, lo: np.ndarray, hi: np.ndarray) -> float:
+    """The height the building reaches: from its own highest point up through the ``solid``
+    points over its footprint (``lo``..``hi`` along the axes turned by ``yaw``) while no
+    step between them is more than :data:`TOP_GAP_M`."""
+    local = _rotate_z(solid, -yaw)
+    over = np.all((local[:, :2] >= lo) & (local[:, :2] <= hi), axis=1)
+    top = float(points[:, 2].max())
+    heights = np.sort(solid[over, 2])
+    heights = heights[heights > top]
+    steps = np.diff(np.concatenate([[top], heights]))
+    reached = len(heights) if not (steps > TOP_GAP_M).any() else int(np.argmax(steps > TOP_GAP_M))
+    return float(heights[reached - 1]) if reached else top
 
 
 def _rotate_z(points: np.ndarray, degrees: float) -> np.ndarray:

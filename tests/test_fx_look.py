@@ -11,7 +11,8 @@ from splatfx.core.rotation import rotmats_to_quats
 from splatfx.core.sh import rgb_to_sh
 from splatfx.fx.animation import RigidCache
 from splatfx.fx.debris import DebrisSettings, DustSettings, light_collapse, simulate_debris, simulate_dust
-from splatfx.fx.lighting import LUMA, KeyLight, dust_light, estimate_key_light, unit
+from splatfx.core.color import REC709_LUMA as LUMA
+from splatfx.fx.lighting import KeyLight, dust_light, estimate_key_light, unit
 from splatfx.fx.particles import power_law_sizes
 from splatfx.fx.snow import Lens, SnowSettings, Volume, simulate_snow
 

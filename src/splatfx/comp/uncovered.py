@@ -21,6 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from splatfx.core.color import luminance
 from splatfx.render.cleanfill import MATTE_EPS
 
 STOOD = 0.5
@@ -44,7 +45,7 @@ def ring(structure: np.ndarray) -> np.ndarray:
 
 def gradient(display: np.ndarray) -> np.ndarray:
     """Sobel gradient magnitude of the luminance of display values (0–1)."""
-    grey = np.ascontiguousarray(display[..., :3] @ np.array([0.2126, 0.7152, 0.0722], np.float32))
+    grey = np.ascontiguousarray(luminance(display.astype(np.float32, copy=False)))
     return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Rec. 709 (and sRGB) luminance weights of R, G, B.
+REC709_LUMA = np.array([0.2126, 0.7152, 0.0722])
+
 # IEC 61966-2-1 constants: the linear toe and the power segment meet at these points.
 _ENCODED_KNEE = 0.04045
 _LINEAR_KNEE = 0.0031308
@@ -61,3 +64,11 @@ def from_uint8(codes: np.ndarray) -> np.ndarray:
 def from_uint16(codes: np.ndarray) -> np.ndarray:
     """Normalise uint16 codes to float32 in [0, 1] (code / 65535)."""
     return (np.asarray(codes, dtype=np.float32) / np.float32(65535.0)).astype(np.float32)
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 709 luminance of the last axis' first three channels, in ``rgb``'s float type
+    (float32 for integers)."""
+    rgb = np.asarray(rgb)
+    dtype = rgb.dtype if np.issubdtype(rgb.dtype, np.floating) else np.float32
+    return rgb[..., :3].astype(dtype, copy=False) @ REC709_LUMA.astype(dtype)

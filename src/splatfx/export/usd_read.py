@@ -21,7 +21,8 @@ from splatfx.core.camera import Camera
 from splatfx.core.errors import InputError
 from splatfx.core.gaussians import Gaussians
 from splatfx.export.usd import LENS_PREFIX, _pxr
-from splatfx.render.passes import colours, render_features, to_linear_premultiplied
+from splatfx.raster.views import sh_colours
+from splatfx.render.passes import render_features, to_linear_premultiplied
 
 PathLike = str | os.PathLike[str]
 
@@ -120,7 +121,7 @@ def read_camera(stage, path: str, frame: float) -> Camera:
 def render_rgba(gaussians: Gaussians, camera: Camera) -> np.ndarray:
     """Premultiplied scene-linear RGBA (H, W, 4) of ``gaussians`` through ``camera``, as the
     render stage makes its ``R,G,B,A`` (composite the display-referred radiance, then decode)."""
-    out = render_features(gaussians, colours(gaussians, camera), camera)
+    out = render_features(gaussians, sh_colours(gaussians, camera), camera)
     return np.concatenate([to_linear_premultiplied(out.channels, out.alpha), out.alpha[..., None]], axis=2)
 
 

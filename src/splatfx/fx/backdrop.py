@@ -46,10 +46,10 @@ import torch
 from splatfx.core.camera import Camera
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.rotation import rotmat_to_quat
-from splatfx.core.sh import SH_C0, eval_sh
+from splatfx.core.sh import SH_C0
 from splatfx.fx.paint import paint_unseen, sky_mask
 from splatfx.raster import rasterize
-from splatfx.raster.views import camera_tensors
+from splatfx.raster.views import camera_tensors, sh_colours
 
 #: The most texels a card holds (Gaussians added to the scene).
 MAX_TEXELS = 300_000
@@ -211,12 +211,6 @@ def _render(gaussians: Gaussians, features: torch.Tensor, camera: Camera) -> tup
                                     render_mode="RGB+ED", backend="cpu")
     image = image[0].numpy()
     return image[..., :-1], alpha[0, ..., 0].numpy(), image[..., -1]
-
-
-def sh_colours(gaussians: Gaussians, camera: Camera) -> torch.Tensor:
-    """Each Gaussian's display colour seen from ``camera`` (what the rasterizer draws for SH)."""
-    dirs = gaussians.means - torch.tensor(camera.center, dtype=torch.float32)
-    return (eval_sh(gaussians.sh_degree, gaussians.sh, dirs) + 0.5).clamp_min(0.0)
 
 
 def plate_on_canvas(pixels: np.ndarray, scale: float, origin: tuple[float, float], size: tuple[int, int]

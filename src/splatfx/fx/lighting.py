@@ -25,11 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
+from splatfx.core.color import REC709_LUMA
 from splatfx.core.rotation import quat_to_rotmat
 from splatfx.core.sh import SH_C0
 
-#: Rec. 709 luminance weights.
-LUMA = np.array([0.2126, 0.7152, 0.0722])
 #: Used when there is nothing to estimate from: sun high in the south-west, 60 % of the light.
 DEFAULT_DIRECTION = np.array([-0.45, -0.45, 0.77])
 
@@ -138,14 +137,14 @@ def sky_colour(points: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     upper = rgb[points[:, 2] >= top] if len(points) else np.zeros((0, 3))
     if len(upper) < 10:
         return unit_luma(np.array([0.85, 0.92, 1.0]))
-    luma = upper @ LUMA
+    luma = upper @ REC709_LUMA
     bright = upper[luma >= np.percentile(luma, 75)]
     return unit_luma(np.median(bright, axis=0))
 
 
 def unit_luma(rgb: np.ndarray) -> np.ndarray:
     rgb = np.clip(np.asarray(rgb, np.float64), 1e-3, None)
-    return rgb / float(rgb @ LUMA)
+    return rgb / float(rgb @ REC709_LUMA)
 
 
 def estimate_key_light(means: np.ndarray, quats: np.ndarray, log_scales: np.ndarray, opacities: np.ndarray,
@@ -162,7 +161,7 @@ def estimate_key_light(means: np.ndarray, quats: np.ndarray, log_scales: np.ndar
     keep = inside & (np.asarray(opacities) > 0.5) & (flatness < 0.5)
     if keep.sum() < 50:
         keep = inside & (np.asarray(opacities) > 0.2)
-    direction, coef, rms = fit_lambertian(normals[keep], rgb[keep] @ LUMA)
+    direction, coef, rms = fit_lambertian(normals[keep], rgb[keep] @ REC709_LUMA)
     sky_c, ground_c, sun_c = coef
     key = float(sun_c / max(sun_c + sky_c, 1e-9))
     lit = keep & ((normals @ direction) > 0.7)

@@ -21,9 +21,11 @@ Pure numpy, SciPy and OpenCV; deterministic for a given generator.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from scipy import ndimage
+
+from splatfx.core.color import luminance
+from splatfx.core.inpaint import shrunk_telea
 
 #: Sky: brighter than this quantile of the known pixels' luminance, smoother than this
 #: quantile of their gradient magnitude.
@@ -42,10 +44,6 @@ DETAIL_SIGMA = 2.0
 #: Detail patches: side in texels, and candidates tried per patch.
 PATCH = 12
 CANDIDATES = 48
-
-
-def luminance(image: np.ndarray) -> np.ndarray:
-    return image @ np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
 def known_blur(image: np.ndarray, known: np.ndarray, sigma: float) -> np.ndarray:
@@ -140,17 +138,9 @@ def _sky_fill(image: np.ndarray, sky: np.ndarray, region: np.ndarray) -> np.ndar
 def _smooth_fill(values: np.ndarray, known: np.ndarray, region: np.ndarray, offset: float = 0.0) -> np.ndarray:
     """``values`` (in ``[-offset, 1 - offset]``) carried from ``known`` into ``region`` by
     Telea's method on a shrunk image (the result is smooth anyway)."""
-    height, width = known.shape
-    factor = max(1, int(np.ceil(max(height, width) / 256)))
-    size = (max(1, width // factor), max(1, height // factor))
-    small = cv2.resize(values, size, interpolation=cv2.INTER_AREA) if factor > 1 else values
-    hole = (cv2.resize((~known).astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0) if factor > 1 else ~known
-    filled = np.stack([cv2.inpaint(np.ascontiguousarray(np.clip((small[..., c] + offset) * 255.0, 0, 255)
-                                                        ).astype(np.float32),
-                                   hole.astype(np.uint8), 5, cv2.INPAINT_TELEA) / 255.0 - offset
-                       for c in range(values.shape[2])], axis=2)
-    if factor > 1:
-        filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
+    factor = max(1, int(np.ceil(max(known.shape) / 256)))
+    encoded = np.clip((values + offset) * 255.0, 0, 255).astype(np.float32)
+    filled = shrunk_telea(encoded, ~known, factor, 5) / 255.0 - offset
     return np.where(region[..., None], filled, 0.0).astype(np.float32)
 
 

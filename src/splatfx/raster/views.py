@@ -1,8 +1,8 @@
 """Rendering a :class:`~splatfx.core.gaussians.Gaussians` scene through a :class:`~splatfx.core.camera.Camera`.
 
 The helpers every stage shares around :func:`splatfx.raster.rasterize`: where to run
-(:func:`resolve_device`), a camera as the renderer's tensors (:func:`camera_tensors`) and
-one view's colour (:func:`render_view`).
+(:func:`resolve_device`), a camera as the renderer's tensors (:func:`camera_tensors`), each
+Gaussian's colour from a camera (:func:`sh_colours`) and one view's colour (:func:`render_view`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from torch import Tensor
 
 from splatfx.core.camera import Camera
 from splatfx.core.gaussians import Gaussians
+from splatfx.core.sh import eval_sh
 from splatfx.raster import rasterize
 
 
@@ -34,6 +35,13 @@ def camera_tensors(cameras: Sequence[Camera], device: torch.device | str = "cpu"
 
 
 @torch.no_grad()
+def sh_colours(gaussians: Gaussians, camera: Camera) -> Tensor:
+    """Each Gaussian's SH colour seen from ``camera`` (N,3): ``eval_sh + 0.5``, clamped at 0,
+    exactly what the rasterizer computes for SH features."""
+    dirs = gaussians.means - torch.tensor(camera.center, dtype=torch.float32)
+    return (eval_sh(gaussians.sh_degree, gaussians.sh, dirs) + 0.5).clamp_min(0.0)
+
+
 def render_view(gaussians: Gaussians, camera: Camera, background: Tensor, backend: str = "auto") -> Tensor:
     """Colour (H, W, 3) of ``gaussians`` seen by ``camera`` over ``background`` (3,)."""
     viewmats, Ks = camera_tensors([camera], gaussians.device)

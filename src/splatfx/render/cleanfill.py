@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from splatfx.core.color import linear_to_srgb, srgb_to_linear
+from splatfx.core.inpaint import shrunk_telea
 
 #: Matte values below this count as exactly 0 (keeps "outside the effect" bit-exact).
 MATTE_EPS = 1.0 / 1024.0
@@ -76,16 +77,7 @@ def inpaint(linear: np.ndarray, hole: np.ndarray, radius: int = INPAINT_RADIUS) 
     image shrunk so the hole has at most :data:`INPAINT_BUDGET` pixels (the fill of a large
     unseen region is smooth anyway), then enlarged again; known pixels are kept as they are.
     """
-    h, w = hole.shape
     factor = max(1, math.ceil(math.sqrt(int(hole.sum()) / INPAINT_BUDGET)))
     encoded = linear_to_srgb(np.clip(linear, 0.0, None)) * np.float32(255.0)
-    small, mask = encoded, hole
-    if factor > 1:
-        size = (max(1, w // factor), max(1, h // factor))
-        small = cv2.resize(encoded, size, interpolation=cv2.INTER_AREA)
-        mask = (cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
-    filled = np.stack([cv2.inpaint(np.ascontiguousarray(small[..., k]), mask, max(2, radius // factor),
-                                   cv2.INPAINT_TELEA) for k in range(small.shape[2])], axis=2)
-    if factor > 1:
-        filled = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+    filled = shrunk_telea(encoded, hole, factor, max(2, radius // factor))
     return np.where(hole[..., None] > 0, srgb_to_linear(filled / np.float32(255.0)), linear).astype(np.float32)

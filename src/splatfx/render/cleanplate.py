@@ -29,7 +29,8 @@ from splatfx.core.camera import Camera
 from splatfx.core.gaussians import Gaussians
 from splatfx.render.cleanfill import MATTE_EPS, grow_footprint
 from splatfx.render.layers import clean_channels
-from splatfx.render.passes import NEAR, Crop, colours, render_canvas, render_features, to_linear_premultiplied
+from splatfx.raster.views import sh_colours
+from splatfx.render.passes import NEAR, Crop, render_canvas, render_features, to_linear_premultiplied
 
 #: Clean-render alpha below which a footprint pixel counts as a hole (reported in mask.holes).
 HOLE_ALPHA = 0.5
@@ -92,7 +93,7 @@ def render_clean_pass(scene: Gaussians, removed: np.ndarray, camera: Camera, bac
     static = scene[torch.from_numpy(kept)]
     if backdrop is not None:
         static = Gaussians.cat([static, backdrop])
-    clean = render_features(static, colours(static, camera), camera, crop=crop)
+    clean = render_features(static, sh_colours(static, camera), camera, crop=crop)
     rgba = np.concatenate([to_linear_premultiplied(clean.channels, clean.alpha), clean.alpha[..., None]], axis=2)
     holes = ((grow_footprint(structure) > 0) & (clean.alpha < HOLE_ALPHA)).astype(np.float32)
     return CleanPass(rgba.astype(np.float32), structure, holes, crop)

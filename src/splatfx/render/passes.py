@@ -52,8 +52,7 @@ from splatfx.fx.animation import ELEMENTS, FrameGaussians, ShotAnimation, slerp
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat, rotmats_to_quats
 from splatfx.raster import rasterize
-from splatfx.raster.views import camera_tensors, resolve_device
-from splatfx.core.sh import eval_sh
+from splatfx.raster.views import camera_tensors, resolve_device, sh_colours
 from splatfx.render.cameras import lens_warp
 from splatfx.render.layers import PASS_NAMES, frame_channels
 
@@ -165,13 +164,6 @@ def _paste(a: np.ndarray, crop: Crop, canvas: Camera) -> np.ndarray:
     return full
 
 
-def colours(gaussians: Gaussians, camera: Camera) -> torch.Tensor:
-    """Each Gaussian's SH colour seen from ``camera`` (N,3): ``eval_sh + 0.5``, clamped at 0,
-    exactly what the rasterizer computes for SH features."""
-    dirs = gaussians.means - torch.tensor(camera.center, dtype=torch.float32)
-    return (eval_sh(gaussians.sh_degree, gaussians.sh, dirs) + 0.5).clamp_min(0.0)
-
-
 def pixel_motion(means: np.ndarray, motion: np.ndarray, camera: Camera, next_camera: Camera) -> np.ndarray:
     """Pixel displacement (N,2) of each point from ``camera`` to ``next_camera`` after moving by
     ``motion``; 0 for points behind either camera."""
@@ -216,7 +208,7 @@ def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | N
     g = frame.gaussians
     element = np.asarray(frame.element)
     present = [e for e in range(len(ELEMENT_NAMES)) if e != SCENE and np.any(element == e)]
-    rgb = colours(g, camera)
+    rgb = sh_colours(g, camera)
     synthetic = torch.from_numpy(element != SCENE).float()[:, None]
     motion = pixel_motion(g.means.double().numpy(), frame.motion, camera, next_camera or camera)
     onehot = torch.from_numpy(np.stack([element == e for e in present], axis=1).astype(np.float32)) if present \
@@ -340,8 +332,8 @@ def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previo
         return centre, passes, Exposure(1, streak, seconds)
     removed = centre.removed if centre.removed is not None else np.zeros(0, np.int64)
     static = g[torch.from_numpy(~moving)]
-    static_rgb = colours(static, camera)
-    reference = _MovingSample(g[torch.from_numpy(moving)], element[moving], colours(g[torch.from_numpy(moving)], camera))
+    static_rgb = sh_colours(static, camera)
+    reference = _MovingSample(g[torch.from_numpy(moving)], element[moving], sh_colours(g[torch.from_numpy(moving)], camera))
     offsets = [float(o) for o in shutter_offsets(samples, shutter.fraction)]
     seen_from = [camera_at(camera, previous, following, o) if shutter.camera else camera for o in offsets]
     followed = animation.exposure(index, offsets, centre)
@@ -390,7 +382,7 @@ def _moving_sample(sample: FrameGaussians, removed: np.ndarray, camera: Camera, 
 def _seen_by(g: Gaussians, kind: np.ndarray, camera: Camera, seen_from: Camera) -> _MovingSample:
     """Moving Gaussians ``g`` coloured as ``seen_from`` sees them and moved rigidly so that
     ``camera`` sees them where ``seen_from`` does (the camera's own motion in the exposure)."""
-    rgb = colours(g, seen_from)
+    rgb = sh_colours(g, seen_from)
     if seen_from is not camera:
         turn = camera.R.T @ seen_from.R  # seen_from's camera space, read as the centre camera's
         shift = camera.R.T @ (np.asarray(seen_from.t, np.float64) - np.asarray(camera.t, np.float64))

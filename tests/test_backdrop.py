@@ -11,7 +11,7 @@ from splatfx.comp.uncovered import frame_change, gradient
 from splatfx.core.color import linear_to_srgb
 from splatfx.core.gaussians import Gaussians
 from splatfx.fx.backdrop import PlateView, build_backdrop
-from splatfx.fx.paint import paint_unseen, sky_mask
+from splatfx.fx.paint import paint_unseen, sky_mask, skyline
 from splatfx.io.images import read_image
 from splatfx.render.cleanplate import render_clean_pass
 from test_comp import FOCAL, HEIGHT, WIDTH, plate_camera, scene_gaussians
@@ -154,3 +154,21 @@ def test_the_structures_haze_goes_with_it_once_it_moves(shot):  # noqa: F811
     first, last = animation.at(0), animation.at(animation.frames - 1)
     assert np.isin(haze_rows, first.source_index).all()  # while it stands, the plate's own picture
     assert not np.isin(animation.hidden, last.source_index).any()  # once it falls, gone with it
+
+
+def test_sky_seen_only_above_a_hole_that_cuts_every_column_still_bounds_the_skyline():
+    """Other plates often see the sky through a structure only in patches, with the unseen
+    below them in every column: no column shows where the sky ends. The sky reaches at least
+    as low as the sky they saw (without these bounds there was no skyline, and no sky painted)."""
+    image = _sky_over_texture()
+    known = np.zeros(image.shape[:2], bool)
+    known[:12] = True  # the sky along the top ...
+    known[12:32, 20:60] = True  # ... seen lower through one part of the structure
+    known[60:] = True  # and the ground below
+    sky = sky_mask(np.where(known[..., None], image, 0.0), known)
+    line = skyline(sky, known)
+    assert np.all(line >= 11) and np.all(line[25:55] >= 31)  # the lowest sky seen, column by column
+    assert np.all(line <= 33)  # and no lower: nothing says the sky goes on down
+    _, painted_sky = paint_unseen(image, known, np.random.default_rng(0))
+    assert painted_sky[12:30, 25:55].sum() == 0  # seen there, not painted
+    assert not painted_sky[40:].any()  # no sky painted over the ground

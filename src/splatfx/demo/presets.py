@@ -187,8 +187,8 @@ def building_box(world: np.ndarray, opacity: np.ndarray, camera_world: Camera) -
     local = _rotate_z(points, -yaw)
     lo, hi = np.percentile(local[:, :2], PERCENTILES, axis=0)
     lo, hi = lo - EDGE_MARGIN_M, hi + EDGE_MARGIN_M
-    top = building_top(points, np.asarray(world, np.float64)[solid_above_ground(world, np.asarray(opacity, np.float64))],
-                       yaw, lo, hi)
+    solid = np.asarray(world, np.float64)[solid_above_ground(world, np.asarray(opacity, np.float64))]
+    top = building_top(points, solid, yaw, lo, hi)
     top += TOP_MARGIN * top
     bottom = ABOVE_GROUND_M
     centre_local = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, (top + bottom) / 2])

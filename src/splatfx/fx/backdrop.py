@@ -15,9 +15,10 @@ camera's parallax:
    more than :data:`MAX_TEXELS` texels (a texel per plate pixel when that fits).
 3. **The haze the structure hid**: faint static Gaussians in the structure's silhouette,
    from just before it back to the card, that the selection did not take (the
-   reconstruction's semi-transparent shell around a building). They are left out of everything below and of the render's clean pass
-   (``hidden``), so they do not veil what the collapse uncovers, and they go with the
-   structure once it moves, so they do not veil its falling pieces either.
+   reconstruction's semi-transparent shell around a building). They are left out of
+   everything below and of the render's clean pass (``hidden``), so they do not veil what
+   the collapse uncovers, and they go with the structure once it moves, so they do not veil
+   its falling pieces either.
 4. **What is known there**: the reference plate outside the structure's footprint where it
    shows the background (not what stands in front of the card, bushes and people, nor their
    soft edges), and the reconstruction without the structure where that render is solid
@@ -85,8 +86,6 @@ CARD_CLOSE = 0.02
 #: :data:`FOREGROUND_EDGE` of them (their soft edges, which would print their outlines).
 NEAR_SHARE = 0.5
 FOREGROUND_EDGE = 3
-#: Render alpha from which something near stands in front (thin poles never reach SOLID_ALPHA).
-FOREGROUND_ALPHA = 0.5
 #: The structure's haze: static Gaussians fainter than HAZE_OPACITY in its silhouette, from
 #: HIDDEN_NEAR of its near side's depth back to the card.
 HIDDEN_NEAR = 0.8
@@ -250,9 +249,7 @@ def build_backdrop(scene: Gaussians, removed: np.ndarray, views: Sequence[PlateV
     silhouette = _render(structure, torch.zeros(len(structure), 1), canvas)[1] > FOOTPRINT  # not held out
     silhouette = cv2.dilate(silhouette.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     hidden = hidden_rows(scene, mask, silhouette, canvas, depth)
-    kept = ~mask
-    kept[hidden] = False
-    static = scene[torch.from_numpy(kept)]  # without the structure and the haze it hid
+    static = _static_without(scene, mask, hidden)
     clean, clean_alpha, clean_depth = _render(static, sh_colours(static, canvas), canvas)
     plate, inside = plate_on_canvas(view.pixels(), scale, origin, (canvas.width, canvas.height))
     solid = clean_alpha >= SOLID_ALPHA
@@ -269,6 +266,13 @@ def build_backdrop(scene: Gaussians, removed: np.ndarray, views: Sequence[PlateV
     image, sky = paint_unseen(np.clip(colour, 0.0, 1.0).astype(np.float32), known, np.random.default_rng(seed))
     gaussians = card_gaussians(image, card, canvas, depth, scene)
     return Backdrop(gaussians, image, known, sky, card, view.name, depth, hidden)
+
+
+def _static_without(scene: Gaussians, removed: np.ndarray, hidden: np.ndarray) -> Gaussians:
+    """The scene without the structure (``removed``, a mask) and its haze (``hidden`` rows)."""
+    kept = ~removed
+    kept[hidden] = False
+    return scene[torch.from_numpy(kept)]
 
 
 def with_soft_edge(mask: np.ndarray) -> np.ndarray:

@@ -82,9 +82,10 @@ def sky_mask(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 def skyline(sky: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Per column, the row where the sky ends. Read where a column shows it: going down from
     the column's first known pixel, the first known pixel that is not sky (the first known
-    pixel itself when the column does not start with sky). A column the unknown pixels cut
-    gives only a lower bound, when it starts with sky: the end of that run of sky. Between
-    readings (and bounds) the line is drawn straight; the sky reaches at least its bounds."""
+    pixel itself when the column does not start with sky). A column whose sky runs on into
+    unknown pixels, or that the unknown pixels cut, gives only a lower bound, when it starts
+    with sky: the end of that run of sky. Between readings (and bounds) the line is drawn
+    straight; the sky reaches at least its bounds."""
     height, width = sky.shape
     reading, bound = np.full(width, np.nan), np.full(width, np.nan)
     shown = known.any(axis=0)
@@ -99,8 +100,14 @@ def skyline(sky: np.ndarray, known: np.ndarray) -> np.ndarray:
             continue
         below = np.nonzero(~sky[top:, x])[0]
         below = below[below >= int(np.argmax(sky[top:top + SKY_RIM, x]))]
-        readings = bound if cut[x] else reading
-        readings[x] = top + below[0] if len(below) else height
+        end = top + int(below[0]) if len(below) else height
+        unseen = np.nonzero(~known[end:end + SKY_RIM, x])[0]
+        if len(unseen):  # the sky runs on into the unseen (its eroded rim at the edge is sky too)
+            bound[x] = end + int(unseen[0])
+        elif cut[x]:
+            bound[x] = end
+        else:
+            reading[x] = end
     lines = [line for line in (_drawn_line(reading), _drawn_line(bound)) if line is not None]
     return np.maximum.reduce(lines) if lines else np.zeros(width)
 

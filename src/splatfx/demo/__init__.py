@@ -8,7 +8,7 @@ The capture is 32 photos of COLMAP's South Building (C. Zach; see
 3. derives what depends on the solve from the trained scene and saves it in shot.toml:
    the box around the building (:func:`splatfx.demo.presets.building_box`) and, for the
    ``virtual`` preset, the camera move (``virtual_camera.json``);
-4. runs the rest: select, collapse (debris and dust), snow, render, the built-in refiner
+4. runs the rest: select, collapse (debris and dust), snow, render, the built-in sharpening pass
    (trained on the shot, then applied), and comp (EXR and PNG frames, ``shot.mp4``, the
    side-by-side ``review.mp4``, the contact sheet, the manifest). The ``virtual`` preset
    renders a camera move with no plates in it, so its comp is the refined render itself

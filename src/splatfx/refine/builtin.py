@@ -189,7 +189,7 @@ class BuiltinRefiner(Refiner):
                                                low_cpu_mem_usage=False)
             scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise InputError(folder, f"cannot load the built-in refiner: {' '.join(str(exc).split())}") from None
+            raise InputError(folder, f"cannot load the built-in sharpening pass: {' '.join(str(exc).split())}") from None
         info.pop("format")
         model = cls(unet, scheduler, device, info)
         model.path = folder

@@ -57,7 +57,7 @@ def model_kind(path: PathLike) -> str:
     if (folder / DIFFUSERS_INDEX).is_file():
         return "diffusers"
     raise InputError(folder, f"is not a model folder: it has neither {DIFFUSERS_INDEX} (a diffusers pipeline) "
-                             f"nor {BUILTIN_CONFIG} (a splatfx built-in refiner)")
+                             f"nor {BUILTIN_CONFIG} (a splatfx built-in sharpening pass)")
 
 
 def load_refiner(path: PathLike, *, device: str = "auto", **options: Any) -> Refiner:

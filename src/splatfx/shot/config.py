@@ -436,15 +436,16 @@ class RefineSection:
     """[refine]: diffusion clean-up of the rendered frames."""
 
     model: str | None = setting(
-        None, "the model: a folder inside the shot folder (a diffusers pipeline or the built-in refiner, "
+        None, "the model: a folder inside the shot folder (a diffusers pipeline or the built-in sharpening pass, "
         "safetensors), or, where no such folder exists, a Hugging Face hub id owner/name[@revision] (fetched "
         "once into the Hugging Face cache, see docs/refine.md); absent: refine has no model to run", path=True)
     steps: int = setting(
-        4, "denoising steps run on pixels of full strength (the built-in refiner needs 1; SD-Turbo-class "
+        4, "denoising steps run on pixels of full strength (the built-in sharpening pass needs 1; SD-Turbo-class "
         "models 1-4, others 20 or more)", ge=1)
     strength: float = setting(0.3, "how far the model may move away from the render, 0-1", ge=0, le=1)
     seed: int | None = setting(None, "noise seed, 0 to 2147483647 (absent: [shot] seed)", ge=0, le=EXR_INT_MAX)
-    prompt: str = setting("", "what the frames show, for text-conditioned models (the built-in refiner has none)")
+    prompt: str = setting("", "what the frames show, for text-conditioned models "
+                              "(the built-in sharpening pass has none)")
     negative_prompt: str = setting("", "what to steer away from, for text-conditioned models (with guidance above 1)")
     guidance: float = setting(1.0, "classifier-free guidance scale for text-conditioned models (1: none)", ge=0)
     fill_holes: bool = setting(
@@ -463,14 +464,14 @@ class RefineSection:
     train_steps: int = setting(400, "built-in per-scene sharpening pass (refine --train): training steps", ge=1)
     train_minutes: float | None = setting(
         None, "built-in sharpening pass: stop training (and save) after this many minutes (absent: no limit)", gt=0)
-    train_patch: int = setting(64, "built-in refiner: side of the square training patches, pixels", ge=8)
+    train_patch: int = setting(64, "built-in sharpening pass: side of the square training patches, pixels", ge=8)
     train_widths: tuple[int, ...] = setting(
-        (16, 32, 64), "built-in refiner: UNet channel widths per level (each a multiple of 8)", ge=8)
-    train_views: int = setting(64, "built-in refiner: plate views its training pairs are rendered from, at most",
-                               ge=1)
+        (16, 32, 64), "built-in sharpening pass: UNet channel widths per level (each a multiple of 8)", ge=8)
+    train_views: int = setting(
+        64, "built-in sharpening pass: plate views its training pairs are rendered from, at most", ge=1)
     train_size: int = setting(
-        1024, "built-in refiner: longer side in pixels of its training pairs, at most (plates are area-averaged to it; "
-              "smaller still when the pairs would pass 1 GiB)", ge=64)
+        1024, "built-in sharpening pass: longer side in pixels of its training pairs, at most (plates are "
+              "area-averaged to it; smaller still when the pairs would pass 1 GiB)", ge=64)
 
     def check(self) -> None:
         if not self.train_widths:

@@ -416,3 +416,21 @@ def test_without_an_effect_the_render_reproduces_the_plates_and_the_comp_is_the_
     # initialisation scores ≈ 10.5 dB); `splatfx eval` gives the same to 1e-4 dB
     assert np.mean(psnrs) > 18.5
     assert np.mean(psnrs) == pytest.approx(scored.mean_psnr, abs=0.05)
+
+
+def test_a_structure_drawn_half_transparent_does_not_ghost_through_the_clean_plate():
+    """A short reconstruction draws parts of a building half transparent (its matte 0.5), but
+    the plate shows them whole: the footprint takes the plate's building out entirely there,
+    and leaves the plate untouched where the structure never was."""
+    from splatfx.render.cleanfill import fill_clean_plate, grow_footprint
+
+    structure = np.zeros((60, 80), np.float32)
+    structure[10:50, 20:60] = 0.5  # a wall the reconstruction drew half transparent
+    plate = np.full((60, 80, 3), 0.2, np.float32)
+    plate[10:50, 20:60] = (0.6, 0.3, 0.2)  # the real wall, whole, in the plate
+    clean = np.zeros((60, 80, 4), np.float32)
+    clean[...] = (0.7, 0.8, 0.9, 1.0)  # the sky behind it, solid
+    footprint = grow_footprint(structure)
+    background = plate + footprint[..., None] * (fill_clean_plate(plate, clean, footprint) - plate)
+    assert np.allclose(background[12:48, 22:58], (0.7, 0.8, 0.9), atol=1e-5)  # no ghost of the wall
+    assert np.array_equal(background[:, :14], plate[:, :14])  # the plate where the structure never was

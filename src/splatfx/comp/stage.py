@@ -3,7 +3,8 @@
 Per frame, in scene-linear light (plates decoded from sRGB unless they are EXR):
 
 1. ``F`` = the structure's footprint in the plate (``mask.structure``, held out by real
-   objects in front of it), grown by 2 px and softened (:func:`splatfx.render.cleanfill.grow_footprint`);
+   objects in front of it), doubled, grown by 2 px and softened
+   (:func:`splatfx.render.cleanfill.grow_footprint`);
 2. background ``B = P·(1 − F) + clean·F``: the plate with the structure replaced by the
    clean plate (clean render over an inpainted backing, :func:`~splatfx.render.cleanfill.fill_clean_plate`);
 3. ``out = fx + (1 − S)·B``: the effect's elements (``fx.R,G,B``, premultiplied, alpha

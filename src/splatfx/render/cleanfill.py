@@ -25,6 +25,9 @@ MATTE_EPS = 1.0 / 1024.0
 #: to cover the structure's anti-aliased fringe in the plate.
 GROW_PX = 2
 SOFTEN_SIGMA = 1.0
+#: The structure's matte is multiplied by this first: where the reconstruction drew it half
+#: transparent the plate still showed it whole, and would otherwise ghost through.
+FOOTPRINT_GAIN = 2.0
 #: Clean-render alpha at or above which a pixel needs no inpainted backing.
 SOLID_ALPHA = 0.95
 INPAINT_RADIUS = 5
@@ -33,12 +36,14 @@ INPAINT_BUDGET = 16384
 
 
 def grow_footprint(structure: np.ndarray) -> np.ndarray:
-    """The footprint matte the comp uses: grown by :data:`GROW_PX`, softened by
-    :data:`SOFTEN_SIGMA`, values below :data:`MATTE_EPS` set to exactly 0."""
+    """The footprint matte the comp uses: times :data:`FOOTPRINT_GAIN` (clipped at 1), grown
+    by :data:`GROW_PX`, softened by :data:`SOFTEN_SIGMA`, values below :data:`MATTE_EPS` set
+    to exactly 0."""
     if not np.any(structure > 0):
         return np.zeros_like(structure, dtype=np.float32)
     size = 2 * GROW_PX + 1
-    grown = cv2.dilate(structure.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    boosted = np.clip(structure.astype(np.float32) * FOOTPRINT_GAIN, 0.0, 1.0)
+    grown = cv2.dilate(boosted, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
     soft = cv2.GaussianBlur(grown, (0, 0), SOFTEN_SIGMA)
     return np.where(soft >= MATTE_EPS, np.clip(soft, 0.0, 1.0), 0.0).astype(np.float32)
 

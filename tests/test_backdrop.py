@@ -125,10 +125,10 @@ def test_the_haze_inside_the_structure_is_left_out_of_the_clean_pass(scene_and_v
     assert np.array_equal(cleared.structure, veiled.structure)  # the haze is not the structure
 
 
-def test_the_structures_haze_goes_with_it_once_it_moves(shot):  # noqa: F811
-    """fx collapse on real plates: faint Gaussians hanging just in front of the building (outside
-    the selection box) are the structure's haze; they stay while it stands and go with it."""
-    from splatfx.fx.animation import load_animation
+def add_haze_and_collapse(shot) -> tuple[Gaussians, int]:
+    """Hang 300 faint Gaussians just in front of test_fx_stage's building (outside its selection
+    box), solve cameras on real plates, run select, collapse and snow; the scene before the
+    haze and the haze's count."""
     from splatfx.fx.stage import run_collapse, run_select, run_snow
     from splatfx.io.formats import read_gaussians, write_gaussians
     from test_viewer import add_solved_cameras
@@ -144,9 +144,17 @@ def test_the_structures_haze_goes_with_it_once_it_moves(shot):  # noqa: F811
                                   "log_scales": np.full((n, 3), -2.0), "opacity_logits": np.full(n, -1.0), "sh": sh})
     write_gaussians(Gaussians.cat([scene, haze]), shot.scene_ply)
     add_solved_cameras(shot)
-    run_select(shot)
-    run_collapse(shot)
-    run_snow(shot)
+    for stage in (run_select, run_collapse, run_snow):
+        stage(shot)
+    return scene, n
+
+
+def test_the_structures_haze_goes_with_it_once_it_moves(shot):  # noqa: F811
+    """fx collapse on real plates: faint Gaussians hanging just in front of the building (outside
+    the selection box) are the structure's haze; they stay while it stands and go with it."""
+    from splatfx.fx.animation import load_animation
+
+    scene, n = add_haze_and_collapse(shot)
     animation = load_animation(shot)
     haze_rows = np.arange(len(scene), len(scene) + n)
     assert animation.backdrop is not None and np.isin(haze_rows, animation.hidden).mean() > 0.95

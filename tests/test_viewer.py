@@ -270,3 +270,19 @@ def test_page_draws_the_splats_follows_the_timeline_and_saves_a_dragged_box(fx_s
             assert saved == viewer.selection_box.center
             assert saved[2] > centre[2] + 0.3 and np.allclose(saved[:2], centre[:2], atol=0.05)
             assert page.errors == [], page.errors
+
+
+def test_viewer_shows_a_shot_whose_structure_sheds_its_haze(shot):  # noqa: F811
+    """The haze the structure takes with it (fx.backdrop's hidden rows) is left out of the
+    static splats, and every frame of the timeline still draws."""
+    from test_backdrop import add_haze_and_collapse
+
+    scene, haze = add_haze_and_collapse(shot)
+    with ShotViewer(Shot.open(shot.root), port=0, max_splats=50_000) as viewer:
+        animation = viewer.animation
+        assert len(animation.hidden) >= haze * 0.95
+        assert viewer.static_total == (len(scene) + haze - len(animation.removed) - len(animation.hidden)
+                                       + len(animation.backdrop))
+        for index in (0, viewer.frame_count - 1):
+            viewer.set_frame(index)
+            assert viewer.dynamic_shown > 0

@@ -34,7 +34,6 @@ def camera_tensors(cameras: Sequence[Camera], device: torch.device | str = "cpu"
     return viewmats, Ks
 
 
-@torch.no_grad()
 def sh_colours(gaussians: Gaussians, camera: Camera) -> Tensor:
     """Each Gaussian's SH colour seen from ``camera`` (N,3): ``eval_sh + 0.5``, clamped at 0,
     exactly what the rasterizer computes for SH features."""
@@ -42,6 +41,7 @@ def sh_colours(gaussians: Gaussians, camera: Camera) -> Tensor:
     return (eval_sh(gaussians.sh_degree, gaussians.sh, dirs) + 0.5).clamp_min(0.0)
 
 
+@torch.no_grad()
 def render_view(gaussians: Gaussians, camera: Camera, background: Tensor, backend: str = "auto") -> Tensor:
     """Colour (H, W, 3) of ``gaussians`` seen by ``camera`` over ``background`` (3,)."""
     viewmats, Ks = camera_tensors([camera], gaussians.device)

@@ -7,8 +7,8 @@ structure covers (plus a margin):
   structure's Gaussians (the rows the effect removed) and 0 elsewhere, so it is the share of
   each pixel the structure occupied *in the plate*, held out by whatever real object stood
   in front of it;
-* the **clean render** (``clean.R,G,B,A``): the scene with those rows (and the haze they hid) removed, premultiplied,
-  scene-linear, over the backdrop painted behind the structure once
+* the **clean render** (``clean.R,G,B,A``): the scene with those rows (and the haze they
+  hid) removed, premultiplied, scene-linear, over the backdrop painted behind the structure once
   (:mod:`splatfx.fx.backdrop`). Where its alpha is still low nothing saw or painted what lies
   behind the structure: those are the holes (``mask.holes``: inside the footprint,
   alpha < 0.5), which the comp inpaints.

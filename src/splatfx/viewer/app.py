@@ -195,7 +195,8 @@ class ShotViewer:
             static = scene[torch.from_numpy(keep)]
             if self.animation.backdrop is not None:  # static: sent once with the scene, not every frame
                 static = Gaussians.cat([static, self.animation.backdrop])
-            self._dynamic = dataclasses.replace(self.animation, scene=scene[0:0], removed=None, backdrop=None)
+            self._dynamic = dataclasses.replace(self.animation, scene=scene[0:0], removed=None, backdrop=None,
+                                                hidden=None)
             dynamic_peak = _peak_dynamic(self.animation)
         self.dynamic_budget = min(dynamic_peak, self.max_splats // 2)
         static_budget = self.max_splats - self.dynamic_budget

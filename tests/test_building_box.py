@@ -126,7 +126,7 @@ def test_view_without_a_building_is_refused(south_building):
 def test_box_reaches_a_cupola_and_not_a_floater_high_above(south_building):
     """A cupola on the roof whose points are not linked to the walls (they start 1.5 m above
     the building's top) is the building's: the box takes it, or it would float once the
-    building falls. A cluster of floaters 12 m above it is not."""
+    building falls. A cluster of floaters 18 m above the top is not."""
     world, opacity, cameras, walls = south_building
     box_before = building_box(world, opacity, cameras[16])
     rng = np.random.default_rng(5)

@@ -563,6 +563,20 @@ def _solid_arrays(shot: Shot, data: dict[str, np.ndarray], selected: int) -> tup
     return np.concatenate([trim, np.zeros(extra, dtype=bool)]), np.concatenate([cap, np.full(extra, np.inf)])
 
 
+def _stored_group_shapes(path: Path, data: dict[str, np.ndarray], prefix: str,
+                         arrays: dict[str, tuple[int | str, ...]], again: str) -> dict[str, tuple[int | str, ...]]:
+    """The shapes of an optional group of ``prefix.*`` arrays (the fill, the backdrop card):
+    none when the collapse stored no ``prefix.means``, all of them when it did (InputError
+    naming those missing)."""
+    if f"{prefix}.means" not in data:
+        return {}
+    group = {f"{prefix}.{k}": v for k, v in arrays.items()}
+    missing = [k for k in group if k not in data]
+    if missing:
+        raise InputError(path, f"has no {', '.join(missing)} array ({again})")
+    return group
+
+
 def _read_collapse(shot: Shot, selected: int) -> dict[str, np.ndarray]:
     """``fx/collapse.npz``, checked against the shot's frames and the ``selected`` count:
     every array there with the shape the others imply, and labels naming its fragments."""
@@ -571,18 +585,8 @@ def _read_collapse(shot: Shot, selected: int) -> dict[str, np.ndarray]:
     shapes = {"labels": ("M",), **{f"rigid.{k}": v for k, v in _RIGID_ARRAYS.items()},
               **_particle_shapes("debris"), **_particle_shapes("dust")}
     data = read_npz(path, shapes, "run `splatfx fx collapse` first")
-    fill = {f"fill.{k}": v for k, v in _FILL_ARRAYS.items()}
-    if "fill.means" in data:
-        missing = [k for k in fill if k not in data]
-        if missing:
-            raise InputError(path, f"has no {', '.join(missing)} array ({again})")
-        shapes.update(fill)
-    backdrop = {f"backdrop.{k}": v for k, v in _BACKDROP_ARRAYS.items()}
-    if "backdrop.means" in data:
-        missing = [k for k in backdrop if k not in data]
-        if missing:
-            raise InputError(path, f"has no {', '.join(missing)} array ({again})")
-        shapes.update(backdrop)
+    for prefix, arrays in (("fill", _FILL_ARRAYS), ("backdrop", _BACKDROP_ARRAYS)):
+        shapes.update(_stored_group_shapes(path, data, prefix, arrays, again))
     sizes = check_shapes(path, data, {**shapes, **_particle_shapes("debris", optional=True),
                                       **_particle_shapes("dust", optional=True)}, {"T": len(shot.frames)}, again)
     if sizes["M"] != selected + sizes.get("K", 0):

@@ -281,6 +281,15 @@ def with_soft_edge(mask: np.ndarray) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
 
 
+def pixel_of(points: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pixel (column, row) each of ``points`` (N,3) falls in seen by ``camera``, its depth,
+    and whether it lies in front of the camera and inside its image."""
+    pixels, z = camera.project(points)
+    x, y = np.floor(pixels[:, 0]).astype(np.int64), np.floor(pixels[:, 1]).astype(np.int64)
+    inside = (z > 1e-3) & (x >= 0) & (x < camera.width) & (y >= 0) & (y < camera.height)
+    return x, y, z, inside
+
+
 def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, canvas: Camera,
                 depth: float) -> np.ndarray:
     """The structure's haze: the faint static rows (sorted; opacity below
@@ -290,9 +299,7 @@ def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, c
     structure, which would veil what the collapse uncovers; what is solid (the ground, the
     structure's base left standing, a wall behind it) stays."""
     points = scene.means.double().numpy()
-    pixels, z = canvas.project(points)
-    x, y = np.floor(pixels[:, 0]).astype(np.int64), np.floor(pixels[:, 1]).astype(np.int64)
-    inside = (z > 1e-3) & (x >= 0) & (x < canvas.width) & (y >= 0) & (y < canvas.height)
+    x, y, z, inside = pixel_of(points, canvas)
     covered = np.zeros(len(points), dtype=bool)
     covered[inside] = silhouette[y[inside], x[inside]]
     structure_z = z[removed & (z > 1e-3)]
@@ -339,9 +346,7 @@ def _add_view(colour: np.ndarray, known: np.ndarray, wanted: np.ndarray, points:
     camera = view.camera
     factor = max(1.0, max(camera.width, camera.height) / OTHER_VIEW_SIZE)
     small = camera.scaled(1.0 / factor) if factor > 1 else camera
-    pixels, z = small.project(points[rows, cols])
-    x, y = np.floor(pixels[:, 0]).astype(np.int64), np.floor(pixels[:, 1]).astype(np.int64)
-    inside = (z > 1e-3) & (x >= 0) & (x < small.width) & (y >= 0) & (y < small.height)
+    x, y, z, inside = pixel_of(points[rows, cols], small)
     if not inside.any():
         return
     flag = torch.from_numpy(removed.astype(np.float32))[:, None]

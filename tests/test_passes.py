@@ -1,5 +1,6 @@
 """One frame's passes: motion vectors that warp frame t onto t+1, holdout of the synthetic
-mask by static Gaussians, mattes and ids, depth, colour conversion and channel names."""
+mask by static Gaussians (things, not the faint shell), hard-edged solid pieces, mattes and
+ids, depth, colour conversion and channel names."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from splatfx.core.camera import Camera, look_at
 from splatfx.core.color import srgb_to_linear
 from splatfx.fx.animation import ELEMENTS, FrameGaussians
 from splatfx.core.gaussians import Gaussians
-from splatfx.render.passes import ALPHA_EMPTY, NO_ELEMENT, render_passes
+from splatfx.render.passes import ALPHA_EMPTY, NO_ELEMENT, SOLID_EDGE, render_passes
 from splatfx.core.sh import rgb_to_sh
 
 W, H, F = 192, 144, 160.0
@@ -113,6 +114,73 @@ def test_static_gaussians_hold_out_the_synthetic_mask_and_ids_name_the_dominant_
     assert np.allclose(total, alpha, atol=2e-3)
     assert np.allclose(passes.fx[side], passes.rgba[side][..., :3], atol=2e-3)  # all of it is the effect there
     assert np.abs(passes.fx[centre]).max() < 0.01
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
+def test_the_faint_shell_in_front_does_not_hold_out_the_effect_but_stays_in_the_beauty():
+    cam = camera([0, 0, 0], [0, 0, 5])
+    wall, wall_c = textured_wall(6.0, 2.0, 0.05, 3)  # a falling piece (solid, opaque) ...
+    veil = wall[np.abs(wall[:, 0]) < 0.6].copy()
+    veil[:, 2] = 3.0  # ... behind a faint static veil over its middle (a floater, 0.3 opaque)
+    g = gaussians(np.concatenate([wall, veil]), np.concatenate([wall_c, np.full((len(veil), 3), 0.9)]), 0.04)
+    g = g.replace(opacity_logits=torch.cat([torch.full((len(wall),), 5.0), torch.full((len(veil),), _logit(0.3))]))
+    element = np.concatenate([np.full(len(wall), ELEMENTS["fragment"]), np.full(len(veil), ELEMENTS["scene"])])
+    centre = (slice(H // 2 - 10, H // 2 + 10), slice(W // 2 - 8, W // 2 + 8))
+    veiled = render_passes(frame(g, element), cam)
+    assert veiled.synthetic[centre].min() > 0.99  # the piece is not seen through the veil
+    assert veiled.mattes["scene"][centre].max() < 0.01
+    clear = render_passes(frame(g[torch.arange(len(wall))], element[:len(wall)]), cam)
+    assert np.abs(veiled.fx[centre] - clear.fx[centre]).max() < 1e-5
+    # the beauty still draws the veil: it is part of the plate's picture
+    assert np.abs(veiled.rgba[centre][..., :3] - clear.rgba[centre][..., :3]).mean() > 0.05
+    # an opaque static post there does hold it out
+    solid = g.replace(opacity_logits=torch.full((len(g),), 5.0))
+    assert render_passes(frame(solid, element), cam).synthetic[centre].max() < 0.01
+
+
+def edge_width(matte: np.ndarray, row: int) -> int:
+    """How many pixels of ``row`` are on the edge: between 0.05 and 0.95 covered."""
+    line = matte[row]
+    return int(((line > 0.05) & (line < 0.95)).sum())
+
+
+def test_a_solid_piece_of_soft_gaussians_is_drawn_hard_edged_and_debris_is_not():
+    cam = camera([0, 0, 0], [0, 0, 5])
+    xs, ys = np.meshgrid(np.arange(-1.0, 1.0, 0.1), np.arange(-0.6, 0.6, 0.1))
+    means = np.column_stack([xs.ravel(), ys.ravel(), np.full(xs.size, 5.0)])
+    colours = np.full((len(means), 3), 0.6)
+    g = gaussians(means, colours, 0.08, _logit(0.6))  # 2.6 px blobs, 0.6 opaque: a soft, see-through slab
+    row = H // 2
+    debris = render_passes(frame(g, np.full(len(g), ELEMENTS["debris"])), cam)
+    piece = render_passes(frame(g, np.full(len(g), ELEMENTS["fragment"])), cam)
+    assert edge_width(debris.synthetic, row) >= 8  # about 4 px of fuzz on each side, left as it is
+    assert edge_width(piece.synthetic, row) <= 4  # at most 2 px a side: one antialiased pixel and its neighbour
+    inside = piece.synthetic[H // 2 - 10:H // 2 + 10, W // 2 - 20:W // 2 + 20]
+    assert inside.min() > 0.99
+    # the edge sits where the soft coverage crosses SOLID_EDGE, and the colour keeps its hue and level
+    soft, hard = debris.synthetic[row], piece.synthetic[row]
+    assert abs((hard > 0.5).sum() - (soft > SOLID_EDGE).sum()) <= 2
+    straight = piece.fx[row] / np.maximum(piece.synthetic[row], 1e-6)[:, None]
+    solid = piece.synthetic[row] > 0.5
+    assert np.allclose(straight[solid], srgb_to_linear(np.full(3, 0.6, np.float32)), atol=0.02)
+    assert np.allclose(piece.rgba[..., 3], piece.synthetic, atol=1e-5)
+
+
+def test_a_hard_piece_stays_held_out_by_what_stands_in_front():
+    cam = camera([0, 0, 0], [0, 0, 5])
+    xs, ys = np.meshgrid(np.arange(-1.0, 1.0, 0.1), np.arange(-0.6, 0.6, 0.1))
+    slab = np.column_stack([xs.ravel(), ys.ravel(), np.full(xs.size, 5.0)])
+    post = slab[np.abs(slab[:, 0]) < 0.25].copy()
+    post[:, 2] = 3.0
+    g = gaussians(np.concatenate([slab, post]), np.full((len(slab) + len(post), 3), 0.5), 0.08, _logit(0.6))
+    g = g.replace(opacity_logits=torch.cat([torch.full((len(slab),), _logit(0.6)), torch.full((len(post),), 5.0)]))
+    element = np.concatenate([np.full(len(slab), ELEMENTS["fragment"]), np.full(len(post), ELEMENTS["scene"])])
+    passes = render_passes(frame(g, element), cam)
+    assert passes.synthetic[H // 2 - 5:H // 2 + 5, W // 2 - 3:W // 2 + 3].max() < 0.01
+    assert passes.synthetic[H // 2 - 5:H // 2 + 5, W // 2 + 27:W // 2 + 31].min() > 0.99
 
 
 def test_depth_is_the_front_surface_and_colour_is_scene_linear_premultiplied():

@@ -35,6 +35,10 @@ from splatfx.shot.scene_frame import SceneFrame
 ELEMENTS = {"scene": 0, "fragment": 1, "fill": 2, "debris": 3, "dust": 4, "snow": 5}
 #: Particles fainter than this are not drawn (render and export alike).
 PARTICLE_MIN_OPACITY = 1e-3
+#: Static Gaussians fainter than this are the reconstruction's soft shell (haze, floaters, the
+#: veil a short training hangs around surfaces), not things: they help draw the plate, but
+#: they neither hold out the effect in the render nor stay in front of what the collapse uncovers.
+FAINT_OPACITY = 0.5
 
 
 @dataclass

@@ -48,6 +48,7 @@ from splatfx.core.camera import Camera
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.rotation import rotmat_to_quat
 from splatfx.core.sh import SH_C0
+from splatfx.fx.animation import FAINT_OPACITY
 from splatfx.fx.paint import paint_unseen, sky_mask
 from splatfx.raster import rasterize
 from splatfx.raster.views import camera_tensors, sh_colours
@@ -86,10 +87,9 @@ CARD_CLOSE = 0.02
 #: :data:`FOREGROUND_EDGE` of them (their soft edges, which would print their outlines).
 NEAR_SHARE = 0.5
 FOREGROUND_EDGE = 3
-#: The structure's haze: static Gaussians fainter than HAZE_OPACITY in its silhouette, from
-#: HIDDEN_NEAR of its near side's depth back to the card.
+#: The structure's haze: static Gaussians fainter than FAINT_OPACITY (fx.animation) in its
+#: silhouette, from HIDDEN_NEAR of its near side's depth back to the card.
 HIDDEN_NEAR = 0.8
-HAZE_OPACITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -293,9 +293,9 @@ def pixel_of(points: np.ndarray, camera: Camera) -> tuple[np.ndarray, np.ndarray
 def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, canvas: Camera,
                 depth: float) -> np.ndarray:
     """The structure's haze: the faint static rows (sorted; opacity below
-    :data:`HAZE_OPACITY`) centred in its ``silhouette`` as ``canvas`` sees it (not held out
-    by what stands in front), from :data:`HIDDEN_NEAR` of its near side's depth back to the
-    card at ``depth``. They are the reconstruction's semi-transparent shell in and around the
+    :data:`~splatfx.fx.animation.FAINT_OPACITY`) centred in its ``silhouette`` as ``canvas``
+    sees it (not held out by what stands in front), from :data:`HIDDEN_NEAR` of its near
+    side's depth back to the card at ``depth``. They are the reconstruction's semi-transparent shell in and around the
     structure, which would veil what the collapse uncovers; what is solid (the ground, the
     structure's base left standing, a wall behind it) stays."""
     points = scene.means.double().numpy()
@@ -306,7 +306,7 @@ def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, c
     if not len(structure_z):
         return np.zeros(0, np.int64)
     near = np.quantile(structure_z, 1.0 - FAR_QUANTILE)
-    faint = torch.sigmoid(scene.opacity_logits).numpy() < HAZE_OPACITY
+    faint = torch.sigmoid(scene.opacity_logits).numpy() < FAINT_OPACITY
     return np.nonzero(~removed & covered & faint & (z >= HIDDEN_NEAR * near) & (z < depth))[0]
 
 

@@ -1,21 +1,22 @@
-"""One frame's render passes from the animated Gaussians, all in one rasterizer pass.
+"""One frame's render passes from the animated Gaussians, in three rasterizer calls.
 
-Every Gaussian carries a feature vector, and one call of :func:`splatfx.raster.rasterize`
-composites them all front to back with the same weights ``w_i = α_i T_i``:
+Every Gaussian carries a feature vector, and :func:`splatfx.raster.rasterize` composites
+them front to back with the weights ``w_i = α_i T_i``:
 
-==============  ==========================================================================
-channels        per-Gaussian feature
-==============  ==========================================================================
-colour (3)      its SH colour seen from the camera (display-referred, as trained)
-fx colour (3)   the colour again where the Gaussian is synthetic (element ≠ scene), else 0
-motion (2)      its mean's pixel motion to the next frame: ``project(cam[t+1], x + motion)
-                − project(cam[t], x)`` (plate pixels, distortion included)
-mattes (E)      1 for each non-scene element present (fragment, fill, debris, dust, snow)
-depth           expected depth ``Σ w z / Σ w`` (render mode ``RGB+ED``)
-==============  ==========================================================================
+1. **Beauty**, every Gaussian: its SH colour seen from the camera (display-referred, as
+   trained), the colour again where it belongs to a solid piece (fragment, fill), its mean's
+   pixel motion to the next frame (``project(cam[t+1], x + motion) − project(cam[t], x)``,
+   plate pixels, distortion included), 1 for a solid piece, and the expected depth
+   ``Σ w z / Σ w`` (render mode ``RGB+ED``).
+2. **The effect**, its own Gaussians and the static ones that are things (:func:`holds_out`:
+   at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque; the reconstruction's faint
+   shell stays out): the pieces' colour, the other elements' colour, and one matte per
+   element present (fragment, fill, debris, dust, snow). Static Gaussians composited with
+   the effect's hold it out, so real objects in front of the effect stay in front.
+3. **The solid pieces alone**: their own coverage, whose :data:`SOLID_EDGE` contour is
+   their hard, antialiased edge (:func:`solid_gain`); passes 1 and 2 are rescaled to it.
 
-Because static Gaussians are composited together with the effect's, real objects in
-front of the effect hold it out automatically. Derived layers:
+Derived layers:
 
 * ``R,G,B,A``: premultiplied colour, converted to scene-linear (unpremultiply, sRGB decode,
   premultiply: the reconstruction was fitted to sRGB-encoded plates, so it renders
@@ -32,8 +33,8 @@ front of the effect hold it out automatically. Derived layers:
 The channels are named and written by :mod:`splatfx.render.layers`.
 
 Motion blur (:func:`render_exposure`, ``[render] shutter``): the moving elements are rendered
-again at sub-frame times while the shutter is open, over the frame's static scene, and the
-samples' average change is added to the colour, alpha and mattes; pixels nothing moving
+again at sub-frame times while the shutter is open, over the frame's static things (as pass
+2), each sample's pieces made hard, and the samples' average change is added to the colour, alpha and mattes; pixels nothing moving
 reaches are left bit for bit, and motion and depth stay those of the frame's centre.
 """
 
@@ -48,7 +49,7 @@ import torch
 
 from splatfx.core.camera import Camera
 from splatfx.core.color import srgb_to_linear
-from splatfx.fx.animation import ELEMENTS, FrameGaussians, ShotAnimation, slerp
+from splatfx.fx.animation import ELEMENTS, FAINT_OPACITY, FrameGaussians, ShotAnimation, slerp
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.rotation import quat_multiply, quat_to_rotmat, rotmat_to_quat, rotmats_to_quats
 from splatfx.raster import rasterize
@@ -59,6 +60,14 @@ from splatfx.render.layers import PASS_NAMES, frame_channels
 #: Element names in id order (``ELEMENT_NAMES[id]``).
 ELEMENT_NAMES = tuple(sorted(ELEMENTS, key=ELEMENTS.get))
 SCENE = ELEMENTS["scene"]
+#: The solid pieces, drawn hard-edged (:func:`solid_gain`).
+PIECES = (ELEMENTS["fragment"], ELEMENTS["fill"])
+#: A piece's edge is where its own coverage crosses this ...
+SOLID_EDGE = 0.4
+#: ... ramped over one pixel at the coverage's slope, but never a slope below this (per
+#: pixel): a flat, half-transparent stretch of piece is decided solid or gone within ±0.025
+#: of the edge's coverage, not left half transparent.
+EDGE_SLOPE_MIN = 0.05
 #: ``id`` of pixels that nothing covers.
 NO_ELEMENT = 255
 #: Pixels with less alpha than this are empty: depth +inf, motion 0, id NO_ELEMENT.
@@ -200,38 +209,114 @@ class FramePasses:
 
 
 def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | None = None) -> FramePasses:
-    """Every layer of one frame in one rasterizer call.
+    """Every layer of one frame.
 
     ``next_camera`` is the camera of frame t+1 (None: the same camera, e.g. on the last
-    frame, so motion is the effect's alone).
+    frame, so motion is the effect's alone). The beauty (colour, alpha, depth, motion) comes
+    from every Gaussian; the effect's layers (fx colour, mattes, mask) from the effect and the
+    static Gaussians that are things (:func:`holds_out`); the solid pieces are made hard in
+    both (:func:`solid_gain`).
     """
     g = frame.gaussians
     element = np.asarray(frame.element)
     present = [e for e in range(len(ELEMENT_NAMES)) if e != SCENE and np.any(element == e)]
     rgb = sh_colours(g, camera)
-    synthetic = torch.from_numpy(element != SCENE).float()[:, None]
+    piece = torch.from_numpy(np.isin(element, PIECES)).float()[:, None]
+    gain = solid_gain(g[piece[:, 0].bool()], camera)
     motion = pixel_motion(g.means.double().numpy(), frame.motion, camera, next_camera or camera)
-    onehot = torch.from_numpy(np.stack([element == e for e in present], axis=1).astype(np.float32)) if present \
-        else torch.zeros((len(g), 0))
-    # channels: 0-2 colour, 3-5 fx colour, 6-7 motion, 8… one matte per present non-scene element
-    features = torch.cat([rgb, rgb * synthetic, torch.from_numpy(motion).float(), onehot], dim=1)
-    out = render_features(g, features, camera, depth=True)
+    # beauty channels: 0-2 colour, 3-5 the pieces' colour, 6-7 motion, 8 the pieces' coverage
+    out = render_features(g, torch.cat([rgb, rgb * piece, torch.from_numpy(motion).float(), piece], dim=1), camera,
+                          depth=True)
     c, alpha = out.channels, out.alpha
     empty = alpha < ALPHA_EMPTY
-    mattes = {name: np.zeros_like(alpha) for name in ELEMENT_NAMES}
-    for k, e in enumerate(present):
-        mattes[ELEMENT_NAMES[e]] = c[..., 8 + k]
-    synthetic_share = np.clip(sum(mattes[ELEMENT_NAMES[e]] for e in present) if present else np.zeros_like(alpha),
-                              0.0, 1.0)
-    mattes[ELEMENT_NAMES[SCENE]] = np.clip(alpha - synthetic_share, 0.0, 1.0)
+    colour, alpha_hard = _hardened(c[..., 0:3], alpha, c[..., 3:6], c[..., 8], gain)
+    mattes, fx_display, synthetic_share = _effect_layers(g, element, rgb, present, camera, gain)
+    mattes[ELEMENT_NAMES[SCENE]] = np.clip(alpha_hard - synthetic_share, 0.0, 1.0)
     stack = np.stack([mattes[name] for name in ELEMENT_NAMES], axis=2)
     element_id = np.where(empty, NO_ELEMENT, np.argmax(stack, axis=2)).astype(np.uint32)
     motion_px = np.divide(c[..., 6:8], alpha[..., None], out=np.zeros_like(c[..., 6:8]), where=~empty[..., None])
     depth = np.where(empty, np.float32(np.inf), out.depth).astype(np.float32)
-    rgba = np.concatenate([to_linear_premultiplied(c[..., 0:3], alpha), alpha[..., None]], axis=2)
-    fx = to_linear_premultiplied(c[..., 3:6], synthetic_share)
+    rgba = np.concatenate([to_linear_premultiplied(colour, alpha_hard), alpha_hard[..., None]], axis=2)
+    fx = to_linear_premultiplied(fx_display, synthetic_share)
     return FramePasses(rgba.astype(np.float32), depth, motion_px.astype(np.float32), synthetic_share.astype(np.float32),
                        fx.astype(np.float32), mattes, element_id)
+
+
+def holds_out(gaussians: Gaussians, element: np.ndarray) -> np.ndarray:
+    """Which Gaussians take part in the effect's layers: the effect's own and the static ones
+    that are things (at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque). The
+    reconstruction's faint shell (floaters near the cameras, the veil over the ground, a
+    bush's fringe) is in the plate's picture but not in front of anything: a piece falling
+    behind it stays solid."""
+    faint = gaussians.opacities.detach().cpu().numpy().reshape(-1) < FAINT_OPACITY
+    return (np.asarray(element) != SCENE) | ~faint
+
+
+def _effect_layers(g: Gaussians, element: np.ndarray, rgb: torch.Tensor, present: list[int], camera: Camera,
+                   gain: np.ndarray | None, crop: Crop | None = None
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The effect's mattes (every element; the scene's left 0), its premultiplied display
+    colour (H,W,3) and its coverage (H,W), held out by the static Gaussians that
+    :func:`holds_out`, with the pieces made hard by ``gain``."""
+    shape = (camera.height, camera.width)
+    mattes = {name: np.zeros(shape, np.float32) for name in ELEMENT_NAMES}
+    if not present:
+        return mattes, np.zeros(shape + (3,), np.float32), np.zeros(shape, np.float32)
+    rows = holds_out(g, element)
+    g, element, rgb = g[torch.from_numpy(rows)], element[rows], rgb[torch.from_numpy(rows)]
+    piece = torch.from_numpy(np.isin(element, PIECES)).float()[:, None]
+    other = torch.from_numpy((element != SCENE) & ~np.isin(element, PIECES)).float()[:, None]
+    onehot = torch.from_numpy(np.stack([element == e for e in present], axis=1).astype(np.float32))
+    # channels: 0-2 the pieces' colour, 3-5 the other elements' colour, 6… one matte per present element
+    c = render_features(g, torch.cat([rgb * piece, rgb * other, onehot], dim=1), camera, crop=crop).channels
+    pieces = sum((c[..., 6 + k] for k, e in enumerate(present) if e in PIECES), np.zeros(shape, np.float32))
+    own, rest = _solid_scales(gain, pieces)
+    for k, e in enumerate(present):
+        mattes[ELEMENT_NAMES[e]] = (c[..., 6 + k] * (own if e in PIECES else rest)).astype(np.float32)
+    fx = c[..., 0:3] * own[..., None] + c[..., 3:6] * rest[..., None]
+    share = np.clip(sum(mattes[ELEMENT_NAMES[e]] for e in present), 0.0, 1.0)
+    return mattes, fx, share
+
+
+# --- solid pieces: hard edges ------------------------------------------------------------------------
+def solid_gain(pieces: Gaussians, camera: Camera, crop: Crop | None = None) -> np.ndarray | None:
+    """How much to scale the solid pieces' (fragment, fill) coverage per pixel so that it is
+    1 inside the :data:`SOLID_EDGE` contour of their own coverage (``pieces`` alone, nothing
+    held out) and 0 outside, antialiased over about one pixel across the contour. A wall is
+    hard-edged; a Gaussian's tail is not, and left alone it draws every piece with a rim of
+    see-through fuzz several pixels wide (and wider the larger the plate). None without pieces."""
+    if len(pieces) == 0:
+        return None
+    own = render_features(pieces, torch.zeros((len(pieces), 1)), camera, crop=crop).alpha
+    rows, cols = np.gradient(own)
+    slope = np.maximum(np.hypot(rows, cols), EDGE_SLOPE_MIN)
+    hard = np.clip(0.5 + (own - SOLID_EDGE) / slope, 0.0, 1.0)
+    return np.divide(hard, own, out=np.zeros_like(own), where=own > 1e-6).astype(np.float32)
+
+
+def _solid_scales(gain: np.ndarray | None, pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the factor on the pieces' contribution and the one on everything else's
+    that make the pieces' held-out coverage ``pieces`` hard by ``gain``: what a piece now
+    covers more, it hides of what lies behind it (what stands in front held it out already)."""
+    if gain is None:
+        one = np.ones_like(pieces)
+        return one, one
+    hard = np.minimum(pieces * gain, 1.0)
+    own = np.divide(hard, pieces, out=np.ones_like(pieces), where=pieces > 1e-6)
+    rest = np.divide(1.0 - hard, 1.0 - pieces, out=np.ones_like(pieces), where=pieces < 1.0 - 1e-6)
+    return own.astype(np.float32), rest.astype(np.float32)
+
+
+def _hardened(colour: np.ndarray, alpha: np.ndarray, piece_colour: np.ndarray, pieces: np.ndarray,
+              gain: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Premultiplied ``colour`` and ``alpha`` of a render with its pieces (their colour and
+    coverage) made hard by ``gain`` (unchanged when None)."""
+    if gain is None:
+        return colour, alpha
+    own, rest = _solid_scales(gain, pieces)
+    colour = piece_colour * own[..., None] + (colour - piece_colour) * rest[..., None]
+    alpha = np.clip(pieces * own + (alpha - pieces) * rest, 0.0, 1.0)
+    return colour.astype(np.float32), alpha.astype(np.float32)
 
 
 # --- motion blur: a film camera's exposure -----------------------------------------------------------
@@ -307,7 +392,8 @@ def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previo
     Gaussians are also evaluated at sub-frame times (:meth:`ShotAnimation.at_time`) and seen
     from the camera of that instant (moved into the centre camera's view, so the plate's
     static scene stays sharp: the plate carries its own blur), each sample is rendered over
-    the static scene of the frame's centre (which holds it out by depth), and the samples'
+    the static things of the frame's centre (:func:`holds_out`; they hold it out by depth)
+    with its pieces made hard (:func:`solid_gain`), and the samples'
     average change to the colour, fx colour, alpha and mattes is added to the centre's
     layers. A pixel no moving Gaussian reaches gets exactly 0 change: it is bit for bit the
     unblurred render. ``motion.u/v`` and ``depth.Z`` stay those of the frame's centre.
@@ -331,7 +417,7 @@ def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previo
     if samples < 2:
         return centre, passes, Exposure(1, streak, seconds)
     removed = centre.removed if centre.removed is not None else np.zeros(0, np.int64)
-    static = g[torch.from_numpy(~moving)]
+    static = g[torch.from_numpy(holds_out(g, element) & ~moving)]
     static_rgb = sh_colours(static, camera)
     reference = _MovingSample(g[torch.from_numpy(moving)], element[moving], sh_colours(g[torch.from_numpy(moving)], camera))
     offsets = [float(o) for o in shutter_offsets(samples, shutter.fraction)]
@@ -430,18 +516,28 @@ def _moving_crop(samples: list[_MovingSample], camera: Camera, pad: int = 8) -> 
 def _exposure_layers(static: Gaussians, static_rgb: torch.Tensor, moving: _MovingSample, present: list[int],
                      camera: Camera, crop: Crop) -> np.ndarray:
     """The blurred layers of one instant (H,W,7+E), float32: scene-linear premultiplied
-    ``R,G,B,A``, ``fx.R,G,B`` and one matte per ``present`` element."""
+    ``R,G,B,A``, ``fx.R,G,B`` and one matte per ``present`` element, the moving pieces made
+    hard (:func:`solid_gain`)."""
     g = Gaussians.cat([static, moving.gaussians])
     element = np.concatenate([np.full(len(static), SCENE, np.int8), moving.element])
     rgb = torch.cat([static_rgb, moving.rgb], dim=0)
-    synthetic = torch.from_numpy(element != SCENE).float()[:, None]
+    is_piece = np.isin(element, PIECES)
+    piece = torch.from_numpy(is_piece).float()[:, None]
+    other = torch.from_numpy((element != SCENE) & ~is_piece).float()[:, None]
     onehot = torch.from_numpy(np.stack([element == e for e in present], axis=1).astype(np.float32))
-    out = render_features(g, torch.cat([rgb, rgb * synthetic, onehot], dim=1), camera, crop=crop)
+    # channels: 0-2 colour, 3-5 the pieces' colour, 6-8 the other elements' colour, 9… mattes
+    out = render_features(g, torch.cat([rgb, rgb * piece, rgb * other, onehot], dim=1), camera, crop=crop)
     c, alpha = out.channels, out.alpha
-    mattes = c[..., 6:]
+    gain = solid_gain(g[torch.from_numpy(is_piece)], camera, crop)
+    mattes = c[..., 9:]
+    pieces = sum((mattes[..., k] for k, e in enumerate(present) if e in PIECES), np.zeros_like(alpha))
+    own, rest = _solid_scales(gain, pieces)
+    colour, alpha = _hardened(c[..., 0:3], alpha, c[..., 3:6], pieces, gain)
+    mattes = mattes * np.stack([own if e in PIECES else rest for e in present], axis=2)
+    fx = c[..., 3:6] * own[..., None] + c[..., 6:9] * rest[..., None]
     share = np.clip(mattes.sum(axis=2), 0.0, 1.0)
-    return np.concatenate([to_linear_premultiplied(c[..., 0:3], alpha), alpha[..., None],
-                           to_linear_premultiplied(c[..., 3:6], share), mattes], axis=2, dtype=np.float32)
+    return np.concatenate([to_linear_premultiplied(colour, alpha), alpha[..., None],
+                           to_linear_premultiplied(fx, share), mattes], axis=2, dtype=np.float32)
 
 
 def _with_change(passes: FramePasses, change: np.ndarray, present: list[int]) -> FramePasses:

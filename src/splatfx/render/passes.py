@@ -228,8 +228,8 @@ def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | N
     out = render_features(g, torch.cat([rgb, rgb * piece, torch.from_numpy(motion).float(), piece], dim=1), camera,
                           depth=True)
     c, alpha = out.channels, out.alpha
-    empty = alpha < ALPHA_EMPTY
     colour, alpha_hard = _hardened(c[..., 0:3], alpha, c[..., 3:6], c[..., 8], gain)
+    empty = alpha_hard < ALPHA_EMPTY
     mattes, fx_display, synthetic_share = _effect_layers(g, element, rgb, present, camera, gain)
     mattes[ELEMENT_NAMES[SCENE]] = np.clip(alpha_hard - synthetic_share, 0.0, 1.0)
     stack = np.stack([mattes[name] for name in ELEMENT_NAMES], axis=2)

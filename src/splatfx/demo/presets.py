@@ -35,10 +35,11 @@ LINK_SPACINGS = 4.0
 #: The middle plate votes for the structure it shows most, each Gaussian weighted by a Gaussian
 #: of its distance from the image centre with this standard deviation (share of the image size).
 CENTRE_SIGMA = 0.25
-#: The box spans these percentiles of the structure's points along each box axis ...
-PERCENTILES = (3.0, 97.0)
+#: The box spans these percentiles of the structure's points along each box axis (tighter,
+#: 3-97, left slivers of the end walls standing, in front of the falling pieces) ...
+PERCENTILES = (1.0, 99.0)
 #: ... widened by this margin (metres) on each side,
-EDGE_MARGIN_M = 0.25
+EDGE_MARGIN_M = 0.5
 #: and its top the highest solid point over that footprint that the building's top reaches
 #: through points no more than TOP_GAP_M apart in height (a chimney, tower or cupola the
 #: structure's points miss would float once the building falls; a floater high above is

@@ -253,8 +253,7 @@ def holds_out(gaussians: Gaussians, element: np.ndarray) -> np.ndarray:
 
 
 def _effect_layers(g: Gaussians, element: np.ndarray, rgb: torch.Tensor, present: list[int], camera: Camera,
-                   gain: np.ndarray | None, crop: Crop | None = None
-                   ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+                   gain: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """The effect's mattes (every element; the scene's left 0), its premultiplied display
     colour (H,W,3) and its coverage (H,W), held out by the static Gaussians that
     :func:`holds_out`, with the pieces made hard by ``gain``."""
@@ -268,7 +267,7 @@ def _effect_layers(g: Gaussians, element: np.ndarray, rgb: torch.Tensor, present
     other = torch.from_numpy((element != SCENE) & ~np.isin(element, PIECES)).float()[:, None]
     onehot = torch.from_numpy(np.stack([element == e for e in present], axis=1).astype(np.float32))
     # channels: 0-2 the pieces' colour, 3-5 the other elements' colour, 6… one matte per present element
-    c = render_features(g, torch.cat([rgb * piece, rgb * other, onehot], dim=1), camera, crop=crop).channels
+    c = render_features(g, torch.cat([rgb * piece, rgb * other, onehot], dim=1), camera).channels
     pieces = sum((c[..., 6 + k] for k, e in enumerate(present) if e in PIECES), np.zeros(shape, np.float32))
     own, rest = _solid_scales(gain, pieces)
     for k, e in enumerate(present):

@@ -141,6 +141,21 @@ def test_the_faint_shell_in_front_does_not_hold_out_the_effect_but_stays_in_the_
     assert render_passes(frame(solid, element), cam).synthetic[centre].max() < 0.01
 
 
+def test_a_piece_falling_back_past_the_backdrop_card_stays_in_front_of_it():
+    cam = camera([0, 0, 0], [0, 0, 5])
+    wall, wall_c = textured_wall(6.0, 2.0, 0.05, 3)  # a piece fallen back ...
+    card = wall.copy()
+    card[:, 2] = 4.0  # ... behind an opaque sheet: the card (no scene row) or a real wall
+    g = gaussians(np.concatenate([wall, card]), np.concatenate([wall_c, np.full((len(card), 3), 0.4)]), 0.04)
+    element = np.concatenate([np.full(len(wall), ELEMENTS["fragment"]), np.full(len(card), ELEMENTS["scene"])])
+    motion = np.zeros((len(g), 3), np.float32)
+    centre = (slice(H // 2 - 10, H // 2 + 10), slice(W // 2 - 8, W // 2 + 8))
+    as_card = FrameGaussians(g, element.astype(np.int8), motion, np.r_[np.arange(len(wall)), np.full(len(card), -1)])
+    assert render_passes(as_card, cam).synthetic[centre].min() > 0.99
+    as_wall = FrameGaussians(g, element.astype(np.int8), motion, np.arange(len(g)))
+    assert render_passes(as_wall, cam).synthetic[centre].max() < 0.01
+
+
 def edge_width(matte: np.ndarray, row: int) -> int:
     """How many pixels of ``row`` are on the edge: between 0.05 and 0.95 covered."""
     line = matte[row]
@@ -167,6 +182,22 @@ def test_a_solid_piece_of_soft_gaussians_is_drawn_hard_edged_and_debris_is_not()
     solid = piece.synthetic[row] > 0.5
     assert np.allclose(straight[solid], srgb_to_linear(np.full(3, 0.6, np.float32)), atol=0.02)
     assert np.allclose(piece.rgba[..., 3], piece.synthetic, atol=1e-5)
+
+
+def test_dust_in_front_of_a_hard_piece_keeps_its_share_and_the_piece_fills_the_rest():
+    cam = camera([0, 0, 0], [0, 0, 5])
+    xs, ys = np.meshgrid(np.arange(-1.0, 1.0, 0.1), np.arange(-0.6, 0.6, 0.1))
+    slab = np.column_stack([xs.ravel(), ys.ravel(), np.full(xs.size, 5.0)])
+    veil = slab.copy()
+    veil[:, 2] = 4.0  # a sheet of dust, 0.3 opaque, in front of the soft slab
+    g = gaussians(np.concatenate([slab, veil]), np.full((2 * len(slab), 3), 0.5), 0.08, _logit(0.6))
+    g = g.replace(opacity_logits=torch.cat([torch.full((len(slab),), _logit(0.6)), torch.full((len(veil),), _logit(0.3))]))
+    element = np.r_[np.full(len(slab), ELEMENTS["fragment"]), np.full(len(veil), ELEMENTS["dust"])]
+    passes = render_passes(frame(g, element), cam)
+    dust_alone = render_passes(frame(g[torch.arange(len(slab), 2 * len(slab))], element[len(slab):]), cam)
+    inside = (slice(H // 2 - 10, H // 2 + 10), slice(W // 2 - 15, W // 2 + 15))
+    assert passes.synthetic[inside].min() > 0.99
+    np.testing.assert_allclose(passes.mattes["dust"][inside], dust_alone.mattes["dust"][inside], atol=0.02)
 
 
 def test_a_hard_piece_stays_held_out_by_what_stands_in_front():

@@ -9,12 +9,12 @@ them front to back with the weights ``w_i = α_i T_i``:
    plate pixels, distortion included), 1 for a solid piece, and the expected depth
    ``Σ w z / Σ w`` (render mode ``RGB+ED``).
 2. **The effect**, its own Gaussians and the static ones that are things (:func:`holds_out`:
-   at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque; the reconstruction's faint
-   shell stays out): the pieces' colour, the other elements' colour, and one matte per
-   element present (fragment, fill, debris, dust, snow). Static Gaussians composited with
+   at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque, not the backdrop card; the
+   reconstruction's faint shell stays out): the pieces' colour, the other elements' colour,
+   and one matte per element present (fragment, fill, debris, dust, snow). Static Gaussians composited with
    the effect's hold it out, so real objects in front of the effect stay in front.
 3. **The solid pieces alone**: their own coverage, whose :data:`SOLID_EDGE` contour is
-   their hard, antialiased edge (:func:`solid_gain`); passes 1 and 2 are rescaled to it.
+   their hard, antialiased edge (:func:`solid_edge`); passes 1 and 2 are rescaled to it.
 
 Derived layers:
 
@@ -60,14 +60,14 @@ from splatfx.render.layers import PASS_NAMES, frame_channels
 #: Element names in id order (``ELEMENT_NAMES[id]``).
 ELEMENT_NAMES = tuple(sorted(ELEMENTS, key=ELEMENTS.get))
 SCENE = ELEMENTS["scene"]
-#: The solid pieces, drawn hard-edged (:func:`solid_gain`).
+#: The solid pieces, drawn hard-edged (:func:`solid_edge`).
 PIECES = (ELEMENTS["fragment"], ELEMENTS["fill"])
 #: A piece's edge is where its own coverage crosses this ...
 SOLID_EDGE = 0.4
 #: ... ramped over one pixel at the coverage's slope, but never a slope below this (per
 #: pixel): a flat, half-transparent stretch of piece is decided solid or gone within ±0.025
 #: of the edge's coverage, not left half transparent.
-EDGE_SLOPE_MIN = 0.05
+EDGE_SLOPE_MIN = 0.002
 #: ``id`` of pixels that nothing covers.
 NO_ELEMENT = 255
 #: Pixels with less alpha than this are empty: depth +inf, motion 0, id NO_ELEMENT.
@@ -215,22 +215,22 @@ def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | N
     frame, so motion is the effect's alone). The beauty (colour, alpha, depth, motion) comes
     from every Gaussian; the effect's layers (fx colour, mattes, mask) from the effect and the
     static Gaussians that are things (:func:`holds_out`); the solid pieces are made hard in
-    both (:func:`solid_gain`).
+    both (:func:`solid_edge`).
     """
     g = frame.gaussians
     element = np.asarray(frame.element)
     present = [e for e in range(len(ELEMENT_NAMES)) if e != SCENE and np.any(element == e)]
     rgb = sh_colours(g, camera)
     piece = torch.from_numpy(np.isin(element, PIECES)).float()[:, None]
-    gain = solid_gain(g[piece[:, 0].bool()], camera)
+    edge = solid_edge(g[piece[:, 0].bool()], camera)
     motion = pixel_motion(g.means.double().numpy(), frame.motion, camera, next_camera or camera)
     # beauty channels: 0-2 colour, 3-5 the pieces' colour, 6-7 motion, 8 the pieces' coverage
     out = render_features(g, torch.cat([rgb, rgb * piece, torch.from_numpy(motion).float(), piece], dim=1), camera,
                           depth=True)
     c, alpha = out.channels, out.alpha
-    colour, alpha_hard = _hardened(c[..., 0:3], alpha, c[..., 3:6], c[..., 8], gain)
+    colour, alpha_hard = _hardened(c[..., 0:3], alpha, c[..., 3:6], c[..., 8], edge)
     empty = alpha_hard < ALPHA_EMPTY
-    mattes, fx_display, synthetic_share = _effect_layers(g, element, rgb, present, camera, gain)
+    mattes, fx_display, synthetic_share = _effect_layers(frame, rgb, present, camera, edge)
     mattes[ELEMENT_NAMES[SCENE]] = np.clip(alpha_hard - synthetic_share, 0.0, 1.0)
     stack = np.stack([mattes[name] for name in ELEMENT_NAMES], axis=2)
     element_id = np.where(empty, NO_ELEMENT, np.argmax(stack, axis=2)).astype(np.uint32)
@@ -242,34 +242,39 @@ def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | N
                        fx.astype(np.float32), mattes, element_id)
 
 
-def holds_out(gaussians: Gaussians, element: np.ndarray) -> np.ndarray:
-    """Which Gaussians take part in the effect's layers: the effect's own and the static ones
-    that are things (at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque). The
-    reconstruction's faint shell (floaters near the cameras, the veil over the ground, a
-    bush's fringe) is in the plate's picture but not in front of anything: a piece falling
-    behind it stays solid."""
-    faint = gaussians.opacities.detach().cpu().numpy().reshape(-1) < FAINT_OPACITY
-    return (np.asarray(element) != SCENE) | ~faint
+def holds_out(frame: FrameGaussians) -> np.ndarray:
+    """Which of ``frame``'s Gaussians take part in the effect's layers: the effect's own and
+    the static ones that are things, at least :data:`~splatfx.fx.animation.FAINT_OPACITY`
+    opaque and of the scene (not the backdrop card). The reconstruction's faint shell
+    (floaters near the cameras, the veil over the ground, a bush's fringe) is in the plate's
+    picture but not in front of anything, so a piece falling behind it stays solid; the card
+    is the far background painted at the structure's back, so a piece falling back past it
+    stays in front of it."""
+    element = np.asarray(frame.element)
+    thing = frame.gaussians.opacities.detach().cpu().numpy().reshape(-1) >= FAINT_OPACITY
+    card = (element == SCENE) & (np.asarray(frame.source_index) < 0)
+    return (element != SCENE) | (thing & ~card)
 
 
-def _effect_layers(g: Gaussians, element: np.ndarray, rgb: torch.Tensor, present: list[int], camera: Camera,
-                   gain: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _effect_layers(frame: FrameGaussians, rgb: torch.Tensor, present: list[int], camera: Camera,
+                   edge: SolidEdge | None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """The effect's mattes (every element; the scene's left 0), its premultiplied display
     colour (H,W,3) and its coverage (H,W), held out by the static Gaussians that
-    :func:`holds_out`, with the pieces made hard by ``gain``."""
+    :func:`holds_out`, with the pieces drawn hard (``edge``)."""
     shape = (camera.height, camera.width)
     mattes = {name: np.zeros(shape, np.float32) for name in ELEMENT_NAMES}
     if not present:
         return mattes, np.zeros(shape + (3,), np.float32), np.zeros(shape, np.float32)
-    rows = holds_out(g, element)
-    g, element, rgb = g[torch.from_numpy(rows)], element[rows], rgb[torch.from_numpy(rows)]
+    rows = holds_out(frame)
+    g, element, rgb = frame.gaussians[torch.from_numpy(rows)], np.asarray(frame.element)[rows], rgb[torch.from_numpy(rows)]
     piece = torch.from_numpy(np.isin(element, PIECES)).float()[:, None]
     other = torch.from_numpy((element != SCENE) & ~np.isin(element, PIECES)).float()[:, None]
     onehot = torch.from_numpy(np.stack([element == e for e in present], axis=1).astype(np.float32))
     # channels: 0-2 the pieces' colour, 3-5 the other elements' colour, 6… one matte per present element
-    c = render_features(g, torch.cat([rgb * piece, rgb * other, onehot], dim=1), camera).channels
+    out = render_features(g, torch.cat([rgb * piece, rgb * other, onehot], dim=1), camera)
+    c = out.channels
     pieces = sum((c[..., 6 + k] for k, e in enumerate(present) if e in PIECES), np.zeros(shape, np.float32))
-    own, rest = _solid_scales(gain, pieces)
+    own, rest = _solid_scales(edge, pieces, np.clip(out.alpha - pieces, 0.0, 1.0))
     for k, e in enumerate(present):
         mattes[ELEMENT_NAMES[e]] = (c[..., 6 + k] * (own if e in PIECES else rest)).astype(np.float32)
     fx = c[..., 0:3] * own[..., None] + c[..., 3:6] * rest[..., None]
@@ -278,41 +283,52 @@ def _effect_layers(g: Gaussians, element: np.ndarray, rgb: torch.Tensor, present
 
 
 # --- solid pieces: hard edges ------------------------------------------------------------------------
-def solid_gain(pieces: Gaussians, camera: Camera, crop: Crop | None = None) -> np.ndarray | None:
-    """How much to scale the solid pieces' (fragment, fill) coverage per pixel so that it is
-    1 inside the :data:`SOLID_EDGE` contour of their own coverage (``pieces`` alone, nothing
-    held out) and 0 outside, antialiased over about one pixel across the contour. A wall is
+@dataclass(frozen=True)
+class SolidEdge:
+    """The solid pieces' (fragment, fill) own coverage per pixel (alone, nothing held out)
+    and the hard coverage they are drawn with: 1 inside its :data:`SOLID_EDGE` contour, 0
+    outside, antialiased over about one pixel across it."""
+
+    own: np.ndarray
+    hard: np.ndarray
+
+
+def solid_edge(pieces: Gaussians, camera: Camera, crop: Crop | None = None) -> SolidEdge | None:
+    """The pieces' :class:`SolidEdge` seen by ``camera`` (None without pieces). A wall is
     hard-edged; a Gaussian's tail is not, and left alone it draws every piece with a rim of
-    see-through fuzz several pixels wide (and wider the larger the plate). None without pieces."""
+    see-through fuzz several pixels wide (and wider the larger the plate)."""
     if len(pieces) == 0:
         return None
     own = render_features(pieces, torch.zeros((len(pieces), 1)), camera, crop=crop).alpha
     rows, cols = np.gradient(own)
     slope = np.maximum(np.hypot(rows, cols), EDGE_SLOPE_MIN)
-    hard = np.clip(0.5 + (own - SOLID_EDGE) / slope, 0.0, 1.0)
-    return np.divide(hard, own, out=np.zeros_like(own), where=own > 1e-6).astype(np.float32)
+    return SolidEdge(own, np.clip(0.5 + (own - SOLID_EDGE) / slope, 0.0, 1.0).astype(np.float32))
 
 
-def _solid_scales(gain: np.ndarray | None, pieces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _solid_scales(edge: SolidEdge | None, pieces: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the factor on the pieces' contribution and the one on everything else's
-    that make the pieces' held-out coverage ``pieces`` hard by ``gain``: what a piece now
-    covers more, it hides of what lies behind it (what stands in front held it out already)."""
-    if gain is None:
-        one = np.ones_like(pieces)
+    (coverage ``rest``) that draw the pieces hard (``edge``) where their held-out coverage is
+    ``pieces``. What stands in front held them out by ``T = pieces / own``: it keeps its share
+    (up to ``1 − T`` of ``rest``) and the pieces get ``T · hard``; what lies behind them is
+    seen through ``T (1 − hard)`` instead of ``T (1 − own)``."""
+    one = np.ones_like(pieces)
+    if edge is None:
         return one, one
-    hard = np.minimum(pieces * gain, 1.0)
-    own = np.divide(hard, pieces, out=np.ones_like(pieces), where=pieces > 1e-6)
-    rest = np.divide(1.0 - hard, 1.0 - pieces, out=np.ones_like(pieces), where=pieces < 1.0 - 1e-6)
-    return own.astype(np.float32), rest.astype(np.float32)
+    through = np.clip(np.divide(pieces, edge.own, out=np.zeros_like(pieces), where=edge.own > 1e-6), 0.0, 1.0)
+    piece_scale = np.divide(np.minimum(through * edge.hard, 1.0), pieces, out=one.copy(), where=pieces > 1e-6)
+    front = np.minimum(rest, 1.0 - through)
+    behind_scale = np.divide(1.0 - edge.hard, 1.0 - edge.own, out=one.copy(), where=edge.own < 1.0 - 1e-6)
+    rest_scale = np.divide(front + (rest - front) * behind_scale, rest, out=one.copy(), where=rest > 1e-6)
+    return piece_scale.astype(np.float32), rest_scale.astype(np.float32)
 
 
 def _hardened(colour: np.ndarray, alpha: np.ndarray, piece_colour: np.ndarray, pieces: np.ndarray,
-              gain: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+              edge: SolidEdge | None) -> tuple[np.ndarray, np.ndarray]:
     """Premultiplied ``colour`` and ``alpha`` of a render with its pieces (their colour and
-    coverage) made hard by ``gain`` (unchanged when None)."""
-    if gain is None:
+    coverage) drawn hard (``edge``; unchanged when None)."""
+    if edge is None:
         return colour, alpha
-    own, rest = _solid_scales(gain, pieces)
+    own, rest = _solid_scales(edge, pieces, np.clip(alpha - pieces, 0.0, 1.0))
     colour = piece_colour * own[..., None] + (colour - piece_colour) * rest[..., None]
     alpha = np.clip(pieces * own + (alpha - pieces) * rest, 0.0, 1.0)
     return colour.astype(np.float32), alpha.astype(np.float32)
@@ -392,7 +408,7 @@ def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previo
     from the camera of that instant (moved into the centre camera's view, so the plate's
     static scene stays sharp: the plate carries its own blur), each sample is rendered over
     the static things of the frame's centre (:func:`holds_out`; they hold it out by depth)
-    with its pieces made hard (:func:`solid_gain`), and the samples'
+    with its pieces made hard (:func:`solid_edge`), and the samples'
     average change to the colour, fx colour, alpha and mattes is added to the centre's
     layers. A pixel no moving Gaussian reaches gets exactly 0 change: it is bit for bit the
     unblurred render. ``motion.u/v`` and ``depth.Z`` stay those of the frame's centre.
@@ -416,7 +432,7 @@ def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previo
     if samples < 2:
         return centre, passes, Exposure(1, streak, seconds)
     removed = centre.removed if centre.removed is not None else np.zeros(0, np.int64)
-    static = g[torch.from_numpy(holds_out(g, element) & ~moving)]
+    static = g[torch.from_numpy(holds_out(centre) & ~moving)]
     static_rgb = sh_colours(static, camera)
     reference = _MovingSample(g[torch.from_numpy(moving)], element[moving], sh_colours(g[torch.from_numpy(moving)], camera))
     offsets = [float(o) for o in shutter_offsets(samples, shutter.fraction)]
@@ -516,7 +532,7 @@ def _exposure_layers(static: Gaussians, static_rgb: torch.Tensor, moving: _Movin
                      camera: Camera, crop: Crop) -> np.ndarray:
     """The blurred layers of one instant (H,W,7+E), float32: scene-linear premultiplied
     ``R,G,B,A``, ``fx.R,G,B`` and one matte per ``present`` element, the moving pieces made
-    hard (:func:`solid_gain`)."""
+    hard (:func:`solid_edge`)."""
     g = Gaussians.cat([static, moving.gaussians])
     element = np.concatenate([np.full(len(static), SCENE, np.int8), moving.element])
     rgb = torch.cat([static_rgb, moving.rgb], dim=0)
@@ -527,11 +543,11 @@ def _exposure_layers(static: Gaussians, static_rgb: torch.Tensor, moving: _Movin
     # channels: 0-2 colour, 3-5 the pieces' colour, 6-8 the other elements' colour, 9… mattes
     out = render_features(g, torch.cat([rgb, rgb * piece, rgb * other, onehot], dim=1), camera, crop=crop)
     c, alpha = out.channels, out.alpha
-    gain = solid_gain(g[torch.from_numpy(is_piece)], camera, crop)
+    edge = solid_edge(g[torch.from_numpy(is_piece)], camera, crop)
     mattes = c[..., 9:]
     pieces = sum((mattes[..., k] for k, e in enumerate(present) if e in PIECES), np.zeros_like(alpha))
-    own, rest = _solid_scales(gain, pieces)
-    colour, alpha = _hardened(c[..., 0:3], alpha, c[..., 3:6], pieces, gain)
+    own, rest = _solid_scales(edge, pieces, np.clip(alpha - pieces, 0.0, 1.0))
+    colour, alpha = _hardened(c[..., 0:3], alpha, c[..., 3:6], pieces, edge)
     mattes = mattes * np.stack([own if e in PIECES else rest for e in present], axis=2)
     fx = c[..., 3:6] * own[..., None] + c[..., 6:9] * rest[..., None]
     share = np.clip(mattes.sum(axis=2), 0.0, 1.0)

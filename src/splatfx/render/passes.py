@@ -11,8 +11,8 @@ them front to back with the weights ``w_i = α_i T_i``:
 2. **The effect**, its own Gaussians and the static ones that are things (:func:`holds_out`:
    at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque, not the backdrop card; the
    reconstruction's faint shell stays out): the pieces' colour, the other elements' colour,
-   and one matte per element present (fragment, fill, debris, dust, snow). Static Gaussians composited with
-   the effect's hold it out, so real objects in front of the effect stay in front.
+   and one matte per element present (fragment, fill, debris, dust, snow). Static Gaussians
+   composited with the effect's hold it out, so real objects in front of it stay in front.
 3. **The solid pieces alone**: their own coverage, whose :data:`SOLID_EDGE` contour is
    their hard, antialiased edge (:func:`solid_edge`); passes 1 and 2 are rescaled to it.
 
@@ -34,8 +34,9 @@ The channels are named and written by :mod:`splatfx.render.layers`.
 
 Motion blur (:func:`render_exposure`, ``[render] shutter``): the moving elements are rendered
 again at sub-frame times while the shutter is open, over the frame's static things (as pass
-2), each sample's pieces made hard, and the samples' average change is added to the colour, alpha and mattes; pixels nothing moving
-reaches are left bit for bit, and motion and depth stay those of the frame's centre.
+2), each sample's pieces made hard, and the samples' average change is added to the colour,
+alpha and mattes; pixels nothing moving reaches are left bit for bit, and motion and depth
+stay those of the frame's centre.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ PIECES = (ELEMENTS["fragment"], ELEMENTS["fill"])
 #: A piece's edge is where its own coverage crosses this ...
 SOLID_EDGE = 0.4
 #: ... ramped over one pixel at the coverage's slope, but never a slope below this (per
-#: pixel): a flat, half-transparent stretch of piece is decided solid or gone within ±0.025
+#: pixel): a flat, half-transparent stretch of piece is decided solid or gone within ±0.001
 #: of the edge's coverage, not left half transparent.
 EDGE_SLOPE_MIN = 0.002
 #: ``id`` of pixels that nothing covers.
@@ -266,7 +267,8 @@ def _effect_layers(frame: FrameGaussians, rgb: torch.Tensor, present: list[int],
     if not present:
         return mattes, np.zeros(shape + (3,), np.float32), np.zeros(shape, np.float32)
     rows = holds_out(frame)
-    g, element, rgb = frame.gaussians[torch.from_numpy(rows)], np.asarray(frame.element)[rows], rgb[torch.from_numpy(rows)]
+    g, rgb = frame.gaussians[torch.from_numpy(rows)], rgb[torch.from_numpy(rows)]
+    element = np.asarray(frame.element)[rows]
     piece = torch.from_numpy(np.isin(element, PIECES)).float()[:, None]
     other = torch.from_numpy((element != SCENE) & ~np.isin(element, PIECES)).float()[:, None]
     onehot = torch.from_numpy(np.stack([element == e for e in present], axis=1).astype(np.float32))
@@ -274,10 +276,10 @@ def _effect_layers(frame: FrameGaussians, rgb: torch.Tensor, present: list[int],
     out = render_features(g, torch.cat([rgb * piece, rgb * other, onehot], dim=1), camera)
     c = out.channels
     pieces = sum((c[..., 6 + k] for k, e in enumerate(present) if e in PIECES), np.zeros(shape, np.float32))
-    own, rest = _solid_scales(edge, pieces, np.clip(out.alpha - pieces, 0.0, 1.0))
+    piece_scale, rest_scale = _solid_scales(edge, pieces, np.clip(out.alpha - pieces, 0.0, 1.0))
     for k, e in enumerate(present):
-        mattes[ELEMENT_NAMES[e]] = (c[..., 6 + k] * (own if e in PIECES else rest)).astype(np.float32)
-    fx = c[..., 0:3] * own[..., None] + c[..., 3:6] * rest[..., None]
+        mattes[ELEMENT_NAMES[e]] = (c[..., 6 + k] * (piece_scale if e in PIECES else rest_scale)).astype(np.float32)
+    fx = c[..., 0:3] * piece_scale[..., None] + c[..., 3:6] * rest_scale[..., None]
     share = np.clip(sum(mattes[ELEMENT_NAMES[e]] for e in present), 0.0, 1.0)
     return mattes, fx, share
 
@@ -328,9 +330,9 @@ def _hardened(colour: np.ndarray, alpha: np.ndarray, piece_colour: np.ndarray, p
     coverage) drawn hard (``edge``; unchanged when None)."""
     if edge is None:
         return colour, alpha
-    own, rest = _solid_scales(edge, pieces, np.clip(alpha - pieces, 0.0, 1.0))
-    colour = piece_colour * own[..., None] + (colour - piece_colour) * rest[..., None]
-    alpha = np.clip(pieces * own + (alpha - pieces) * rest, 0.0, 1.0)
+    piece_scale, rest_scale = _solid_scales(edge, pieces, np.clip(alpha - pieces, 0.0, 1.0))
+    colour = piece_colour * piece_scale[..., None] + (colour - piece_colour) * rest_scale[..., None]
+    alpha = np.clip(pieces * piece_scale + (alpha - pieces) * rest_scale, 0.0, 1.0)
     return colour.astype(np.float32), alpha.astype(np.float32)
 
 
@@ -408,10 +410,9 @@ def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previo
     from the camera of that instant (moved into the centre camera's view, so the plate's
     static scene stays sharp: the plate carries its own blur), each sample is rendered over
     the static things of the frame's centre (:func:`holds_out`; they hold it out by depth)
-    with its pieces made hard (:func:`solid_edge`), and the samples'
-    average change to the colour, fx colour, alpha and mattes is added to the centre's
-    layers. A pixel no moving Gaussian reaches gets exactly 0 change: it is bit for bit the
-    unblurred render. ``motion.u/v`` and ``depth.Z`` stay those of the frame's centre.
+    with its pieces made hard (:func:`solid_edge`), and the samples' average change to the
+    colour, fx colour, alpha and mattes is added to the centre's layers. A pixel no moving
+    Gaussian reaches gets exactly 0 change: it is bit for bit the unblurred render. ``motion.u/v`` and ``depth.Z`` stay those of the frame's centre.
     """
     start = time.perf_counter()
     centre = animation.at(index)
@@ -546,10 +547,10 @@ def _exposure_layers(static: Gaussians, static_rgb: torch.Tensor, moving: _Movin
     edge = solid_edge(g[torch.from_numpy(is_piece)], camera, crop)
     mattes = c[..., 9:]
     pieces = sum((mattes[..., k] for k, e in enumerate(present) if e in PIECES), np.zeros_like(alpha))
-    own, rest = _solid_scales(edge, pieces, np.clip(alpha - pieces, 0.0, 1.0))
+    piece_scale, rest_scale = _solid_scales(edge, pieces, np.clip(alpha - pieces, 0.0, 1.0))
     colour, alpha = _hardened(c[..., 0:3], alpha, c[..., 3:6], pieces, edge)
-    mattes = mattes * np.stack([own if e in PIECES else rest for e in present], axis=2)
-    fx = c[..., 3:6] * own[..., None] + c[..., 6:9] * rest[..., None]
+    mattes = mattes * np.stack([piece_scale if e in PIECES else rest_scale for e in present], axis=2)
+    fx = c[..., 3:6] * piece_scale[..., None] + c[..., 6:9] * rest_scale[..., None]
     share = np.clip(mattes.sum(axis=2), 0.0, 1.0)
     return np.concatenate([to_linear_premultiplied(colour, alpha), alpha[..., None],
                            to_linear_premultiplied(fx, share), mattes], axis=2, dtype=np.float32)

@@ -22,6 +22,9 @@ from splatfx.fx.fracture import (CORE_SHADE, fill_gaussian_params, grain, materi
                                  solid_fill, voronoi_fracture, wall_shell)
 from splatfx.fx.solidity import MEAN_SHARE, frame_solidity, solidity
 from splatfx.raster import rasterize
+from splatfx.render.passes import render_passes
+from splatfx.core.gaussians import Gaussians
+from splatfx.fx.animation import ELEMENTS, FrameGaussians
 
 FIXTURE = Path(__file__).parent / "data" / "south_building_scene.npz"
 FACADE_YAW = 25.0
@@ -76,37 +79,67 @@ def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
     return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
 
 
-def test_falling_pieces_of_a_real_reconstruction_are_solid(facade):
-    points, opacity, camera = facade
+def _fallen_pieces(facade) -> tuple[dict[str, tuple], dict[str, tuple], float]:
+    """The facade in 12 wall-sized pieces, each turned 25° and dropped 2 m: (the soft shell
+    alone, the solid pieces with trimmed haze, capped shapes, skin and core) as per-element
+    (means, quats, log_scales, opacities), and the shell's thickness."""
+    points, opacity, _ = facade
     fracture = voronoi_fracture(points, 12, seed=0)  # big, wall-sized pieces
     colours = np.zeros((len(points), 3))
     fill, core, shell = solid_fill(points, opacity, colours, fracture, max_count=40_000)
-    assert 0.2 <= shell.thickness <= 1.5 and len(fill.points) > 5000
+    assert len(fill.points) > 5000
     centroids = np.stack([points[fracture.labels == f].mean(0) for f in range(fracture.count)])
-    angle = 25.0
-    moved, rots = _fall(points, fracture.labels, centroids, angle)
+    moved, rots = _fall(points, fracture.labels, centroids, 25.0)
     nn = np.maximum(cKDTree(points).query(points, k=2)[0][:, 1], 0.02)
     ident = np.tile([1.0, 0, 0, 0], (len(points), 1))
     sphere = np.log(np.repeat(nn[:, None], 3, axis=1))
     surface = (moved, ident, sphere, np.clip(opacity, 1e-4, 0.9999))
-
-    before = _render_mattes({"fragment": surface}, camera)  # the soft shell alone: see-through
-    share_before, pixels = frame_solidity(before)
-    assert pixels > 2000 and share_before < 0.6
-
     keep = shell.on_wall(points)  # the solid piece: trimmed haze, capped shapes, skin and core
     capped = np.minimum(sphere, rim_log_scales(points, fracture, shell.spacing)[:, None])  # as a moved piece
     params = fill_gaussian_params(fill)
     fill_moved = np.einsum("nij,nj->ni", rots[fill.labels], fill.points - centroids[fill.labels]) + \
         centroids[fill.labels] - [0, 0, 2.0]
     fill_quats = rotmats_to_quats(rots[fill.labels] @ quat_to_rotmat(params["quats"]))
-    after = _render_mattes({
-        "fragment": (moved[keep], ident[keep], capped[keep], surface[3][keep]),
-        "fill": (fill_moved, fill_quats, params["log_scales"], 1 / (1 + np.exp(-params["opacity_logits"])))}, camera)
+    solid = {"fragment": (moved[keep], ident[keep], capped[keep], surface[3][keep]),
+             "fill": (fill_moved, fill_quats, params["log_scales"], 1 / (1 + np.exp(-params["opacity_logits"])))}
+    return {"fragment": surface}, solid, shell.thickness
+
+
+def test_falling_pieces_of_a_real_reconstruction_are_solid(facade):
+    camera = facade[2]
+    soft, solid, thickness = _fallen_pieces(facade)
+    assert 0.2 <= thickness <= 1.5
+    before = _render_mattes(soft, camera)  # the soft shell alone: see-through
+    share_before, pixels = frame_solidity(before)
+    assert pixels > 2000 and share_before < 0.6
+    after = _render_mattes(solid, camera)
     result = solidity([1, 2], [before, after])
     assert result.shares[1] >= MEAN_SHARE, result.summary()
     assert result.shares[1] > share_before + 0.3
     assert not result.passes  # the soft frame fails the whole shot
+
+
+def test_the_render_draws_real_pieces_opaque_to_their_edge(facade):
+    """Through the render's passes (hard edges: ``splatfx.render.passes.solid_edge``), the
+    same pieces leave no see-through rim; the soft shell alone gets solid where it is dense."""
+    camera = facade[2]
+    soft, solid, _ = _fallen_pieces(facade)
+    plain = frame_solidity(_render_mattes(solid, camera))[0]
+    drawn = frame_solidity(render_passes(_frame_of(solid), camera).mattes)[0]
+    assert drawn >= 0.995 and drawn > plain  # plainly drawn: 90 %
+    assert frame_solidity(render_passes(_frame_of(soft), camera).mattes)[0] >= 0.99  # plainly drawn: 25 %
+
+
+def _frame_of(parts: dict[str, tuple]) -> FrameGaussians:
+    """Per-element (means, quats, log_scales, opacities) as one frame's Gaussians (grey)."""
+    means = np.concatenate([p[0] for p in parts.values()])
+    opacity = np.clip(np.concatenate([p[3] for p in parts.values()]), 1e-4, 0.9999)
+    g = Gaussians.from_arrays({"means": means, "quats": np.concatenate([p[1] for p in parts.values()]),
+                               "log_scales": np.concatenate([p[2] for p in parts.values()]),
+                               "opacity_logits": np.log(opacity / (1 - opacity)),
+                               "sh": np.zeros((len(means), 1, 3), np.float32)})
+    element = np.concatenate([np.full(len(p[0]), ELEMENTS[name], np.int8) for name, p in parts.items()])
+    return FrameGaussians(g, element, np.zeros((len(g), 3), np.float32), np.full(len(g), -1))
 
 
 def test_material_is_textured_not_flat_and_core_is_darker(facade):

@@ -45,14 +45,16 @@ FAINT_OPACITY = 0.5
 class FrameGaussians:
     """One frame's Gaussians (solve coordinates), their element id (N,), their motion to
     the next frame (N,3, solve units per frame), their row in the source scene (−1 for
-    Gaussians the effect created), and the scene rows the effect has taken out of the plate
-    by this frame (the pieces that have moved; None without a collapse)."""
+    Gaussians the effect created), the scene rows the effect has taken out of the plate
+    by this frame (the pieces that have moved; None without a collapse), and which are
+    floaters: static scene rows some plate sees the sky through (None when not known)."""
 
     gaussians: Gaussians
     element: np.ndarray
     motion: np.ndarray
     source_index: np.ndarray
     removed: np.ndarray | None = None
+    floater: np.ndarray | None = None  # (N,) static rows some plate sees the sky through (fx.backdrop)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class ShotAnimation:
     fragments: Fragments | None = None
     backdrop: Gaussians | None = None  # what the removed structure hid (fx.backdrop), drawn as static scene
     hidden: np.ndarray | None = None  # scene rows of the structure's haze (fx.backdrop): gone once it moves
+    floaters: np.ndarray | None = None  # scene rows some plate sees the sky through (fx.backdrop)
     particles: dict[str, ParticleCache] = field(default_factory=dict)
 
     def at(self, t: int) -> FrameGaussians:
@@ -175,8 +178,13 @@ class ShotAnimation:
             source.append(np.full(len(g), -1))
         degree = self.scene.sh_degree
         parts = [p if p.sh_degree == degree else _with_degree(p, degree) for p in parts]
+        source = np.concatenate(source)
+        floater = None
+        if self.floaters is not None:
+            floater = np.zeros(len(source), dtype=bool)
+            floater[:len(static)] = np.isin(source[:len(static)], self.floaters)
         return FrameGaussians(Gaussians.cat(parts), np.concatenate(element), np.concatenate(motion).astype(np.float32),
-                              np.concatenate(source), removed)
+                              source, removed, floater)
 
     def _fragment_pose(self, t: int, f: int) -> tuple[np.ndarray, np.ndarray]:
         cache = self.fragments.cache
@@ -496,7 +504,8 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
                                         np.concatenate(source), cache, *_solid_arrays(shot, data, len(selected)))
         if "backdrop.means" in data:
             animation.backdrop = _stored_gaussians(data, "backdrop", scene)
-            animation.hidden = _hidden_rows(shot, data, len(scene))
+            animation.hidden = _backdrop_rows(shot, data, "hidden", len(scene))
+            animation.floaters = _backdrop_rows(shot, data, "floaters", len(scene))
         animation.particles["debris"] = ParticleCache.from_arrays(data, "debris")
         animation.particles["dust"] = ParticleCache.from_arrays(data, "dust")
     if "snow" in effects:
@@ -509,11 +518,13 @@ def load_animation(shot: Shot, scene: Gaussians | None = None) -> ShotAnimation:
     return animation
 
 
-def _hidden_rows(shot: Shot, data: dict[str, np.ndarray], scene_size: int) -> np.ndarray:
-    """The backdrop's hidden rows (indices into the scene; none in caches written before them)."""
-    if "backdrop.hidden" not in data:
+def _backdrop_rows(shot: Shot, data: dict[str, np.ndarray], name: str, scene_size: int) -> np.ndarray:
+    """The backdrop's ``hidden`` or ``floaters`` rows (indices into the scene; none in caches
+    written before them)."""
+    key = f"backdrop.{name}"
+    if key not in data:
         return np.zeros(0, np.int64)
-    return check_indices(shot.fx_dir / "collapse.npz", "backdrop.hidden", data["backdrop.hidden"], scene_size,
+    return check_indices(shot.fx_dir / "collapse.npz", key, data[key], scene_size,
                          "scene Gaussians", "rerun `splatfx fx collapse --force`", allow_empty=True)
 
 

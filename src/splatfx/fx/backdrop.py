@@ -90,6 +90,8 @@ FOREGROUND_EDGE = 3
 #: The structure's haze: static Gaussians fainter than FAINT_OPACITY (fx.animation) in its
 #: silhouette, from HIDDEN_NEAR of its near side's depth back to the card.
 HIDDEN_NEAR = 0.8
+#: A Gaussian centred this many pixels (at OTHER_VIEW_SIZE) inside a plate's sky is a floater.
+SKY_FREE_MARGIN = 3
 
 
 @dataclass(frozen=True)
@@ -114,13 +116,14 @@ class Backdrop:
     reference: str
     depth: float
     hidden: np.ndarray  # (K,) static scene rows of the structure's haze: out of the clean pass, gone once it moves
+    floaters: np.ndarray  # (L,) static scene rows some plate sees the sky through: they hold nothing out
 
     def figures(self) -> dict:
         painted = self.card & ~self.known
         return {"backdrop_gaussians": len(self.gaussians), "backdrop_reference": self.reference,
                 "backdrop_depth": round(self.depth, 3), "backdrop_size": [int(self.image.shape[1]),
                                                                           int(self.image.shape[0])],
-                "backdrop_hidden_gaussians": len(self.hidden),
+                "backdrop_hidden_gaussians": len(self.hidden), "sky_floaters": len(self.floaters),
                 "backdrop_painted_share": round(float(painted.sum() / max(self.card.sum(), 1)), 3),
                 "backdrop_sky_share": round(float((self.sky & self.card).sum() / max(self.card.sum(), 1)), 3)}
 
@@ -128,7 +131,8 @@ class Backdrop:
         g = self.gaussians
         return {f"{prefix}.means": g.means.numpy(), f"{prefix}.quats": g.quats.numpy(),
                 f"{prefix}.log_scales": g.log_scales.numpy(), f"{prefix}.opacity_logits": g.opacity_logits.numpy(),
-                f"{prefix}.sh_dc": g.sh[:, 0].numpy(), f"{prefix}.hidden": self.hidden.astype(np.int64)}
+                f"{prefix}.sh_dc": g.sh[:, 0].numpy(), f"{prefix}.hidden": self.hidden.astype(np.int64),
+                f"{prefix}.floaters": self.floaters.astype(np.int64)}
 
 
 def choose_reference(structure: np.ndarray, views: Sequence[PlateView]) -> int:
@@ -265,7 +269,7 @@ def build_backdrop(scene: Gaussians, removed: np.ndarray, views: Sequence[PlateV
         _add_view(colour, known, card & ~known, card_points, other, scene, mask, static)
     image, sky = paint_unseen(np.clip(colour, 0.0, 1.0).astype(np.float32), known, np.random.default_rng(seed))
     gaussians = card_gaussians(image, card, canvas, depth, scene)
-    return Backdrop(gaussians, image, known, sky, card, view.name, depth, hidden)
+    return Backdrop(gaussians, image, known, sky, card, view.name, depth, hidden, sky_floaters(scene, mask, views))
 
 
 def _static_without(scene: Gaussians, removed: np.ndarray, hidden: np.ndarray) -> Gaussians:
@@ -308,6 +312,26 @@ def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, c
     near = np.quantile(structure_z, 1.0 - FAR_QUANTILE)
     faint = torch.sigmoid(scene.opacity_logits).numpy() < FAINT_OPACITY
     return np.nonzero(~removed & covered & faint & (z >= HIDDEN_NEAR * near) & (z < depth))[0]
+
+
+def sky_floaters(scene: Gaussians, removed: np.ndarray, views: Sequence[PlateView]) -> np.ndarray:
+    """The static rows (sorted; not ``removed``) whose centre some plate sees as sky (its
+    :func:`~splatfx.fx.paint.sky_mask`, :data:`SKY_FREE_MARGIN` pixels in from its edge, at
+    most :data:`OTHER_VIEW_SIZE` across): that plate looks through them at the sky, so they
+    are not things but the reconstruction's paint (sky blobs it hangs next to a roof, haze).
+    Whatever their opacity, they must not hold out a falling piece."""
+    points = scene.means.double().numpy()
+    seen = np.zeros(len(points), dtype=bool)
+    for view in views:
+        factor = max(1.0, max(view.camera.width, view.camera.height) / OTHER_VIEW_SIZE)
+        camera = view.camera.scaled(1.0 / factor) if factor > 1 else view.camera
+        image = cv2.resize(view.pixels().astype(np.float32), (camera.width, camera.height),
+                           interpolation=cv2.INTER_AREA)
+        sky = sky_mask(image, np.ones((camera.height, camera.width), dtype=bool))
+        sky = cv2.erode(sky.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=SKY_FREE_MARGIN).astype(bool)
+        x, y, _, inside = pixel_of(points, camera)
+        seen[inside] |= sky[y[inside], x[inside]]
+    return np.nonzero(seen & ~removed)[0]
 
 
 def structure_reach(structure: Gaussians, camera: Camera) -> float:

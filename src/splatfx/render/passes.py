@@ -9,8 +9,8 @@ them front to back with the weights ``w_i = α_i T_i``:
    plate pixels, distortion included), 1 for a solid piece, and the expected depth
    ``Σ w z / Σ w`` (render mode ``RGB+ED``).
 2. **The effect**, its own Gaussians and the static ones that are things (:func:`holds_out`:
-   at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque, not the backdrop card; the
-   reconstruction's faint shell stays out): the pieces' colour, the other elements' colour,
+   at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque, no floater a plate sees the
+   sky through, not the backdrop card; the reconstruction's faint shell stays out): the pieces' colour, the other elements' colour,
    and one matte per element present (fragment, fill, debris, dust, snow). Static Gaussians
    composited with the effect's hold it out, so real objects in front of it stay in front.
 3. **The solid pieces alone**: their own coverage, whose :data:`SOLID_EDGE` contour is
@@ -245,14 +245,17 @@ def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | N
 
 def holds_out(frame: FrameGaussians) -> np.ndarray:
     """Which of ``frame``'s Gaussians take part in the effect's layers: the effect's own and
-    the static ones that are things, at least :data:`~splatfx.fx.animation.FAINT_OPACITY`
-    opaque and of the scene (not the backdrop card). The reconstruction's faint shell
-    (floaters near the cameras, the veil over the ground, a bush's fringe) is in the plate's
-    picture but not in front of anything, so a piece falling behind it stays solid; the card
-    is the far background painted at the structure's back, so a piece falling back past it
-    stays in front of it."""
+    the static ones that are things: at least :data:`~splatfx.fx.animation.FAINT_OPACITY`
+    opaque, not a floater some plate sees the sky through (``frame.floater``), and of the
+    scene (not the backdrop card). The reconstruction's faint shell (floaters near the
+    cameras, the veil over the ground, a bush's fringe) and the sky it paints in front of a
+    roof are in the plate's picture but not in front of anything, so a piece falling behind
+    them stays solid; the card is the far background painted at the structure's back, so a
+    piece falling back past it stays in front of it."""
     element = np.asarray(frame.element)
     thing = frame.gaussians.opacities.detach().cpu().numpy().reshape(-1) >= FAINT_OPACITY
+    if frame.floater is not None:
+        thing &= ~frame.floater
     card = (element == SCENE) & (np.asarray(frame.source_index) < 0)
     return (element != SCENE) | (thing & ~card)
 

@@ -10,7 +10,7 @@ import torch
 from splatfx.comp.uncovered import frame_change, gradient
 from splatfx.core.color import linear_to_srgb
 from splatfx.core.gaussians import Gaussians
-from splatfx.fx.backdrop import PlateView, build_backdrop
+from splatfx.fx.backdrop import SKY_FREE_MARGIN, PlateView, build_backdrop, sky_floaters
 from splatfx.fx.paint import paint_unseen, sky_mask, skyline
 from splatfx.io.images import read_image
 from splatfx.render.cleanplate import render_clean_pass
@@ -180,3 +180,33 @@ def test_sky_seen_only_above_a_hole_that_cuts_every_column_still_bounds_the_skyl
     _, painted_sky = paint_unseen(image, known, np.random.default_rng(0))
     assert painted_sky[12:30, 25:55].sum() == 0  # seen there, not painted
     assert not painted_sky[40:].any()  # no sky painted over the ground
+
+
+def test_a_gaussian_a_plate_sees_the_sky_through_is_a_floater_and_one_on_the_wall_is_not(scene_and_views):
+    """Centres along the rays of one real plate's pixels, 6 m out: deep in its sky (a plate
+    looks through them at the sky, whatever their opacity), on the building, and just inside
+    the sky's edge (within SKY_FREE_MARGIN: left alone, the edge may be the roof)."""
+    _, _, views = scene_and_views
+    view = views[0]
+    image = view.pixels()
+    sky = sky_mask(image, np.ones(image.shape[:2], bool))
+    assert sky.mean() > 0.05 and (~sky).mean() > 0.3
+    from scipy.ndimage import binary_erosion, distance_transform_edt
+    inside = distance_transform_edt(sky)
+    deep = np.argwhere(inside > 3 * SKY_FREE_MARGIN + 2)[::97][:40]
+    edge = np.argwhere(sky & (inside <= 1))[::37][:40]
+    wall = np.argwhere(binary_erosion(~sky, iterations=10))[::997][:40]
+    pixels = np.concatenate([deep, edge, wall])[:, ::-1] + 0.5  # (x, y) pixel centres
+    camera = view.camera
+    rays = np.column_stack([(pixels[:, 0] - camera.cx) / camera.fx, (pixels[:, 1] - camera.cy) / camera.fy,
+                            np.ones(len(pixels))])
+    means = (rays * 6.0 - camera.t) @ camera.R
+    n = len(means)
+    scene = Gaussians.from_arrays({"means": means, "quats": np.tile([1.0, 0, 0, 0], (n, 1)),
+                                   "log_scales": np.full((n, 3), np.log(0.05)), "opacity_logits": np.full(n, 4.0),
+                                   "sh": np.zeros((n, 1, 3), np.float32)})
+    floaters = sky_floaters(scene, np.zeros(n, bool), [view])
+    assert np.array_equal(floaters, np.arange(len(deep)))
+    taken = np.zeros(n, bool)
+    taken[:5] = True  # the structure's own rows are never floaters
+    assert np.array_equal(sky_floaters(scene, taken, [view]), np.arange(5, len(deep)))

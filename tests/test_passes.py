@@ -120,7 +120,7 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1.0 - p)))
 
 
-def test_the_faint_shell_in_front_does_not_hold_out_the_effect_but_stays_in_the_beauty():
+def test_the_faint_shell_and_sky_floaters_in_front_do_not_hold_out_the_effect_but_stay_in_the_beauty():
     cam = camera([0, 0, 0], [0, 0, 5])
     wall, wall_c = textured_wall(6.0, 2.0, 0.05, 3)  # a falling piece (solid, opaque) ...
     veil = wall[np.abs(wall[:, 0]) < 0.6].copy()
@@ -136,9 +136,12 @@ def test_the_faint_shell_in_front_does_not_hold_out_the_effect_but_stays_in_the_
     assert np.abs(veiled.fx[centre] - clear.fx[centre]).max() < 1e-5
     # the beauty still draws the veil: it is part of the plate's picture
     assert np.abs(veiled.rgba[centre][..., :3] - clear.rgba[centre][..., :3]).mean() > 0.05
-    # an opaque static post there does hold it out
+    # an opaque static post there does hold it out, unless a plate sees the sky through it
     solid = g.replace(opacity_logits=torch.full((len(g),), 5.0))
     assert render_passes(frame(solid, element), cam).synthetic[centre].max() < 0.01
+    floater = frame(solid, element)
+    floater.floater = np.r_[np.zeros(len(wall), bool), np.ones(len(veil), bool)]
+    assert render_passes(floater, cam).synthetic[centre].min() > 0.99
 
 
 def test_a_piece_falling_back_past_the_backdrop_card_stays_in_front_of_it():

@@ -110,11 +110,48 @@ def test_the_viewer_listens_on_localhost_by_default(tmp_path):
         page = http.client.HTTPConnection("127.0.0.1", viewer.port, timeout=10)
         page.request("GET", "/")
         assert page.getresponse().status == 200
-        for address in _outside_addresses():
-            with pytest.raises(OSError), socket.create_connection((address, viewer.port), timeout=2):
-                pass
+        hosts = _own_listening_hosts(viewer.port)
+        if hosts is not None:  # Linux: what this process listens on at that port, exactly
+            assert hosts and all(is_loopback(h) for h in hosts), hosts
+        else:  # elsewhere: knock from outside (another program may hold the port number there)
+            for address in _outside_addresses():
+                with pytest.raises(OSError), socket.create_connection((address, viewer.port), timeout=2):
+                    pass
     finally:
         viewer.stop()
+
+
+def _own_listening_hosts(port: int) -> set[str] | None:
+    """The local addresses this process's TCP sockets listen on at ``port``, read from /proc
+    (None where there is no /proc). A port number says nothing of who owns it: a socket of
+    another program (a Ray worker left by an earlier test, with SO_REUSEPORT) may listen on
+    the same number on every address."""
+    import os
+
+    tables = {"/proc/net/tcp": socket.AF_INET, "/proc/net/tcp6": socket.AF_INET6}
+    if not os.path.isdir("/proc/self/fd") or not os.path.exists("/proc/net/tcp"):
+        return None
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    hosts = set()
+    for table, family in tables.items():
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if fields[3] != "0A" or fields[9] not in inodes or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # host-order 32-bit words
+            hosts.add(socket.inet_ntop(family, raw))
+    return hosts
 
 
 def _outside_addresses() -> list[str]:

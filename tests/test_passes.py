@@ -194,7 +194,8 @@ def test_dust_in_front_of_a_hard_piece_keeps_its_share_and_the_piece_fills_the_r
     veil = slab.copy()
     veil[:, 2] = 4.0  # a sheet of dust, 0.3 opaque, in front of the soft slab
     g = gaussians(np.concatenate([slab, veil]), np.full((2 * len(slab), 3), 0.5), 0.08, _logit(0.6))
-    g = g.replace(opacity_logits=torch.cat([torch.full((len(slab),), _logit(0.6)), torch.full((len(veil),), _logit(0.3))]))
+    logits = [torch.full((len(slab),), _logit(0.6)), torch.full((len(veil),), _logit(0.3))]
+    g = g.replace(opacity_logits=torch.cat(logits))
     element = np.r_[np.full(len(slab), ELEMENTS["fragment"]), np.full(len(veil), ELEMENTS["dust"])]
     passes = render_passes(frame(g, element), cam)
     dust_alone = render_passes(frame(g[torch.arange(len(slab), 2 * len(slab))], element[len(slab):]), cam)

@@ -10,9 +10,10 @@ them front to back with the weights ``w_i = α_i T_i``:
    ``Σ w z / Σ w`` (render mode ``RGB+ED``).
 2. **The effect**, its own Gaussians and the static ones that are things (:func:`holds_out`:
    at least :data:`~splatfx.fx.animation.FAINT_OPACITY` opaque, no floater a plate sees the
-   sky through, not the backdrop card; the reconstruction's faint shell stays out): the pieces' colour, the other elements' colour,
-   and one matte per element present (fragment, fill, debris, dust, snow). Static Gaussians
-   composited with the effect's hold it out, so real objects in front of it stay in front.
+   sky through, not the backdrop card; the reconstruction's faint shell stays out): the
+   pieces' colour, the other elements' colour, and one matte per element present (fragment,
+   fill, debris, dust, snow). Static Gaussians composited with the effect's hold it out, so
+   real objects in front of it stay in front.
 3. **The solid pieces alone**: their own coverage, whose :data:`SOLID_EDGE` contour is
    their hard, antialiased edge (:func:`solid_edge`); passes 1 and 2 are rescaled to it.
 
@@ -415,7 +416,8 @@ def render_exposure(animation: ShotAnimation, index: int, camera: Camera, previo
     the static things of the frame's centre (:func:`holds_out`; they hold it out by depth)
     with its pieces made hard (:func:`solid_edge`), and the samples' average change to the
     colour, fx colour, alpha and mattes is added to the centre's layers. A pixel no moving
-    Gaussian reaches gets exactly 0 change: it is bit for bit the unblurred render. ``motion.u/v`` and ``depth.Z`` stay those of the frame's centre.
+    Gaussian reaches gets exactly 0 change: it is bit for bit the unblurred render.
+    ``motion.u/v`` and ``depth.Z`` stay those of the frame's centre.
     """
     start = time.perf_counter()
     centre = animation.at(index)

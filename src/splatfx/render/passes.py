@@ -230,7 +230,8 @@ def render_passes(frame: FrameGaussians, camera: Camera, next_camera: Camera | N
     out = render_features(g, torch.cat([rgb, rgb * piece, torch.from_numpy(motion).float(), piece], dim=1), camera,
                           depth=True)
     c, alpha = out.channels, out.alpha
-    colour, alpha_hard = _hardened(c[..., 0:3], alpha, c[..., 3:6], c[..., 8], edge)
+    scales = _solid_scales(edge, c[..., 8], alpha)
+    colour, alpha_hard = _hardened(c[..., 0:3], alpha, c[..., 3:6], c[..., 8], scales)
     empty = alpha_hard < ALPHA_EMPTY
     mattes, fx_display, synthetic_share = _effect_layers(frame, rgb, present, camera, edge)
     mattes[ELEMENT_NAMES[SCENE]] = np.clip(alpha_hard - synthetic_share, 0.0, 1.0)
@@ -279,12 +280,11 @@ def _effect_layers(frame: FrameGaussians, rgb: torch.Tensor, present: list[int],
     # channels: 0-2 the pieces' colour, 3-5 the other elements' colour, 6… one matte per present element
     out = render_features(g, torch.cat([rgb * piece, rgb * other, onehot], dim=1), camera)
     c = out.channels
-    pieces = sum((c[..., 6 + k] for k, e in enumerate(present) if e in PIECES), np.zeros(shape, np.float32))
-    piece_scale, rest_scale = _solid_scales(edge, pieces, np.clip(out.alpha - pieces, 0.0, 1.0))
+    scales = _solid_scales(edge, _pieces_coverage(c[..., 6:], present), out.alpha)
+    fx, hard = _hard_effect(c[..., 0:3], c[..., 3:6], c[..., 6:], present, scales)
     for k, e in enumerate(present):
-        mattes[ELEMENT_NAMES[e]] = (c[..., 6 + k] * (piece_scale if e in PIECES else rest_scale)).astype(np.float32)
-    fx = c[..., 0:3] * piece_scale[..., None] + c[..., 3:6] * rest_scale[..., None]
-    share = np.clip(sum(mattes[ELEMENT_NAMES[e]] for e in present), 0.0, 1.0)
+        mattes[ELEMENT_NAMES[e]] = hard[..., k]
+    share = np.clip(hard.sum(axis=2), 0.0, 1.0)
     return mattes, fx, share
 
 
@@ -311,15 +311,25 @@ def solid_edge(pieces: Gaussians, camera: Camera, crop: Crop | None = None) -> S
     return SolidEdge(own, np.clip(0.5 + (own - SOLID_EDGE) / slope, 0.0, 1.0).astype(np.float32))
 
 
-def _solid_scales(edge: SolidEdge | None, pieces: np.ndarray, rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pieces_coverage(mattes: np.ndarray, present: list[int]) -> np.ndarray:
+    """The solid pieces' share of each pixel: the sum of the fragment and fill mattes among
+    ``mattes`` (H,W,E, one per ``present`` element)."""
+    pieces = [k for k, e in enumerate(present) if e in PIECES]
+    return mattes[..., pieces].sum(axis=2) if pieces else np.zeros(mattes.shape[:2], np.float32)
+
+
+def _solid_scales(edge: SolidEdge | None, pieces: np.ndarray, alpha: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
     """Per pixel, the factor on the pieces' contribution and the one on everything else's
-    (coverage ``rest``) that draw the pieces hard (``edge``) where their held-out coverage is
-    ``pieces``. What stands in front held them out by ``T = pieces / own``: it keeps its share
-    (up to ``1 − T`` of ``rest``) and the pieces get ``T · hard``; what lies behind them is
-    seen through ``T (1 − hard)`` instead of ``T (1 − own)``."""
-    one = np.ones_like(pieces)
+    (coverage ``alpha − pieces``) that draw the pieces hard (``edge``) where their held-out
+    coverage is ``pieces``; None without pieces (nothing to change). What stands in front
+    held them out by ``T = pieces / own``: it keeps its share (up to ``1 − T`` of the rest)
+    and the pieces get ``T · hard``; what lies behind them is seen through ``T (1 − hard)``
+    instead of ``T (1 − own)``."""
     if edge is None:
-        return one, one
+        return None
+    one = np.ones_like(pieces)
+    rest = np.clip(alpha - pieces, 0.0, 1.0)
     through = np.clip(np.divide(pieces, edge.own, out=np.zeros_like(pieces), where=edge.own > 1e-6), 0.0, 1.0)
     piece_scale = np.divide(np.minimum(through * edge.hard, 1.0), pieces, out=one.copy(), where=pieces > 1e-6)
     front = np.minimum(rest, 1.0 - through)
@@ -329,15 +339,28 @@ def _solid_scales(edge: SolidEdge | None, pieces: np.ndarray, rest: np.ndarray) 
 
 
 def _hardened(colour: np.ndarray, alpha: np.ndarray, piece_colour: np.ndarray, pieces: np.ndarray,
-              edge: SolidEdge | None) -> tuple[np.ndarray, np.ndarray]:
+              scales: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
     """Premultiplied ``colour`` and ``alpha`` of a render with its pieces (their colour and
-    coverage) drawn hard (``edge``; unchanged when None)."""
-    if edge is None:
+    coverage ``pieces``) drawn hard by ``scales`` (:func:`_solid_scales`; None: unchanged)."""
+    if scales is None:
         return colour, alpha
-    piece_scale, rest_scale = _solid_scales(edge, pieces, np.clip(alpha - pieces, 0.0, 1.0))
+    piece_scale, rest_scale = scales
     colour = piece_colour * piece_scale[..., None] + (colour - piece_colour) * rest_scale[..., None]
     alpha = np.clip(pieces * piece_scale + (alpha - pieces) * rest_scale, 0.0, 1.0)
     return colour.astype(np.float32), alpha.astype(np.float32)
+
+
+def _hard_effect(piece_colour: np.ndarray, other_colour: np.ndarray, mattes: np.ndarray, present: list[int],
+                 scales: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The effect's premultiplied colour (the pieces' plus the other elements') and its
+    mattes (H,W,E, one per ``present`` element) with the pieces drawn hard by ``scales``
+    (None: as rendered)."""
+    if scales is None:
+        return (piece_colour + other_colour).astype(np.float32), mattes.astype(np.float32)
+    piece_scale, rest_scale = scales
+    per_element = np.stack([piece_scale if e in PIECES else rest_scale for e in present], axis=2)
+    fx = piece_colour * piece_scale[..., None] + other_colour * rest_scale[..., None]
+    return fx.astype(np.float32), (mattes * per_element).astype(np.float32)
 
 
 # --- motion blur: a film camera's exposure -----------------------------------------------------------
@@ -550,12 +573,10 @@ def _exposure_layers(static: Gaussians, static_rgb: torch.Tensor, moving: _Movin
     out = render_features(g, torch.cat([rgb, rgb * piece, rgb * other, onehot], dim=1), camera, crop=crop)
     c, alpha = out.channels, out.alpha
     edge = solid_edge(g[torch.from_numpy(is_piece)], camera, crop)
-    mattes = c[..., 9:]
-    pieces = sum((mattes[..., k] for k, e in enumerate(present) if e in PIECES), np.zeros_like(alpha))
-    piece_scale, rest_scale = _solid_scales(edge, pieces, np.clip(alpha - pieces, 0.0, 1.0))
-    colour, alpha = _hardened(c[..., 0:3], alpha, c[..., 3:6], pieces, edge)
-    mattes = mattes * np.stack([piece_scale if e in PIECES else rest_scale for e in present], axis=2)
-    fx = c[..., 3:6] * piece_scale[..., None] + c[..., 6:9] * rest_scale[..., None]
+    pieces = _pieces_coverage(c[..., 9:], present)
+    scales = _solid_scales(edge, pieces, alpha)
+    colour, alpha = _hardened(c[..., 0:3], alpha, c[..., 3:6], pieces, scales)
+    fx, mattes = _hard_effect(c[..., 3:6], c[..., 6:9], c[..., 9:], present, scales)
     share = np.clip(mattes.sum(axis=2), 0.0, 1.0)
     return np.concatenate([to_linear_premultiplied(colour, alpha), alpha[..., None],
                            to_linear_premultiplied(fx, share), mattes], axis=2, dtype=np.float32)

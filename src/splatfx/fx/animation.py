@@ -181,8 +181,10 @@ class ShotAnimation:
         source = np.concatenate(source)
         floater = None
         if self.floaters is not None:
+            scene_floater = np.zeros(len(self.scene), dtype=bool)
+            scene_floater[self.floaters] = True
             floater = np.zeros(len(source), dtype=bool)
-            floater[:len(static)] = np.isin(source[:len(static)], self.floaters)
+            floater[:len(static)] = scene_floater[keep]
         return FrameGaussians(Gaussians.cat(parts), np.concatenate(element), np.concatenate(motion).astype(np.float32),
                               source, removed, floater)
 

@@ -299,9 +299,10 @@ def hidden_rows(scene: Gaussians, removed: np.ndarray, silhouette: np.ndarray, c
     """The structure's haze: the faint static rows (sorted; opacity below
     :data:`~splatfx.fx.animation.FAINT_OPACITY`) centred in its ``silhouette`` as ``canvas``
     sees it (not held out by what stands in front), from :data:`HIDDEN_NEAR` of its near
-    side's depth back to the card at ``depth``. They are the reconstruction's semi-transparent shell in and around the
-    structure, which would veil what the collapse uncovers; what is solid (the ground, the
-    structure's base left standing, a wall behind it) stays."""
+    side's depth back to the card at ``depth``. They are the reconstruction's
+    semi-transparent shell in and around the structure, which would veil what the collapse
+    uncovers; what is solid (the ground, the structure's base left standing, a wall behind
+    it) stays."""
     points = scene.means.double().numpy()
     x, y, z, inside = pixel_of(points, canvas)
     covered = np.zeros(len(points), dtype=bool)
@@ -323,15 +324,28 @@ def sky_floaters(scene: Gaussians, removed: np.ndarray, views: Sequence[PlateVie
     points = scene.means.double().numpy()
     seen = np.zeros(len(points), dtype=bool)
     for view in views:
-        factor = max(1.0, max(view.camera.width, view.camera.height) / OTHER_VIEW_SIZE)
-        camera = view.camera.scaled(1.0 / factor) if factor > 1 else view.camera
-        image = cv2.resize(view.pixels().astype(np.float32), (camera.width, camera.height),
-                           interpolation=cv2.INTER_AREA)
+        camera = _working_camera(view.camera)
+        image = _plate_at(view, camera)
         sky = sky_mask(image, np.ones((camera.height, camera.width), dtype=bool))
         sky = cv2.erode(sky.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=SKY_FREE_MARGIN).astype(bool)
         x, y, _, inside = pixel_of(points, camera)
         seen[inside] |= sky[y[inside], x[inside]]
     return np.nonzero(seen & ~removed)[0]
+
+
+def _working_camera(camera: Camera) -> Camera:
+    """``camera`` shrunk to at most :data:`OTHER_VIEW_SIZE` pixels across (itself when smaller):
+    the size other plates are read at."""
+    factor = max(1.0, max(camera.width, camera.height) / OTHER_VIEW_SIZE)
+    return camera.scaled(1.0 / factor) if factor > 1 else camera
+
+
+def _plate_at(view: PlateView, camera: Camera) -> np.ndarray:
+    """``view``'s pixels area-averaged to ``camera``'s size (as they are when it is theirs)."""
+    plate = view.pixels()
+    if plate.shape[:2] != (camera.height, camera.width):
+        plate = cv2.resize(plate, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
+    return plate
 
 
 def structure_reach(structure: Gaussians, camera: Camera) -> float:
@@ -367,18 +381,14 @@ def _add_view(colour: np.ndarray, known: np.ndarray, wanted: np.ndarray, points:
     rows, cols = np.nonzero(wanted)
     if not len(rows):
         return
-    camera = view.camera
-    factor = max(1.0, max(camera.width, camera.height) / OTHER_VIEW_SIZE)
-    small = camera.scaled(1.0 / factor) if factor > 1 else camera
+    small = _working_camera(view.camera)
     x, y, z, inside = pixel_of(points[rows, cols], small)
     if not inside.any():
         return
     flag = torch.from_numpy(removed.astype(np.float32))[:, None]
     footprint = _render(scene, flag, small)[0][..., 0]
     _, alpha, depth = _render(static, torch.zeros(len(static), 1), small)
-    plate = view.pixels()
-    if factor > 1:
-        plate = cv2.resize(plate, (small.width, small.height), interpolation=cv2.INTER_AREA)
+    plate = _plate_at(view, small)
     sky = sky_mask(plate, footprint <= FOOTPRINT)
     x, y, rows, cols, z = x[inside], y[inside], rows[inside], cols[inside], z[inside]
     near = (alpha >= SOLID_ALPHA) & (depth < NEAR_SHARE * float(np.median(z))) & ~sky

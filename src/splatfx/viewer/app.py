@@ -196,7 +196,7 @@ class ShotViewer:
             if self.animation.backdrop is not None:  # static: sent once with the scene, not every frame
                 static = Gaussians.cat([static, self.animation.backdrop])
             self._dynamic = dataclasses.replace(self.animation, scene=scene[0:0], removed=None, backdrop=None,
-                                                hidden=None)
+                                                hidden=None, floaters=None)  # no scene rows to index
             dynamic_peak = _peak_dynamic(self.animation)
         self.dynamic_budget = min(dynamic_peak, self.max_splats // 2)
         static_budget = self.max_splats - self.dynamic_budget

@@ -131,17 +131,16 @@ def view_weights(world: np.ndarray, camera_world: Camera) -> np.ndarray:
     return np.where(inside, np.exp(-0.5 * (du**2 + dv**2) / CENTRE_SIGMA**2), 0.0)
 
 
-def building_points(world: np.ndarray, opacity: np.ndarray, camera_world: Camera) -> np.ndarray:
+def building_points(solid: np.ndarray, camera_world: Camera) -> np.ndarray:
     """World points (N,3) of the building the camera looks at (steps 1-4 of the rule): the
     solid structure above the ground that the image shows most, near its centre, all of it
     (in view or not, so a facade filmed close or a building seen from a corner is whole).
 
-    ``world``: Gaussian centres in the world frame; ``camera_world``: the middle plate's
-    camera with its pose in the world frame (see :meth:`SceneFrame.camera_to_world`).
-    PresetError when nothing in view looks like a building.
+    ``solid``: the solid Gaussians' centres above the ground in the world frame
+    (:func:`solid_above_ground`); ``camera_world``: the middle plate's camera with its pose in
+    the world frame (see :meth:`SceneFrame.camera_to_world`). PresetError when nothing in view
+    looks like a building.
     """
-    world = np.asarray(world, np.float64)
-    solid = world[solid_above_ground(world, np.asarray(opacity, np.float64))]
     weight = view_weights(solid, camera_world) if len(solid) else np.zeros(0)
     seen = int((weight > 0).sum())
     if seen < 2 * MIN_POINTS:
@@ -183,12 +182,13 @@ def _entropy(values: np.ndarray) -> float:
 
 def building_box(world: np.ndarray, opacity: np.ndarray, camera_world: Camera) -> Box:
     """The preset box around the building the middle plate looks at (rule in ``docs/demo.md``)."""
-    points = building_points(world, opacity, camera_world)
+    world = np.asarray(world, np.float64)
+    solid = world[solid_above_ground(world, np.asarray(opacity, np.float64))]
+    points = building_points(solid, camera_world)
     yaw = facade_yaw(points)
     local = _rotate_z(points, -yaw)
     lo, hi = np.percentile(local[:, :2], PERCENTILES, axis=0)
     lo, hi = lo - EDGE_MARGIN_M, hi + EDGE_MARGIN_M
-    solid = np.asarray(world, np.float64)[solid_above_ground(world, np.asarray(opacity, np.float64))]
     top = building_top(points, solid, yaw, lo, hi)
     top += TOP_MARGIN * top
     bottom = ABOVE_GROUND_M

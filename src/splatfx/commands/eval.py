@@ -15,8 +15,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from splatfx.commands.options import mean_exposure_option
 from splatfx.commands.train import background_option
 from splatfx.recon.evaluate import write_eval
+from splatfx.recon.exposure import exposure_beside
 from splatfx.io.formats.ply import read_ply
 
 
@@ -33,14 +35,16 @@ from splatfx.io.formats.ply import read_ply
               help="Score at the capture's size shrunk by this factor (as trained).")
 @click.option("--background", callback=background_option, help="Background: white, black, grey or R,G,B (default: the capture's).")
 @click.option("--no-images", is_flag=True, help="Only write metrics.json, not the renders.")
+@mean_exposure_option
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "gsplat"]),
               help="Rasterizer backend.")
 def command(scene: Path, data: Path, split: str, out: Path | None, downscale: float, background: tuple | None,
-            no_images: bool, backend: str) -> None:
+            no_images: bool, mean_exposure: bool, backend: str) -> None:
     """Render SCENE from the capture's cameras and report PSNR/SSIM against its photos."""
     out = out if out is not None else scene.parent / f"eval_{split}"
     result = write_eval(read_ply(scene), data, split, out, scene_path=scene, downscale=downscale,
-                        background=background, backend=backend, write_images=not no_images)
+                        background=background, backend=backend, write_images=not no_images,
+                        exposure=None if mean_exposure else exposure_beside(scene))
     Console(stderr=True, highlight=False).print(
         f"{split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} over {result['views']} views "
         f"-> {out / 'metrics.json'}")

@@ -142,3 +142,13 @@ def proxy_option(command: F) -> F:
         help="Work at this fraction of full size for a quick look, e.g. 0.5 or 0.25; 1: full size "
              "(overrides [shot] proxy). Each size keeps its own frames (proxy/<P>/ beside render/, "
              "refine/, comp/).")(command)
+
+
+def mean_exposure_option(command: F) -> F:
+    """Add ``--mean-exposure`` to a command that renders a trained scene from a capture's cameras;
+    it receives ``mean_exposure`` (False: each view at its plate's exposure, from ``exposure.json``)."""
+    return click.option(
+        "--mean-exposure", is_flag=True,
+        help="Render at the scene's mean exposure; by default each view gets its plate's exposure from the "
+             "exposure.json training wrote beside the scene (a held-out plate: its neighbours' in the capture).",
+    )(command)

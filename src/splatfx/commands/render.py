@@ -20,9 +20,10 @@ import click
 from rich.console import Console
 
 from splatfx.commands.farm_options import farm_options
-from splatfx.commands.options import proxy_option
+from splatfx.commands.options import mean_exposure_option, proxy_option
 from splatfx.commands.train import background_option
 from splatfx.recon.evaluate import render_split
+from splatfx.recon.exposure import exposure_beside
 from splatfx.io.formats.ply import read_ply
 
 
@@ -39,17 +40,18 @@ from splatfx.io.formats.ply import read_ply
 @click.option("--downscale", default=1.0, show_default=True, type=click.FloatRange(min=1),
               help="Render at the capture's size shrunk by this factor.")
 @click.option("--background", callback=background_option, help="Background: white, black, grey or R,G,B (default: the capture's).")
+@mean_exposure_option
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "gsplat"]),
               help="Rasterizer backend.")
 @proxy_option
 @farm_options
 def command(shot: Path | None, force: bool, scene: Path | None, data: Path | None, split: str, out: Path | None,
-            downscale: float, background: tuple | None, backend: str, proxy: float | None, **farm: Any) -> None:
+            downscale: float, background: tuple | None, mean_exposure: bool, backend: str, proxy: float | None, **farm: Any) -> None:
     """Render the shot SHOT (EXR passes per frame), or --scene from every camera of
     --data's split into --out."""
     if shot is not None:
-        if scene or data or out:
-            raise click.UsageError("give SHOT, or --scene/--data/--out, not both")
+        if scene or data or out or mean_exposure:
+            raise click.UsageError("give SHOT, or --scene/--data/--out/--mean-exposure, not both")
         from splatfx.render.stage import render_shot_command
 
         render_shot_command(shot, force=force, proxy=proxy, **farm)
@@ -59,5 +61,5 @@ def command(shot: Path | None, force: bool, scene: Path | None, data: Path | Non
     if scene is None or data is None or out is None:
         raise click.UsageError("give SHOT, or all of --scene, --data and --out")
     written = render_split(read_ply(scene), data, split, out, downscale=downscale, background=background,
-                           backend=backend)
+                           backend=backend, exposure=None if mean_exposure else exposure_beside(scene))
     Console(stderr=True, highlight=False).print(f"rendered {len(written)} views of the {split} split -> {out}")

@@ -33,18 +33,26 @@ def ssim(image: Tensor, reference: Tensor) -> float:
 
 @dataclass
 class MetricSummary:
-    """Per-view PSNR/SSIM accumulated over a set of views, with their means."""
+    """Per-view PSNR/SSIM accumulated over a set of views, with their means.
+
+    When the renders were scored at each plate's own exposure (:mod:`splatfx.recon.exposure`),
+    ``mean_exposure_psnr`` keeps the PSNR of the same renders at the scene's mean exposure too,
+    so the two can be told apart in the record."""
 
     names: list[str] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
+    mean_exposure_psnr: list[float] = field(default_factory=list)
 
-    def add(self, name: str, image: Tensor, reference: Tensor) -> tuple[float, float]:
-        """Score one view and keep its figures; returns (psnr, ssim)."""
+    def add(self, name: str, image: Tensor, reference: Tensor,
+            at_mean_exposure: Tensor | None = None) -> tuple[float, float]:
+        """Score one view (and its render at the mean exposure, when given); returns (psnr, ssim)."""
         p, s = psnr(image, reference), ssim(image, reference)
         self.names.append(name)
         self.psnr.append(p)
         self.ssim.append(s)
+        if at_mean_exposure is not None:
+            self.mean_exposure_psnr.append(psnr(at_mean_exposure, reference))
         return p, s
 
     @property
@@ -57,9 +65,10 @@ class MetricSummary:
 
     def to_dict(self) -> dict:
         """JSON-ready means and per-view figures."""
-        return {
-            "psnr": self.mean_psnr,
-            "ssim": self.mean_ssim,
-            "views": len(self.names),
-            "per_view": [{"name": n, "psnr": p, "ssim": s} for n, p, s in zip(self.names, self.psnr, self.ssim)],
-        }
+        figures = {"psnr": self.mean_psnr, "ssim": self.mean_ssim, "views": len(self.names)}
+        per_view = [{"name": n, "psnr": p, "ssim": s} for n, p, s in zip(self.names, self.psnr, self.ssim)]
+        if self.mean_exposure_psnr:
+            figures["psnr_at_mean_exposure"] = float(sum(self.mean_exposure_psnr) / len(self.mean_exposure_psnr))
+            for view, p in zip(per_view, self.mean_exposure_psnr):
+                view["psnr_at_mean_exposure"] = p
+        return {**figures, "per_view": per_view}

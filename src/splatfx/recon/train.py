@@ -49,8 +49,9 @@ from splatfx.io.dataset import DEFAULT_HOLDOUT_EVERY, Dataset, load_dataset
 from splatfx.recon.densify import ADCStrategy, MCMCStrategy, Params, StepInfo, Strategy, strategy_fields
 from splatfx.core.errors import ConfigError, InputError
 from splatfx.recon.evaluate import evaluate_split
+from splatfx.recon.exposure import EXPOSURE_FILE, apply_exposure, write_exposure
 from splatfx.recon.recipe import FULL_GAUSSIANS, REFERENCE_STEPS, choose_recipe
-from splatfx.recon.working_size import Device, WorkingSize, choose_working_size
+from splatfx.recon.working_size import FLOOR_PX, Device, WorkingSize, choose_working_size
 from splatfx.io.formats.ply import write_ply
 from splatfx.core.gaussians import Gaussians
 from splatfx.core.losses import photometric_loss
@@ -97,6 +98,9 @@ class TrainConfig(TrainSection):
     # the per-plate colour matrices and offsets ([train] exposure); 1e-2 let them absorb the
     # scene's own errors early on and cost 1.5 dB on held-out plates (docs/train.md)
     exposure_lr: float = 1e-3
+    # coarse to fine: the first share of the schedule trains at half the working size (each step
+    # costs less while densification lays the scene out); 0 turns it off. Never below FLOOR_PX.
+    coarse_share: float = 0.0
     # densification: start, stop and reset are steps of the 30k schedule, scaled to max_steps
     # unless scale_schedule is False; refine_every is never scaled (gradients must average
     # over several views)
@@ -129,6 +133,7 @@ class TrainConfig(TrainSection):
             (0.0 < self.init_opacity < 1.0, "init_opacity", "must be in (0, 1)"),
             (self.random_points >= 1, "random_points", "must be at least 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints", "must be at least 1"),
+            (0.0 <= self.coarse_share < 1.0, "coarse_share", "must be in [0, 1)"),
         ]
         for ok, key, problem in checks:
             if not ok:
@@ -213,6 +218,11 @@ def working_size_given(dataset: Dataset, config: "TrainConfig", device: torch.de
 def image_tensor(dataset: Dataset, index: int, device: torch.device) -> Tensor:
     """Frame ``index``'s pixels (H, W, 3) as a tensor (no copy on the CPU: the dataset caches them)."""
     return torch.from_numpy(dataset.image(index)).to(device)
+
+
+def halved(image: Tensor) -> Tensor:
+    """``image`` (H, W, 3) at half its size by 2×2 box averages (an odd last row or column dropped)."""
+    return F.avg_pool2d(image.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0).contiguous()
 
 
 def scene_extent(dataset: Dataset) -> float:
@@ -328,11 +338,6 @@ def identity_exposure(views: int, device: torch.device) -> Tensor:
     """One 3×4 affine colour transform per view (matrix | offset), all the identity."""
     eye = torch.eye(3, 4, device=device)
     return eye.expand(views, 3, 4).clone()
-
-
-def apply_exposure(image: Tensor, affine: Tensor) -> Tensor:
-    """``image`` (H, W, 3) through one view's affine colour transform (3, 4): ``M·rgb + b``."""
-    return image @ affine[:, :3].T + affine[:, 3]
 
 
 @torch.no_grad()
@@ -505,15 +510,29 @@ class Trainer:
             return float(self.step)
         return self.config.max_steps * elapsed / (self.recipe.span * self.config.max_minutes * 60.0)
 
-    def render(self, view: int, sh_degree: int, background: Tensor) -> tuple[Tensor, Tensor, dict]:
-        """Render training view ``view`` with the current parameters (differentiable)."""
+    def coarse_at(self, at: float) -> bool:
+        """Whether the step at schedule position ``at`` trains at half the working size: inside
+        ``coarse_share`` of the schedule, when half the size keeps the working size's floor
+        (FLOOR_PX) on the long side."""
+        cam = self.cameras[0]
+        return (at < self.config.coarse_share * self.config.max_steps
+                and max(cam.width, cam.height) // 2 >= FLOOR_PX)
+
+    def render(self, view: int, sh_degree: int, background: Tensor, coarse: bool = False
+               ) -> tuple[Tensor, Tensor, dict]:
+        """Render training view ``view`` with the current parameters (differentiable); ``coarse``:
+        at half its size, over the pixels a 2×2 box average of the plate keeps."""
         p = self.params
         k = num_sh_coeffs(sh_degree)
         features = p["sh0"] if k == 1 else torch.cat([p["sh0"], p["shN"][:, : k - 1]], dim=1)
         cam = self.cameras[view]
+        Ks, width, height = self.Ks[view : view + 1], cam.width, cam.height
+        if coarse:
+            Ks = Ks * Ks.new_tensor([[0.5], [0.5], [1.0]])
+            width, height = width // 2, height // 2
         return rasterize(
             p["means"], p["quats"], p["scales"].exp(), torch.sigmoid(p["opacities"]), features,
-            self.viewmats[view : view + 1], self.Ks[view : view + 1], cam.width, cam.height,
+            self.viewmats[view : view + 1], Ks, width, height,
             backgrounds=background[None], sh_degree=sh_degree, absgrad=self.config.absgrad,
             backend=self.config.backend,
         )
@@ -529,9 +548,12 @@ class Trainer:
         if config.random_background:
             background = torch.rand(3, generator=self.generator).to(self.device)
             target = self.target_on(view, target, background)
+        coarse = self.coarse_at(at)
+        if coarse:
+            target = halved(target)
         means_lr = means_lr_at(at, config, self.extent)
         self.optimizer.param_groups[0]["lr"] = means_lr
-        render, _, meta = self.render(view, self.sh_degree_at(at), background)
+        render, _, meta = self.render(view, self.sh_degree_at(at), background, coarse)
         info = StepInfo(meta, means_lr, at=at, before=self.previous_at)  # None after a start: at − 1
         self.strategy.before_backward(info)
         image = render[0] if self.exposure is None else apply_exposure(render[0], self.exposure[view])
@@ -632,12 +654,13 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def write_exposure(trainer: Trainer, path: Path) -> None:
-    """The learnt per-plate colour transforms, by image name: ``{"name": [[m00, m01, m02, b0], …]}``
-    (``rgb' = M·rgb + b`` turns a render into that plate's exposure; the mean is the identity)."""
+def learnt_exposure(trainer: Trainer) -> dict[str, np.ndarray] | None:
+    """The per-plate colour transforms training learnt, by image name (their mean is the
+    identity); None when it learnt none."""
+    if trainer.exposure is None:
+        return None
     names = [frame.image_path.name for frame in trainer.dataset.frames]
-    values = trainer.exposure.detach().cpu().tolist()
-    write_text_atomic(path, json.dumps(dict(zip(names, values)), indent=1) + "\n")
+    return dict(zip(names, trainer.exposure.detach().cpu().numpy()))
 
 
 def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: TrainConfig | None = None,
@@ -666,16 +689,17 @@ def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: Tra
                                "strategy": config.strategy,
                                "extent": trainer.extent,
                                "strategy_settings": strategy_fields(trainer.strategy)}
+    exposure = learnt_exposure(trainer)
+    if exposure is not None:
+        write_exposure(trainer.out / EXPOSURE_FILE, exposure)
+        metrics["exposure"] = EXPOSURE_FILE
     if eval_views is not None:
         summary = evaluate_split(gaussians, eval_views, config.eval_split, backend=config.backend,
-                                 device=trainer.device, progress=config.progress)
+                                 device=trainer.device, progress=config.progress, exposure=exposure)
         if summary is not None:
             scores = summary.to_dict()
             metrics["per_view"] = scores.pop("per_view")
             metrics.update({f"{config.eval_split}_{k}": v for k, v in scores.items()})
-    if trainer.exposure is not None:
-        write_exposure(trainer, trainer.out / "exposure.json")
-        metrics["exposure"] = "exposure.json"
     metrics["peak_memory_mb"] = peak_memory_mb(trainer.device)
     metrics["config"] = asdict(trainer.config)  # as the recipe settled it
     metrics_path = trainer.out / "metrics.json"

@@ -125,11 +125,18 @@ def _target(result: dict) -> str:
     return f" (target ≥ {result['target_psnr']:g})" if result.get("target_psnr") else ""
 
 
+def _at_mean_exposure(result: dict) -> str:
+    """The held-out PSNR without the plates' own exposure ("-" where none was learnt)."""
+    value = result.get("test_psnr_at_mean_exposure")
+    return "-" if value is None else f"{value:.2f}"
+
+
 def table(results: list[dict]) -> str:
-    head = ("| case | budget | held-out PSNR (dB) | SSIM | steps | steps/s | working size | Gaussians | peak memory "
-            "| load |\n|---|---:|---|---:|---:|---:|---|---:|---:|---|")
+    head = ("| case | budget | held-out PSNR (dB) | at the mean exposure | SSIM | steps | steps/s | working size "
+            "| Gaussians | peak memory | load |\n|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|")
     rows = [
-        f"| {r['case']} | {r['minutes']:g} min | {r['test_psnr']:.2f}{_target(r)} | {r['test_ssim']:.4f} | "
+        f"| {r['case']} | {r['minutes']:g} min | {r['test_psnr']:.2f}{_target(r)} | "
+        f"{_at_mean_exposure(r)} | {r['test_ssim']:.4f} | "
         f"{r['steps']:,} | {r['steps'] / r['train_seconds']:.1f} | "
         f"{'x'.join(map(str, r['working_size']['size']))} | {r['gaussians']:,} | "
         f"{r['peak_memory_mb']:.0f} MiB | {r['load_before']:.1f} → {r['load_after']:.1f} |"

@@ -30,7 +30,7 @@ from splatfx.raster._cpu_raster import (
     rasterize_backward,
     rasterize_forward,
 )
-from splatfx.core.sh import eval_sh
+from splatfx.raster._cpu_sh import sh_backward, sh_forward
 
 
 def _np32(t: Tensor) -> np.ndarray:
@@ -140,12 +140,27 @@ def camera_centers(viewmats: Tensor) -> Tensor:
     return -(rot.transpose(1, 2) @ t.unsqueeze(-1)).squeeze(-1)
 
 
+class ShColours(torch.autograd.Function):
+    """SH colours of N Gaussians seen from C camera centres (see :mod:`._cpu_sh`)."""
+
+    @staticmethod
+    def forward(ctx: Any, means: Tensor, sh: Tensor, centres: np.ndarray, degree: int) -> Tensor:  # type: ignore[override]
+        n = means.shape[0]
+        flat = sh.reshape(-1, *sh.shape[-2:])  # (N or C·N, K, 3)
+        arrays = (_np32(means), _np32(flat))
+        ctx.arrays, ctx.centres, ctx.degree, ctx.sh_shape = arrays, centres, degree, sh.shape
+        return torch.from_numpy(sh_forward(*arrays, centres, degree)).reshape(centres.shape[0], n, 3)
+
+    @staticmethod
+    def backward(ctx: Any, grad_colours: Tensor) -> tuple:  # type: ignore[override]
+        grad_means, grad_sh = sh_backward(*ctx.arrays, ctx.centres, ctx.degree, _np32(grad_colours))
+        return torch.from_numpy(grad_means), torch.from_numpy(grad_sh).reshape(ctx.sh_shape), None, None
+
+
 def sh_colors(means: Tensor, sh: Tensor, sh_degree: int, viewmats: Tensor) -> Tensor:
-    """Per-camera colours (C, N, 3) from SH (N|C·N, K, 3), + 0.5 and clamped at 0 like gsplat."""
-    centers = camera_centers(viewmats).to(means.dtype)
-    dirs = means.unsqueeze(0) - centers.unsqueeze(1)  # (C, N, 3)
-    coeffs = sh if sh.dim() == 4 else sh.unsqueeze(0).expand(dirs.shape[0], -1, -1, -1)
-    return torch.clamp_min(eval_sh(sh_degree, coeffs, dirs) + 0.5, 0.0)
+    """Per-camera colours (C, N, 3) from SH (N | C, N, K, 3), + 0.5 and clamped at 0 like gsplat."""
+    centres = camera_centers(viewmats).to(means.dtype).detach().to(torch.float64).contiguous().numpy()
+    return ShColours.apply(means, sh, centres, sh_degree)
 
 
 def rasterize_cpu(

@@ -100,7 +100,7 @@ class TrainConfig(TrainSection):
     exposure_lr: float = 1e-3
     # coarse to fine: the first share of the schedule trains at half the working size (each step
     # costs less while densification lays the scene out); 0 turns it off. Never below FLOOR_PX.
-    coarse_share: float = 0.0
+    coarse_share: float = 0.25
     # densification: start, stop and reset are steps of the 30k schedule, scaled to max_steps
     # unless scale_schedule is False; refine_every is never scaled (gradients must average
     # over several views)

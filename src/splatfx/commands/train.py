@@ -94,4 +94,6 @@ def summary_line(metrics: dict, out: Path) -> str:
     for split in ("test", "val", "train"):
         if f"{split}_psnr" in metrics:
             parts.append(f"{split} PSNR {metrics[f'{split}_psnr']:.2f} dB, SSIM {metrics[f'{split}_ssim']:.4f}")
+            if f"{split}_psnr_at_mean_exposure" in metrics:  # scored at each plate's exposure
+                parts.append(f"{metrics[f'{split}_psnr_at_mean_exposure']:.2f} dB at the mean exposure")
     return f"trained: {', '.join(parts)} -> {out}"

@@ -97,6 +97,25 @@ def _unit(means: np.ndarray, g: int, centres: np.ndarray, c: int) -> tuple:
 
 
 @njit(nogil=True, cache=True)
+def _seen(means: np.ndarray, g: int, centres: np.ndarray, c: int, per_camera: bool, count: int,
+          basis: np.ndarray) -> tuple:
+    """Gaussian ``g`` seen from camera ``c``: the basis along its direction into ``basis``; returns
+    the unit direction, the length it was divided by, and the row of its coefficients."""
+    x, y, z, norm = _unit(means, g, centres, c)
+    _basis(x, y, z, count, basis)
+    return x, y, z, norm, c * means.shape[0] + g if per_camera else g
+
+
+@njit(nogil=True, cache=True)
+def _shifted_colour(basis: np.ndarray, sh: np.ndarray, row: int, channel: int, count: int) -> float:
+    """``Σ_k Y_k·sh[row, k, channel] + 0.5``: one channel's colour before the clamp at 0."""
+    value = 0.5
+    for k in range(count):
+        value += basis[k] * sh[row, k, channel]
+    return value
+
+
+@njit(nogil=True, cache=True)
 def _sh_forward_kernel(work: np.ndarray, means: np.ndarray, sh: np.ndarray, per_camera: bool,
                        centres: np.ndarray, count: int, colours: np.ndarray) -> None:
     basis = np.empty(16)
@@ -104,14 +123,9 @@ def _sh_forward_kernel(work: np.ndarray, means: np.ndarray, sh: np.ndarray, per_
     while start < stop:
         for g in range(start, stop):
             for c in range(centres.shape[0]):
-                x, y, z, _ = _unit(means, g, centres, c)
-                _basis(x, y, z, count, basis)
-                row = c * means.shape[0] + g if per_camera else g
+                row = _seen(means, g, centres, c, per_camera, count, basis)[4]
                 for channel in range(3):
-                    value = 0.5
-                    for k in range(count):
-                        value += basis[k] * sh[row, k, channel]
-                    colours[c, g, channel] = max(value, 0.0)
+                    colours[c, g, channel] = max(_shifted_colour(basis, sh, row, channel, count), 0.0)
         start, stop = claim(work)
 
 
@@ -125,14 +139,10 @@ def _sh_backward_kernel(work: np.ndarray, means: np.ndarray, sh: np.ndarray, per
     while start < stop:
         for g in range(start, stop):
             for c in range(centres.shape[0]):
-                x, y, z, norm = _unit(means, g, centres, c)
-                _basis(x, y, z, count, basis)
-                row = c * means.shape[0] + g if per_camera else g
+                x, y, z, norm, row = _seen(means, g, centres, c, per_camera, count, basis)
                 for channel in range(3):  # the gradient through max(·, 0): where the value is ≥ 0
-                    value = 0.5
-                    for k in range(count):
-                        value += basis[k] * sh[row, k, channel]
-                    passed[channel] = grad_colours[c, g, channel] if value >= 0.0 else 0.0
+                    clamped = _shifted_colour(basis, sh, row, channel, count) < 0.0
+                    passed[channel] = 0.0 if clamped else grad_colours[c, g, channel]
                 for k in range(count):
                     for channel in range(3):
                         grad_sh[row, k, channel] += basis[k] * passed[channel]

@@ -54,8 +54,10 @@ def test_exposure_file_round_trips_bit_exactly(tmp_path) -> None:
     assert list(back) == list(transforms)
     assert all(np.array_equal(back[name], transforms[name]) for name in transforms)
     (tmp_path / "scene.ply").write_bytes(b"")
-    assert list(exposure_beside(tmp_path / "scene.ply")) == list(transforms)
-    assert exposure_beside(tmp_path / "elsewhere" / "scene.ply") is None
+    assert list(exposure_beside(tmp_path / "scene.ply", ["P0.JPG", "P9.JPG"])) == list(transforms)
+    assert exposure_beside(tmp_path / "elsewhere" / "scene.ply", ["P0.JPG"]) is None
+    # a scene shown on another capture: no plate of it is in the table
+    assert exposure_beside(tmp_path / "scene.ply", ["IMG_0001.JPG"]) is None
 
 
 @pytest.mark.parametrize("text,problem", [

@@ -24,7 +24,7 @@ from splatfx.recon.metrics import psnr
 from splatfx.recon.train import (TrainConfig, Trainer, identity_exposure, learnt_exposure, make_strategy,
                                  means_lr_at)
 from splatfx.recon.recipe import CLOCK_SPAN, FULL_GAUSSIANS, REFERENCE_STEPS, STEPS_AT_CAP, choose_recipe
-from splatfx.recon.working_size import CPU_COST, FLOOR_PX, TARGET_STEPS, choose_working_size
+from splatfx.recon.working_size import CPU_COST, TARGET_STEPS, choose_working_size
 from splatfx.shot.config import config_from_dict, override
 
 # Measured: 300 MCMC steps on 20 lego views at 50×50 give 19.4 dB on 10 held-out views

@@ -17,8 +17,7 @@ from rich.console import Console
 
 from splatfx.commands.options import mean_exposure_option
 from splatfx.commands.train import background_option
-from splatfx.recon.evaluate import write_eval
-from splatfx.recon.exposure import exposure_beside
+from splatfx.recon.evaluate import exposure_for_capture, write_eval
 from splatfx.io.formats.ply import read_ply
 
 
@@ -44,7 +43,7 @@ def command(scene: Path, data: Path, split: str, out: Path | None, downscale: fl
     out = out if out is not None else scene.parent / f"eval_{split}"
     result = write_eval(read_ply(scene), data, split, out, scene_path=scene, downscale=downscale,
                         background=background, backend=backend, write_images=not no_images,
-                        exposure=None if mean_exposure else exposure_beside(scene))
+                        exposure=None if mean_exposure else exposure_for_capture(scene, data))
     Console(stderr=True, highlight=False).print(
         f"{split}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} over {result['views']} views "
         f"-> {out / 'metrics.json'}")

@@ -22,8 +22,7 @@ from rich.console import Console
 from splatfx.commands.farm_options import farm_options
 from splatfx.commands.options import mean_exposure_option, proxy_option
 from splatfx.commands.train import background_option
-from splatfx.recon.evaluate import render_split
-from splatfx.recon.exposure import exposure_beside
+from splatfx.recon.evaluate import exposure_for_capture, render_split
 from splatfx.io.formats.ply import read_ply
 
 
@@ -61,5 +60,5 @@ def command(shot: Path | None, force: bool, scene: Path | None, data: Path | Non
     if scene is None or data is None or out is None:
         raise click.UsageError("give SHOT, or all of --scene, --data and --out")
     written = render_split(read_ply(scene), data, split, out, downscale=downscale, background=background,
-                           backend=backend, exposure=None if mean_exposure else exposure_beside(scene))
+                           backend=backend, exposure=None if mean_exposure else exposure_for_capture(scene, data))
     Console(stderr=True, highlight=False).print(f"rendered {len(written)} views of the {split} split -> {out}")

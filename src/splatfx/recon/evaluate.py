@@ -26,7 +26,7 @@ from splatfx.io.dataset import Dataset, load_dataset
 from splatfx.core.errors import InputError
 from splatfx.core.gaussians import Gaussians
 from splatfx.io.images import write_png
-from splatfx.recon.exposure import Transforms, apply_exposure, exposure_for
+from splatfx.recon.exposure import Transforms, apply_exposure, exposure_beside, exposure_for
 from splatfx.recon.metrics import MetricSummary
 from splatfx.core.progress import track
 from splatfx.raster.views import render_view, resolve_device
@@ -69,6 +69,11 @@ def at_plate_exposure(render: torch.Tensor, plate: str, exposure: Transforms | N
 
 def _plate_names(dataset: Dataset) -> list[str]:
     return [frame.image_path.name for frame in dataset.frames]
+
+
+def exposure_for_capture(scene_path: PathLike, data: PathLike) -> Transforms | None:
+    """The per-plate exposure written beside ``scene_path``, when it belongs to the capture ``data``."""
+    return exposure_beside(scene_path, _plate_names(load_dataset(data, split="all")))
 
 
 def evaluate_split(gaussians: Gaussians, data: PathLike | Dataset, split: str = "test", *, downscale: float = 1.0,

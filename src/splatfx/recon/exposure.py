@@ -78,11 +78,9 @@ def exposure_for(name: str, transforms: Transforms, order: Sequence[str] = ()) -
     after_name = learnt[after] if after < len(learnt) else None
     if before_name is None or after_name is None:
         return np.asarray(transforms[before_name or after_name], dtype=np.float32)
-    span = position[after_name] - position[before_name]
-    weight = (here - position[before_name]) / span if span else 0.5
+    weight = (here - position[before_name]) / (position[after_name] - position[before_name])
     blended = (1.0 - weight) * transforms[before_name] + weight * transforms[after_name]
     return np.asarray(blended, dtype=np.float32)
-
 
 
 def capture_order(names: Iterable[str]) -> list[str]:
@@ -96,7 +94,12 @@ def apply_exposure(image: Tensor, transform: Tensor) -> Tensor:
     return image @ transform[:, :3].T + transform[:, 3]
 
 
-def exposure_beside(scene_path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
-    """The transforms training wrote beside a scene (``exposure.json`` in its folder), or None."""
+def exposure_beside(scene_path: str | os.PathLike[str], plates: Iterable[str]) -> dict[str, np.ndarray] | None:
+    """The transforms training wrote beside a scene (``exposure.json`` in its folder) for a capture
+    whose plates are named ``plates``; None when there is none, or when it names none of those
+    plates (a scene shown on another capture: its plates' exposures say nothing there)."""
     path = Path(scene_path).parent / EXPOSURE_FILE
-    return read_exposure(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    transforms = read_exposure(path)
+    return transforms if set(transforms) & set(plates) else None

@@ -466,7 +466,8 @@ def check_held_out_plate_estimate(trainer: Trainer, held_out: int) -> None:
     estimate = torch.from_numpy(exposure_for(names[held_out], others, names))
     colours = torch.from_numpy(trainer.dataset.image(0).reshape(-1, 3))
     own = trainer.exposure.detach()[held_out]
-    estimated_gain, own_gain = (float((colours @ m[:, :3].T + m[:, 3]).mean() / colours.mean()) for m in (estimate, own))
+    estimated_gain, own_gain = (float((colours @ m[:, :3].T + m[:, 3]).mean() / colours.mean())
+                                for m in (estimate, own))
     # against the mean exposure (4 plates at 0.6, 6 at 1): 0.6 / 0.84 = 0.71
     print(f"held-out plate: estimated gain {estimated_gain:.3f}, its own transform's {own_gain:.3f}")
     assert estimated_gain == pytest.approx(own_gain, abs=0.05) and estimated_gain < 0.8

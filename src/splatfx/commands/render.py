@@ -45,7 +45,8 @@ from splatfx.io.formats.ply import read_ply
 @proxy_option
 @farm_options
 def command(shot: Path | None, force: bool, scene: Path | None, data: Path | None, split: str, out: Path | None,
-            downscale: float, background: tuple | None, mean_exposure: bool, backend: str, proxy: float | None, **farm: Any) -> None:
+            downscale: float, background: tuple | None, mean_exposure: bool, backend: str, proxy: float | None,
+            **farm: Any) -> None:
     """Render the shot SHOT (EXR passes per frame), or --scene from every camera of
     --data's split into --out."""
     if shot is not None:

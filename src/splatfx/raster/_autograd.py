@@ -8,7 +8,8 @@ whose ``.grad`` (and ``.absgrad``) densification strategies can read:
 - :class:`RasterizeToPixels`: (means2d, conics, colours, opacities, backgrounds) → images,
   alphas, with a hand-written backward through the compositing.
 
-Everything between them (opacity × compensation, SH evaluation, the depth channel,
+SH colours are a third Function, :class:`ShColours` (compiled forward and backward,
+:mod:`._cpu_sh`). Everything else between them (opacity × compensation, the depth channel,
 expected depth) is plain torch, so autograd carries those gradients. Viewmats and Ks
 receive no gradient.
 """
@@ -144,7 +145,9 @@ class ShColours(torch.autograd.Function):
     """SH colours of N Gaussians seen from C camera centres (see :mod:`._cpu_sh`)."""
 
     @staticmethod
-    def forward(ctx: Any, means: Tensor, sh: Tensor, centres: np.ndarray, degree: int) -> Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, means: Tensor, sh: Tensor, centres: np.ndarray, degree: int
+    ) -> Tensor:
         n = means.shape[0]
         flat = sh.reshape(-1, *sh.shape[-2:])  # (N or C·N, K, 3)
         arrays = (_np32(means), _np32(flat))

@@ -461,7 +461,7 @@ def test_affine_exposure_learns_each_plates_gain(lego, tmp_path) -> None:
 
 def check_held_out_plate_estimate(trainer: Trainer, held_out: int) -> None:
     """Plate ``held_out``'s transform estimated from the others alone, as for a held-out plate."""
-    names = [frame.image_path.name for frame in trainer.dataset.frames]
+    names = trainer.dataset.plate_names
     others = {name: m for name, m in learnt_exposure(trainer).items() if name != names[held_out]}
     estimate = torch.from_numpy(exposure_for(names[held_out], others, names))
     colours = torch.from_numpy(trainer.dataset.image(0).reshape(-1, 3))

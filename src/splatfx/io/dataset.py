@@ -162,6 +162,11 @@ class Dataset(Sequence[Frame]):
     def names(self) -> list[str]:
         return [f.name for f in self.frames]
 
+    @property
+    def plate_names(self) -> list[str]:
+        """The frames' image file names: the keys of per-plate tables such as ``exposure.json``."""
+        return [f.image_path.name for f in self.frames]
+
     def camera_extent(self) -> float:
         """1.1 × the largest distance of a camera centre from their mean (3DGS's scene extent)."""
         centers = np.stack([c.center for c in self.cameras])

@@ -67,13 +67,9 @@ def at_plate_exposure(render: torch.Tensor, plate: str, exposure: Transforms | N
     return apply_exposure(render, transform).clamp(0, 1)
 
 
-def _plate_names(dataset: Dataset) -> list[str]:
-    return [frame.image_path.name for frame in dataset.frames]
-
-
 def exposure_for_capture(scene_path: PathLike, data: PathLike) -> Transforms | None:
     """The per-plate exposure written beside ``scene_path``, when it belongs to the capture ``data``."""
-    return exposure_beside(scene_path, _plate_names(load_dataset(data, split="all")))
+    return exposure_beside(scene_path, load_dataset(data, split="all").plate_names)
 
 
 def evaluate_split(gaussians: Gaussians, data: PathLike | Dataset, split: str = "test", *, downscale: float = 1.0,
@@ -90,7 +86,7 @@ def evaluate_split(gaussians: Gaussians, data: PathLike | Dataset, split: str = 
     dataset = open_views(data, split, downscale, background)
     if len(dataset) == 0:
         return None
-    order = _plate_names(dataset)
+    order = dataset.plate_names
     summary = MetricSummary()
     for i, render in _renders(gaussians, dataset, backend, device, f"eval {split}", progress):
         name = frame_stem(dataset.frames[i].name, i)
@@ -109,7 +105,7 @@ def render_split(gaussians: Gaussians, data: PathLike | Dataset, split: str, out
     """Render every view of ``split`` (at its plate's exposure, given ``exposure``) to
     ``out_dir/<frame>.png``; returns the paths written."""
     dataset = open_views(data, split, downscale, background)
-    order = _plate_names(dataset)
+    order = dataset.plate_names
     written = []
     for i, render in _renders(gaussians, dataset, backend, device, f"render {split}", progress):
         path = Path(out_dir) / f"{frame_stem(dataset.frames[i].name, i)}.png"

@@ -659,8 +659,7 @@ def learnt_exposure(trainer: Trainer) -> dict[str, np.ndarray] | None:
     identity); None when it learnt none."""
     if trainer.exposure is None:
         return None
-    names = [frame.image_path.name for frame in trainer.dataset.frames]
-    return dict(zip(names, trainer.exposure.detach().cpu().numpy()))
+    return dict(zip(trainer.dataset.plate_names, trainer.exposure.detach().cpu().numpy()))
 
 
 def train(data: str | os.PathLike[str], out: str | os.PathLike[str], config: TrainConfig | None = None,
